@@ -1,0 +1,80 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Warnings are errors in every target of this package (not in its dependencies).
+let strict: [SwiftSetting] = [.unsafeFlags(["-warnings-as-errors"])]
+
+let package = Package(
+    name: "custodian",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "custodian", targets: ["custodian"]),
+        .library(name: "CustodianClient", targets: ["CustodianClient"]),
+        .library(name: "CustodianCore", targets: ["CustodianCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/attaswift/BigInt", from: "6.0.1"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // C libraries from Debian's -dev packages (libsecp256k1-dev, libsodium-dev, libssl-dev).
+        .systemLibrary(
+            name: "CSecp256k1", pkgConfig: "libsecp256k1",
+            providers: [.apt(["libsecp256k1-dev"]), .brew(["secp256k1"])]),
+        .systemLibrary(
+            name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"]), .brew(["libsodium"])]),
+        .systemLibrary(
+            name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]),
+        // Only what Glibc hides from Swift: variadic prctl, struct ucred.
+        .target(name: "CCustodianLinux"),
+
+        // Pure: no I/O, no C. Can be fuzzed by compiling its sources alone (plus BigInt).
+        .target(
+            name: "CustodianCore",
+            dependencies: [.product(name: "BigInt", package: "BigInt")],
+            swiftSettings: strict),
+        // The only module that touches key material.
+        .target(
+            name: "CustodianCrypto",
+            dependencies: ["CustodianCore", "CSecp256k1", "CSodium", "COpenSSL"],
+            swiftSettings: strict),
+        // The I/O shell: socket server, ledger, audit log, policy files, hardening.
+        .target(
+            name: "CustodianAgent",
+            dependencies: [
+                "CustodianCore", "CustodianCrypto", "CCustodianLinux",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "CustodianClient",
+            dependencies: ["CustodianCore"],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "custodian",
+            dependencies: [
+                "CustodianAgent", "CustodianClient", "CustodianCrypto", "CustodianCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+
+        .testTarget(
+            name: "CustodianCoreTests", dependencies: ["CustodianCore"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "CustodianCryptoTests", dependencies: ["CustodianCrypto", "CustodianCore"], swiftSettings: strict),
+        .testTarget(
+            name: "CustodianAgentTests", dependencies: ["CustodianAgent", "CustodianCrypto", "CustodianCore"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "EndToEndTests", dependencies: ["CustodianCore", "CustodianClient"], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,149 @@
+import CustodianCore
+import CustodianCrypto
+import Foundation
+
+/// Everything `custodian serve` needs.
+public struct AgentSettings: Sendable {
+    public var server: ServerSettings
+    public var keyFile: String
+    public var policyFile: String
+    public var stateDirectory: String
+    public var passphraseFile: String?
+    public var checkpointEvery: UInt64
+
+    public init(
+        server: ServerSettings, keyFile: String, policyFile: String, stateDirectory: String, passphraseFile: String?,
+        checkpointEvery: UInt64 = 1000
+    ) {
+        self.server = server
+        self.keyFile = keyFile
+        self.policyFile = policyFile
+        self.stateDirectory = stateDirectory
+        self.passphraseFile = passphraseFile
+        self.checkpointEvery = checkpointEvery
+    }
+}
+
+/// An error that stops the agent from starting, with an exit code and an optional hint.
+public struct AgentStartError: Error, CustomStringConvertible {
+    public var description: String
+    public var hint: String?
+    public var exitCode: Int32
+
+    public init(_ description: String, hint: String? = nil, exitCode: Int32 = 1) {
+        self.description = description
+        self.hint = hint
+        self.exitCode = exitCode
+    }
+}
+
+/// A running agent: the engine behind the socket server.
+public final class RunningAgent: Sendable {
+    public let engine: Engine
+    public let server: Server
+    let policyFile: String
+
+    init(engine: Engine, server: Server, policyFile: String) {
+        self.engine = engine
+        self.server = server
+        self.policyFile = policyFile
+    }
+
+    /// Starts the agent in the order that keeps the key safe: harden, load and check the policy, verify and replay
+    /// the audit log, only then read the passphrase and unseal the key, then bind the socket.
+    public static func start(
+        _ settings: AgentSettings, passphrase: () throws -> SecureBytes, log: @escaping @Sendable (String) -> Void
+    ) throws -> RunningAgent {
+        do { try Hardening.applyBeforeKeyIsRead() } catch {
+            throw AgentStartError("cannot harden the process: \(error)")
+        }
+        let policy: LoadedPolicy
+        do { policy = try PolicyFile.load(path: settings.policyFile) } catch {
+            throw AgentStartError(
+                "invalid policy \(settings.policyFile): \(error)", hint: "custodian policy check \(settings.policyFile)")
+        }
+        do { try FileIO.ensurePrivateDirectory(settings.stateDirectory) } catch {
+            throw AgentStartError("state directory: \(error)")
+        }
+        let logPath = settings.stateDirectory + "/audit.log"
+        let existing: [UInt8]
+        if FileIO.exists(logPath) {
+            do { existing = try FileIO.readAll(logPath) } catch { throw AgentStartError("cannot read \(logPath): \(error)") }
+        } else {
+            existing = []
+        }
+        let chain: AuditChain
+        switch AuditChain.read(existing) {
+        case .success(let read): chain = read
+        case .failure(let error):
+            throw AgentStartError(
+                "\(error)", hint: "custodian audit verify \(logPath) names the first bad record; the agent will not "
+                    + "sign on top of a log that does not verify")
+        }
+        if chain.tornTail > 0 { log("cutting a torn last line of \(chain.tornTail) bytes from \(logPath)") }
+
+        let keyHeader: KeyFile.Header
+        let keyBytes: [UInt8]
+        do {
+            keyBytes = try FileIO.readAll(settings.keyFile, limit: 4096)
+            keyHeader = try KeyFile.header(keyBytes)
+        } catch { throw AgentStartError("key file \(settings.keyFile): \(error)") }
+        if let logged = Replay.agentAddress(in: chain), logged != keyHeader.address {
+            throw AgentStartError(
+                "the audit log in \(settings.stateDirectory) belongs to \(logged), not to this key (\(keyHeader.address))",
+                hint: "use the state directory of this key, or a new one")
+        }
+        let state: LedgerState
+        switch Replay.ledger(from: chain, agent: keyHeader.address) {
+        case .success(let replayed): state = replayed
+        case .failure(let error): throw AgentStartError("cannot rebuild the ledger: \(error)")
+        }
+
+        let key: SigningKey
+        do {
+            let secret = try passphrase()
+            key = try KeyFile.open(keyBytes, passphrase: secret)
+        } catch let error as KeyFileError {
+            throw AgentStartError(
+                "cannot open \(settings.keyFile): \(error)", exitCode: error == .wrongPassphrase ? 2 : 1)
+        }
+
+        let auditLog: AuditLog
+        do { auditLog = try AuditLog(path: logPath, chain: chain) } catch { throw AgentStartError("\(error)") }
+        let engine = Engine(
+            key: key, policy: policy, state: state, log: auditLog, checkpointEvery: settings.checkpointEvery)
+        let server: Server
+        do { server = try Server.start(settings: settings.server, engine: engine) } catch {
+            throw AgentStartError("\(error)")
+        }
+        do { try engine.start(version: RPC.version) } catch {
+            server.stop()
+            throw AgentStartError("cannot write to the audit log: \(error)")
+        }
+        let counts = state.counts
+        log(
+            "serving \(engine.address) on \(settings.server.socketPath); policy \(policy.hash.prefix(12)); "
+                + "\(counts.open) open and \(counts.closed) closed sessions; audit seq \(auditLog.seq)")
+        return RunningAgent(engine: engine, server: server, policyFile: settings.policyFile)
+    }
+
+    /// Re-reads the policy file: a valid one replaces the old atomically, an invalid one leaves it in force; both are
+    /// audited.
+    public func reloadPolicy(log: @escaping @Sendable (String) -> Void) {
+        do {
+            let loaded = try PolicyFile.load(path: policyFile)
+            engine.reload(loaded, error: nil) { ok in
+                log(ok ? "policy reloaded: \(loaded.hash.prefix(12))" : "policy reload not recorded")
+            }
+        } catch {
+            log("policy reload failed, the old policy stays in force: \(error)")
+            engine.reload(nil, error: "\(error)") { _ in }
+        }
+    }
+
+    /// Stops serving, drains the queue, writes the stop and checkpoint records, removes the socket.
+    public func stop() {
+        server.stop()
+        engine.stop()
+    }
+}

@@ -1,0 +1,325 @@
+import CustodianCore
+import CustodianCrypto
+import Foundation
+
+/// The connected client, from SO_PEERCRED.
+public struct Peer: Sendable, Equatable {
+    public var pid: Int32
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public init(pid: Int32, uid: UInt32, gid: UInt32) {
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
+/// The answer to one `sign` request.
+public enum SignOutcome: Sendable {
+    /// Signed and recorded: the signature, the envelope to send, the request hash, the audit seq.
+    case signed(signature: String, envelope: [UInt8], requestHash: String, auditSeq: UInt64)
+    /// Refused and recorded.
+    case refused(Denial, auditSeq: UInt64)
+    /// The decision could not be made durable: nothing was signed (fail closed).
+    case unavailable(String)
+}
+
+/// What `status` reports.
+public struct StatusSnapshot: Sendable {
+    public var address: String
+    public var policyHash: String
+    public var auditSeq: UInt64
+    public var auditHead: String
+    public var openSessions: Int
+    public var closedSessions: Int
+    public var startedAtMs: UInt64
+}
+
+/// The single owner of the key, the policy, the ledger and the audit log.
+///
+/// Requests are queued to one committer thread, which takes every queued request at once, decides each in order
+/// against the state the previous ones left (check, sign and record with no other request in between), writes
+/// all their records with one write and one fdatasync, and only then releases the replies. If the sync fails, the
+/// batch's state changes are undone and every reply in it says `audit.unavailable`: no signature leaves unrecorded.
+public final class Engine: @unchecked Sendable {
+    private enum Job {
+        case sign(message: [UInt8], peer: Peer?, reply: @Sendable (SignOutcome) -> Void)
+        case reload(LoadedPolicy?, error: String?, reply: @Sendable (Bool) -> Void)
+    }
+
+    private let key: SigningKey
+    /// The agent's address.
+    public let address: Address
+    private var policy: LoadedPolicy
+    private var state: LedgerState
+    private let log: AuditLog
+    private let reader = NitroRPCv0Reader()
+    private let clock: @Sendable () -> UInt64
+    private let checkpointEvery: UInt64
+    private let startedAtMs: UInt64
+
+    private let condition = NSCondition()
+    private var queue: [Job] = []
+    private var stopping = false
+    private var stopped = false
+    private var snapshot: StatusSnapshot
+    private var thread: Thread?
+
+    /// Takes ownership of the key; replays nothing itself (the caller passes the rebuilt `state`).
+    public init(
+        key: consuming SigningKey, policy: LoadedPolicy, state: LedgerState, log: AuditLog, checkpointEvery: UInt64,
+        clock: @escaping @Sendable () -> UInt64 = Engine.systemClock
+    ) {
+        self.address = key.address
+        self.key = key
+        self.policy = policy
+        self.state = state
+        self.log = log
+        self.clock = clock
+        self.checkpointEvery = max(checkpointEvery, 1)
+        let now = clock()
+        self.startedAtMs = now
+        let counts = state.counts
+        self.snapshot = StatusSnapshot(
+            address: address.checksummed, policyHash: policy.hash, auditSeq: log.seq, auditHead: log.head,
+            openSessions: counts.open, closedSessions: counts.closed, startedAtMs: now)
+    }
+
+    /// Unix milliseconds from the system clock.
+    public static let systemClock: @Sendable () -> UInt64 = {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return UInt64(spec.tv_sec) * 1000 + UInt64(spec.tv_nsec / 1_000_000)
+    }
+
+    /// Records the start (and the policy in force) durably, then starts the committer thread.
+    public func start(version: String) throws(AuditError) {
+        let now = clock()
+        log.stage(event: "start", timeMs: now) { writer in
+            writer.field("address", address.checksummed)
+            writer.field("version", version)
+            writer.field("policy_hash", policy.hash)
+        }
+        log.stage(event: "policy_loaded", timeMs: now) { writer in
+            writer.field("policy_hash", policy.hash)
+            if let path = policy.path { writer.field("path", path) }
+        }
+        try log.commit()
+        publishSnapshot()
+        let thread = Thread { [self] in run() }
+        thread.name = "custodian-committer"
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Queues a message for signing; `reply` runs on the committer thread once the decision is durable.
+    public func sign(message: [UInt8], peer: Peer?, reply: @escaping @Sendable (SignOutcome) -> Void) {
+        enqueue(.sign(message: message, peer: peer, reply: reply)) {
+            reply(.unavailable("the agent is stopping"))
+        }
+    }
+
+    /// Replaces the policy (after SIGHUP), in order with the requests around it; a nil policy records the failure.
+    public func reload(_ loaded: LoadedPolicy?, error: String?, reply: @escaping @Sendable (Bool) -> Void) {
+        enqueue(.reload(loaded, error: error, reply: reply)) { reply(false) }
+    }
+
+    private func enqueue(_ job: Job, orElse refuse: () -> Void) {
+        condition.lock()
+        if stopping {
+            condition.unlock()
+            refuse()
+            return
+        }
+        queue.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// The latest committed status.
+    public func status() -> StatusSnapshot {
+        condition.lock()
+        defer { condition.unlock() }
+        return snapshot
+    }
+
+    /// Finishes the queued requests, writes a checkpoint and a stop record, and stops the committer.
+    public func stop() {
+        condition.lock()
+        stopping = true
+        condition.signal()
+        while !stopped { condition.wait() }
+        condition.unlock()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !stopping { condition.wait() }
+            let batch = queue
+            queue.removeAll(keepingCapacity: true)
+            let finishing = stopping && batch.isEmpty
+            condition.unlock()
+            if finishing { break }
+            process(batch)
+        }
+        let now = clock()
+        log.stage(event: "stop", timeMs: now) { writer in
+            writer.field("policy_hash", policy.hash)
+        }
+        stageCheckpoint(now: now)
+        do { try log.commit() } catch {
+            FileHandle.standardError.write(Data("custodian: error: could not record the stop: \(error)\n".utf8))
+        }
+        publishSnapshot()
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Decides every job of a batch in order, commits once, then replies.
+    private func process(_ batch: [Job]) {
+        var undo: [(String, SessionRecord?)] = []
+        let lossCount = state.losses.count
+        let policyBefore = policy
+        var replies: [() -> Void] = []
+        var failures: [() -> Void] = []
+        for job in batch {
+            let now = clock()
+            switch job {
+            case .sign(let message, let peer, let reply):
+                let outcome = decide(message, peer: peer, now: now, undo: &undo)
+                replies.append { reply(outcome) }
+                failures.append { reply(.unavailable("the decision could not be recorded")) }
+            case .reload(let loaded, let error, let reply):
+                let old = policy.hash
+                if let loaded {
+                    policy = loaded
+                    log.stage(event: "policy_reloaded", timeMs: now) { writer in
+                        writer.field("policy_hash", loaded.hash)
+                        writer.field("previous_policy_hash", old)
+                    }
+                } else {
+                    log.stage(event: "policy_reload_failed", timeMs: now) { writer in
+                        writer.field("policy_hash", old)
+                        writer.field("error", error ?? "unknown")
+                    }
+                }
+                replies.append { reply(loaded != nil) }
+                failures.append { reply(false) }
+            }
+            if (log.seq + log.stagedCount) % checkpointEvery == 0 { stageCheckpoint(now: now) }
+        }
+        do {
+            try log.commit()
+        } catch {
+            // Undo the batch: the ledger must equal what the (unchanged) log implies.
+            for (id, previous) in undo.reversed() { state.sessions[id] = previous }
+            state.losses.removeSubrange(lossCount...)
+            policy = policyBefore
+            FileHandle.standardError.write(Data("custodian: error: \(error); refusing until it is writable\n".utf8))
+            for failure in failures { failure() }
+            return
+        }
+        publishSnapshot()
+        for reply in replies { reply() }
+    }
+
+    /// Checks, signs and stages the record of one request; nothing is sent before the batch commits.
+    private func decide(_ message: [UInt8], peer: Peer?, now: UInt64, undo: inout [(String, SessionRecord?)])
+        -> SignOutcome
+    {
+        let request: SignableRequest
+        switch reader.read(message) {
+        case .failure(let denial):
+            let seq = log.stage(event: "sign", timeMs: now) { writer in
+                writePeer(peer, &writer)
+                writer.field("policy_hash", policy.hash)
+                writer.field("message_sha256", SHA256.hex(message))
+                writer.field("message_bytes", message.count)
+                writer.field("decision", "deny")
+                writer.field("reason", denial.reason.rawValue)
+                writer.field("detail", denial.detail)
+            }
+            return .refused(denial, auditSeq: seq)
+        case .success(let parsed):
+            request = parsed
+        }
+        let requestHash = Hex.encode(request.digest, prefixed: true)
+        let sessionID: String =
+            switch request.body {
+            case .create(let definition, _, _): definition.appSessionID
+            default: request.namedSessionID ?? ""
+            }
+        let decision = policy.policy.evaluate(request, state: state, agent: address, nowMs: now)
+        let common: (inout JSONWriter) -> Void = { [policy] writer in
+            writePeer(peer, &writer)
+            writer.field("policy_hash", policy.hash)
+            writer.field("method", request.body.method.rawValue)
+            writer.field("app_session_id", sessionID)
+            writer.field("request_hash", requestHash)
+            writer.field("req", String(decoding: request.signedBytes, as: UTF8.self))
+        }
+        switch decision {
+        case .deny(let denial):
+            let seq = log.stage(event: "sign", timeMs: now) { writer in
+                common(&writer)
+                writer.field("decision", "deny")
+                writer.field("reason", denial.reason.rawValue)
+                writer.field("detail", denial.detail)
+            }
+            return .refused(denial, auditSeq: seq)
+        case .allow(let effect):
+            let signature: String
+            do {
+                signature = Hex.encode(try key.sign(digest: request.digest), prefixed: true)
+            } catch {
+                return .unavailable("signing failed: \(error)")
+            }
+            let seq = log.stage(event: "sign", timeMs: now) { writer in
+                common(&writer)
+                writer.field("decision", "allow")
+                writer.field("signature", signature)
+            }
+            if let session = effect.session {
+                undo.append((session.appSessionID, state.sessions[session.appSessionID]))
+            }
+            state.apply(effect, atMs: now)
+            let envelope = NitroRPCv0Reader.envelope(for: request, appending: signature)
+            return .signed(signature: signature, envelope: envelope, requestHash: requestHash, auditSeq: seq)
+        }
+    }
+
+    private func stageCheckpoint(now: UInt64) {
+        let head = log.stagedPrev
+        guard let headBytes = Hex.decode(head), let signature = try? key.personalSign(headBytes) else { return }
+        log.stage(event: "checkpoint", timeMs: now) { writer in
+            writer.field("policy_hash", policy.hash)
+            writer.field("address", address.checksummed)
+            writer.field("head", head)
+            writer.field("signature", Hex.encode(signature, prefixed: true))
+        }
+    }
+
+    private func publishSnapshot() {
+        let counts = state.counts
+        let next = StatusSnapshot(
+            address: address.checksummed, policyHash: policy.hash, auditSeq: log.seq, auditHead: log.head,
+            openSessions: counts.open, closedSessions: counts.closed, startedAtMs: startedAtMs)
+        condition.lock()
+        snapshot = next
+        condition.unlock()
+    }
+}
+
+private func writePeer(_ peer: Peer?, _ writer: inout JSONWriter) {
+    guard let peer else { return }
+    writer.key("peer")
+    writer.beginObject()
+    writer.field("uid", peer.uid)
+    writer.field("gid", peer.gid)
+    writer.field("pid", peer.pid)
+    writer.endObject()
+}

@@ -1,0 +1,177 @@
+import CustodianCore
+import CustodianCrypto
+import TOMLKit
+
+/// Why a policy file was refused.
+public struct PolicyFileError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+
+    init(_ message: String) { self.message = message }
+}
+
+/// A policy as loaded from a file: the values, and the hash of the file's exact bytes (`status.policy_hash`).
+public struct LoadedPolicy: Sendable {
+    public var policy: Policy
+    /// Lowercase hex SHA-256 of the file's bytes.
+    public var hash: String
+    public var path: String?
+}
+
+/// Reads policy files (TOML, version 1, CONTRACT §5). Deny by default: an unknown table or key, a wrong type, an
+/// amount that is not a decimal string, all refuse the whole file rather than being ignored.
+public enum PolicyFile {
+    /// The version this build reads.
+    public static let version = 1
+
+    /// Loads and validates the policy at `path`.
+    public static func load(path: String) throws(PolicyFileError) -> LoadedPolicy {
+        let bytes: [UInt8]
+        do { bytes = try FileIO.readAll(path) } catch { throw PolicyFileError("cannot read \(path): \(error)") }
+        var loaded = try parse(bytes)
+        loaded.path = path
+        return loaded
+    }
+
+    /// Parses policy text.
+    public static func parse(_ bytes: [UInt8]) throws(PolicyFileError) -> LoadedPolicy {
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw PolicyFileError("not UTF-8") }
+        let table: TOMLTable
+        do { table = try TOMLTable(string: text) } catch let error as TOMLParseError {
+            throw PolicyFileError("TOML error at line \(error.source.begin.line): \(error.description)")
+        } catch { throw PolicyFileError("TOML error: \(error)") }
+        let policy = try build(table)
+        return LoadedPolicy(policy: policy, hash: SHA256.hex(bytes), path: nil)
+    }
+
+    private static func build(_ root: TOMLTable) throws(PolicyFileError) -> Policy {
+        try allowOnly(root, ["version", "requests", "sessions", "assets", "counterparties", "velocity"], in: "the file")
+        guard let version = root["version"]?.int else { throw PolicyFileError("missing version = 1") }
+        guard version == Self.version else { throw PolicyFileError("policy version \(version); this build reads 1") }
+        var policy = Policy()
+
+        guard let requests = try table(root, "requests") else { throw PolicyFileError("missing [requests]") }
+        try allowOnly(requests, ["methods", "max_age_ms", "max_future_ms"], in: "[requests]")
+        guard let methodNames = try strings(requests, "methods", in: "[requests]") else {
+            throw PolicyFileError("[requests] methods is required")
+        }
+        var methods = Set<RequestMethod>()
+        for name in methodNames {
+            guard let method = RequestMethod(rawValue: name) else {
+                throw PolicyFileError("[requests] methods: unknown method \"\(name)\"")
+            }
+            methods.insert(method)
+        }
+        policy.methods = methods
+        if let value = try integer(requests, "max_age_ms", in: "[requests]") { policy.maxAgeMs = value }
+        if let value = try integer(requests, "max_future_ms", in: "[requests]") { policy.maxFutureMs = value }
+
+        if let sessions = try table(root, "sessions") {
+            try allowOnly(
+                sessions, ["applications", "protocols", "max_participants", "allow_quorum_without_us"], in: "[sessions]")
+            if let applications = try strings(sessions, "applications", in: "[sessions]") {
+                policy.applications = applications.map { ExactString($0) }
+            }
+            if let protocols = try strings(sessions, "protocols", in: "[sessions]") {
+                for name in protocols where name != "NitroRPC/0.2" && name != "NitroRPC/0.4" {
+                    throw PolicyFileError("[sessions] protocols: unknown protocol \"\(name)\"")
+                }
+                policy.protocols = protocols.map { ExactString($0) }
+            }
+            if let value = try integer(sessions, "max_participants", in: "[sessions]") {
+                guard value >= 2, value <= 1024 else { throw PolicyFileError("[sessions] max_participants: 2 to 1024") }
+                policy.maxParticipants = Int(value)
+            }
+            if let value = sessions["allow_quorum_without_us"] {
+                guard let flag = value.bool else { throw PolicyFileError("[sessions] allow_quorum_without_us: a boolean") }
+                policy.allowQuorumWithoutUs = flag
+            }
+        }
+
+        guard let assets = try table(root, "assets"), !assets.keys.isEmpty else {
+            throw PolicyFileError("no [assets.<symbol>] table: every asset is refused")
+        }
+        for symbol in assets.keys {
+            guard let asset = assets[symbol]?.table else { throw PolicyFileError("[assets] \(symbol) is not a table") }
+            let place = "[assets.\(symbol)]"
+            try allowOnly(
+                asset, ["decimals", "max_session_total", "max_own_funding", "max_allocation", "max_own_loss"], in: place)
+            guard let decimals = try integer(asset, "decimals", in: place), decimals <= 78 else {
+                throw PolicyFileError("\(place) decimals (0 to 78) is required")
+            }
+            policy.assets[ExactString(symbol)] = Policy.AssetRule(
+                decimals: Int(decimals),
+                maxSessionTotal: try amount(asset, "max_session_total", in: place),
+                maxOwnFunding: try amount(asset, "max_own_funding", in: place),
+                maxAllocation: try amount(asset, "max_allocation", in: place),
+                maxOwnLoss: try amount(asset, "max_own_loss", in: place))
+        }
+
+        if let counterparties = try table(root, "counterparties") {
+            try allowOnly(counterparties, ["allow"], in: "[counterparties]")
+            for text in try strings(counterparties, "allow", in: "[counterparties]") ?? [] {
+                guard let address = Address(eip55: text) else {
+                    throw PolicyFileError("[counterparties] allow: \(text) is not an EIP-55 address")
+                }
+                policy.counterparties.insert(address)
+            }
+        }
+
+        if let velocity = try table(root, "velocity") {
+            try allowOnly(velocity, ["window_s", "max_own_loss"], in: "[velocity]")
+            guard let window = try integer(velocity, "window_s", in: "[velocity]"), window > 0 else {
+                throw PolicyFileError("[velocity] window_s (seconds, > 0) is required")
+            }
+            var caps: [ExactString: Amount] = [:]
+            if let losses = try table(velocity, "max_own_loss") {
+                for symbol in losses.keys {
+                    guard policy.assets[ExactString(symbol)] != nil else {
+                        throw PolicyFileError("[velocity] max_own_loss names \(symbol), which [assets] does not list")
+                    }
+                    caps[ExactString(symbol)] = try amount(losses, symbol, in: "[velocity] max_own_loss")
+                }
+            }
+            policy.velocity = Policy.Velocity(windowSeconds: window, maxOwnLoss: caps)
+        }
+        return policy
+    }
+
+    private static func allowOnly(_ table: TOMLTable, _ keys: [String], in place: String) throws(PolicyFileError) {
+        for key in table.keys where !keys.contains(key) {
+            throw PolicyFileError("\(place): unknown key \"\(key)\" (known: \(keys.joined(separator: ", ")))")
+        }
+    }
+
+    private static func table(_ parent: TOMLTable, _ key: String) throws(PolicyFileError) -> TOMLTable? {
+        guard let value = parent[key] else { return nil }
+        guard let table = value.table else { throw PolicyFileError("\(key) must be a table") }
+        return table
+    }
+
+    private static func integer(_ table: TOMLTable, _ key: String, in place: String) throws(PolicyFileError) -> UInt64? {
+        guard let value = table[key] else { return nil }
+        guard value.type == .int, let int = value.int, int >= 0 else {
+            throw PolicyFileError("\(place) \(key) must be a non-negative integer")
+        }
+        return UInt64(int)
+    }
+
+    private static func strings(_ table: TOMLTable, _ key: String, in place: String) throws(PolicyFileError) -> [String]? {
+        guard let value = table[key] else { return nil }
+        guard let array = value.array else { throw PolicyFileError("\(place) \(key) must be an array of strings") }
+        var result: [String] = []
+        for element in array {
+            guard let text = element.string else { throw PolicyFileError("\(place) \(key) must be an array of strings") }
+            result.append(text)
+        }
+        return result
+    }
+
+    private static func amount(_ table: TOMLTable, _ key: String, in place: String) throws(PolicyFileError) -> Amount? {
+        guard let value = table[key] else { return nil }
+        guard let text = value.string, let amount = Amount(text) else {
+            throw PolicyFileError("\(place) \(key) must be a decimal string such as \"1000\" or \"0.5\"")
+        }
+        return amount
+    }
+}

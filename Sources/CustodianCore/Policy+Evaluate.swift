@@ -1,0 +1,354 @@
+extension Policy {
+    /// Decides whether `agent` may sign `request`, given what it signed before (`state`) and the agent's clock.
+    ///
+    /// Every rule is evaluated over the whole request and the first failure in contract order is reported, so the
+    /// reason does not depend on the order of the allocations.
+    public func evaluate(_ request: SignableRequest, state: LedgerState, agent: Address, nowMs: UInt64) -> Decision {
+        evaluate(request, state: state, agent: agent, nowMs: nowMs, replaying: false)
+    }
+
+    /// The effect of a request that was allowed before, applied again when the ledger is rebuilt from the audit
+    /// log: no rule is checked (the policy in force then allowed it), only the state transition is computed.
+    public static func replay(_ request: SignableRequest, state: LedgerState, agent: Address) -> Effect? {
+        var permissive = Policy()
+        permissive.enforcing = false
+        guard case .allow(let effect) = permissive.evaluate(
+            request, state: state, agent: agent, nowMs: request.timestamp, replaying: true)
+        else { return nil }
+        return effect
+    }
+
+    private func evaluate(
+        _ request: SignableRequest, state: LedgerState, agent: Address, nowMs: UInt64, replaying: Bool
+    ) -> Decision {
+        if replaying { return evaluateBody(request, state: state, agent: agent, nowMs: nowMs) }
+        if request.timestamp < nowMs, nowMs - request.timestamp > maxAgeMs {
+            return .deny(
+                Denial(
+                    .payloadStale,
+                    "timestamp \(request.timestamp) is \(nowMs - request.timestamp) ms old; the policy allows \(maxAgeMs)"
+                ))
+        }
+        if request.timestamp > nowMs, request.timestamp - nowMs > maxFutureMs {
+            return .deny(
+                Denial(
+                    .payloadFuture,
+                    "timestamp \(request.timestamp) is \(request.timestamp - nowMs) ms ahead; the policy allows \(maxFutureMs)"
+                ))
+        }
+        guard methods.contains(request.body.method) else {
+            return .deny(Denial(.payloadMethodNotAllowed, "the policy does not allow \(request.body.method.rawValue)"))
+        }
+        return evaluateBody(request, state: state, agent: agent, nowMs: nowMs)
+    }
+
+    private func evaluateBody(_ request: SignableRequest, state: LedgerState, agent: Address, nowMs: UInt64) -> Decision {
+        switch request.body {
+        case .create(let definition, let allocations, let sessionData):
+            return evaluateCreate(definition, allocations, sessionData, state: state, agent: agent)
+        case .submit(let id, let intent, let version, let allocations, let sessionData):
+            guard let session = state.sessions[id] else {
+                return .deny(Denial(.sessionUnknown, "custodian has not signed the creation of session \(id)"))
+            }
+            return evaluateSubmit(session, intent, version, allocations, sessionData, agent: agent)
+        case .close(let id, let allocations, let sessionData):
+            guard let session = state.sessions[id] else {
+                return .deny(Denial(.sessionUnknown, "custodian has not signed the creation of session \(id)"))
+            }
+            return evaluateClose(session, allocations, sessionData, state: state, agent: agent, nowMs: nowMs)
+        }
+    }
+
+    // MARK: - close_app_session
+
+    private func evaluateClose(
+        _ session: SessionRecord, _ allocations: [Allocation], _ sessionData: String?, state: LedgerState,
+        agent: Address, nowMs: UInt64
+    ) -> Decision {
+        if session.status == .closed {
+            // A retry of the very close already signed is harmless (clients retry after a timeout); anything else
+            // would be a second, conflicting close.
+            if session.allocations == allocations && session.sessionData == sessionData {
+                return .allow(Effect(session: nil))
+            }
+            return .deny(Denial(.sessionClosed, "session \(session.appSessionID) was already closed with other allocations"))
+        }
+        var findings = FirstDenial(enforcing: enforcing)
+        checkSums(allocations, expected: session.totals, &findings)
+        checkMembership(allocations, session.definition.participants, held: session.heldAssets, &findings)
+        checkAssets(allocations, &findings)
+        let own = allocations.amounts(of: agent)
+        var realized: [ExactString: Amount] = [:]
+        for asset in Set(session.funding.keys).union(session.withdrawn.keys).union(own.keys).sorted() {
+            let loss = loss(session, asset: asset, newOwn: own[asset] ?? .zero)
+            checkOwnLoss(loss, asset: asset, &findings)
+            if loss > .zero { realized[asset] = loss }
+        }
+        checkCounterparties(session.definition, agent: agent, &findings)
+        if let velocity {
+            let window = velocity.windowSeconds.multipliedReportingOverflow(by: 1000)
+            let since = window.overflow || window.partialValue > nowMs ? 0 : nowMs - window.partialValue
+            for (asset, loss) in realized.sorted(by: { $0.key < $1.key }) {
+                guard let cap = velocity.maxOwnLoss[asset] else { continue }
+                let prior = state.realizedLoss(asset: asset, sinceMs: since)
+                if prior + loss > cap {
+                    findings.note(
+                        .velocityExceeded,
+                        "a loss of \(loss) \(asset) after \(prior) in the last \(velocity.windowSeconds) s exceeds \(cap)")
+                }
+            }
+        }
+        if let denial = findings.denial { return .deny(denial) }
+        var closed = session
+        closed.status = .closed
+        closed.version = session.version &+ 1
+        closed.allocations = allocations
+        closed.sessionData = sessionData
+        return .allow(Effect(session: closed, realizedLoss: realized))
+    }
+
+    // MARK: - submit_app_state
+
+    private func evaluateSubmit(
+        _ session: SessionRecord, _ intent: Intent?, _ version: UInt64?, _ allocations: [Allocation],
+        _ sessionData: String?, agent: Address
+    ) -> Decision {
+        if session.status == .closed {
+            return .deny(Denial(.sessionClosed, "session \(session.appSessionID) is closed"))
+        }
+        let isV04 = session.definition.protocolName == "NitroRPC/0.4"
+        var findings = FirstDenial(enforcing: enforcing)
+        if isV04 {
+            if intent == nil { findings.note(.payloadMalformed, "NitroRPC/0.4 submit_app_state requires intent") }
+            if version == nil { findings.note(.payloadMalformed, "NitroRPC/0.4 submit_app_state requires version") }
+        } else {
+            if intent != nil { findings.note(.payloadUnknownField, "intent is not defined in NitroRPC/0.2") }
+            if version != nil { findings.note(.payloadUnknownField, "version is not defined in NitroRPC/0.2") }
+        }
+        if let version, version != session.version &+ 1 {
+            if version == session.version && allocations == session.allocations && sessionData == session.sessionData {
+                return .allow(Effect(session: nil))  // the very state already signed: a retry
+            }
+            findings.note(
+                .versionConflict, "version \(version) is not the next one; custodian signed up to \(session.version)")
+        }
+        let intent = intent ?? .operate
+        let old = session.allocations
+        var newTotals = allocations.totals()
+        switch intent {
+        case .operate:
+            checkSums(allocations, expected: session.totals, &findings)
+            newTotals = session.totals
+        case .deposit, .withdraw:
+            var moved = false
+            for participant in session.definition.participants {
+                let before = old.amounts(of: participant)
+                let after = allocations.amounts(of: participant)
+                for asset in Set(before.keys).union(after.keys).sorted() {
+                    let was = before[asset] ?? .zero
+                    let now = after[asset] ?? .zero
+                    if intent == .deposit && now < was || intent == .withdraw && was < now {
+                        findings.note(
+                            .sumMismatch,
+                            "a \(intent.rawValue) may not move \(participant)'s \(asset) from \(was) to \(now)")
+                    }
+                    if was != now { moved = true }
+                }
+            }
+            if !moved { findings.note(.sumMismatch, "a \(intent.rawValue) that changes no allocation") }
+        }
+        let held = Set(session.heldAssets).union(newTotals.filter { !$0.value.isZero }.map(\.key)).sorted()
+        checkMembership(allocations, session.definition.participants, held: held, &findings)
+        checkAssets(allocations, &findings)
+        var next = session
+        let ownBefore = old.amounts(of: agent)
+        let ownAfter = allocations.amounts(of: agent)
+        for asset in Set(ownBefore.keys).union(ownAfter.keys).sorted() {
+            let change = (ownAfter[asset] ?? .zero) - (ownBefore[asset] ?? .zero)
+            if intent == .deposit, change > .zero { next.funding[asset] = (next.funding[asset] ?? .zero) + change }
+            if intent == .withdraw, change < .zero {
+                next.withdrawn[asset] = (next.withdrawn[asset] ?? .zero) - change
+            }
+        }
+        next.totals = newTotals
+        checkFunding(next, &findings)
+        for asset in Set(next.funding.keys).union(next.withdrawn.keys).union(ownAfter.keys).sorted() {
+            checkOwnLoss(loss(next, asset: asset, newOwn: ownAfter[asset] ?? .zero), asset: asset, &findings)
+        }
+        checkCounterparties(session.definition, agent: agent, &findings)
+        if let denial = findings.denial { return .deny(denial) }
+        next.version = session.version &+ 1
+        next.allocations = allocations
+        next.sessionData = sessionData
+        return .allow(Effect(session: next))
+    }
+
+    // MARK: - create_app_session
+
+    private func evaluateCreate(
+        _ definition: AppDefinition, _ allocations: [Allocation], _ sessionData: String?, state: LedgerState,
+        agent: Address
+    ) -> Decision {
+        let id = definition.appSessionID
+        var findings = FirstDenial(enforcing: enforcing)
+        checkMembership(allocations, definition.participants, held: [], &findings)
+        checkAssets(allocations, &findings)
+        let totals = allocations.totals()
+        let record = SessionRecord(
+            appSessionID: id, definition: definition, status: .open, version: 1, allocations: allocations,
+            sessionData: sessionData, totals: totals, funding: allocations.amounts(of: agent), withdrawn: [:],
+            creation: allocations, creationSessionData: sessionData)
+        checkFunding(record, &findings)
+        checkCounterparties(definition, agent: agent, &findings)
+        if let applications {
+            let application = ExactString(definition.application ?? "")
+            if !applications.contains(application) {
+                findings.note(
+                    .applicationNotAllowed, "application \"\(application)\" is not in the policy's sessions.applications")
+            }
+        }
+        if !protocols.contains(ExactString(definition.protocolName)) {
+            findings.note(.applicationNotAllowed, "protocol \"\(definition.protocolName)\" is not allowed")
+        }
+        let ourWeight = zip(definition.participants, definition.weights).filter { $0.0 == agent }.map(\.1)
+        if !definition.participants.contains(agent) {
+            findings.note(.notParticipant, "\(agent) is not a participant of this definition")
+        }
+        checkDefinition(definition, &findings)
+        if let existing = state.sessions[id] {
+            if existing.creation == allocations && existing.creationSessionData == sessionData {
+                if findings.denial == nil { return .allow(Effect(session: nil)) }  // a retry of the signed create
+            } else {
+                findings.note(.sessionExists, "custodian already signed the creation of \(id) with other content")
+            }
+        }
+        if !allowQuorumWithoutUs, definition.weights.count == definition.participants.count {
+            let others = saturatingSum(definition.weights) - saturatingSum(ourWeight)
+            if others >= 0, UInt64(others) >= definition.quorum {
+                findings.note(
+                    .quorumWithoutUs,
+                    "the other participants' weights (\(others)) reach the quorum (\(definition.quorum)) without this key")
+            }
+        }
+        if let denial = findings.denial { return .deny(denial) }
+        return .allow(Effect(session: record))
+    }
+
+    // MARK: - rules shared by the methods
+
+    /// Per asset, the amounts must sum exactly to the tracked total (0 for an asset the session does not hold).
+    private func checkSums(_ allocations: [Allocation], expected: [ExactString: Amount], _ findings: inout FirstDenial) {
+        let sums = allocations.totals()
+        for asset in Set(sums.keys).union(expected.keys).sorted() {
+            let got = sums[asset] ?? .zero
+            let want = expected[asset] ?? .zero
+            if got != want {
+                findings.note(.sumMismatch, "allocations for \(asset) sum to \(got), session total is \(want)")
+            }
+        }
+    }
+
+    /// No unknown recipients, no omissions (every participant × held asset), no duplicates.
+    private func checkMembership(
+        _ allocations: [Allocation], _ participants: [Address], held: [ExactString], _ findings: inout FirstDenial
+    ) {
+        var seen = Set<[UInt8]>()
+        for allocation in allocations {
+            if !participants.contains(allocation.participant) {
+                findings.note(.participantUnknown, "\(allocation.participant) is not a participant of the session")
+            }
+            let key = allocation.participant.bytes + Array(allocation.asset.value.utf8)
+            if !seen.insert(key).inserted {
+                findings.note(
+                    .duplicateAllocation, "\(allocation.participant) is listed twice for \(allocation.asset)")
+            }
+        }
+        for participant in participants {
+            for asset in held where !allocations.contains(where: { $0.participant == participant && $0.asset == asset }) {
+                findings.note(.participantMissing, "no \(asset) allocation for participant \(participant)")
+            }
+        }
+    }
+
+    /// Each asset listed by the policy, within its decimals and `max_allocation`.
+    private func checkAssets(_ allocations: [Allocation], _ findings: inout FirstDenial) {
+        for allocation in allocations {
+            guard let rule = assets[allocation.asset] else {
+                findings.note(.assetNotAllowed, "the policy does not list the asset \"\(allocation.asset)\"")
+                continue
+            }
+            if allocation.amount.fractionDigits > rule.decimals {
+                findings.note(
+                    .precision,
+                    "\(allocation.amount) \(allocation.asset) has \(allocation.amount.fractionDigits) fractional digits; the asset has \(rule.decimals)"
+                )
+            }
+            if let cap = rule.maxAllocation, cap < allocation.amount {
+                findings.note(
+                    .capExceeded,
+                    "\(allocation.amount) \(allocation.asset) to \(allocation.participant) is above max_allocation \(cap)")
+            }
+        }
+    }
+
+    /// This key's loss in a state: (funding − withdrawals paid to it) − its allocation.
+    private func loss(_ session: SessionRecord, asset: ExactString, newOwn: Amount) -> Amount {
+        (session.funding[asset] ?? .zero) - (session.withdrawn[asset] ?? .zero) - newOwn
+    }
+
+    private func checkOwnLoss(_ loss: Amount, asset: ExactString, _ findings: inout FirstDenial) {
+        if let cap = assets[asset]?.maxOwnLoss, cap < loss {
+            findings.note(.ownLossExceeded, "this key would lose \(loss) \(asset); max_own_loss is \(cap)")
+        }
+    }
+
+    private func checkFunding(_ session: SessionRecord, _ findings: inout FirstDenial) {
+        for (asset, funding) in session.funding.sorted(by: { $0.key < $1.key }) {
+            if let cap = assets[asset]?.maxOwnFunding, cap < funding {
+                findings.note(.fundingExceeded, "this key's funding of \(funding) \(asset) is above max_own_funding \(cap)")
+            }
+        }
+        for (asset, total) in session.totals.sorted(by: { $0.key < $1.key }) {
+            if let cap = assets[asset]?.maxSessionTotal, cap < total {
+                findings.note(.fundingExceeded, "the session total of \(total) \(asset) is above max_session_total \(cap)")
+            }
+        }
+    }
+
+    private func checkCounterparties(_ definition: AppDefinition, agent: Address, _ findings: inout FirstDenial) {
+        guard !counterparties.isEmpty else { return }
+        for participant in definition.participants where participant != agent && !counterparties.contains(participant) {
+            findings.note(.counterpartyNotAllowed, "\(participant) is not in [counterparties] allow")
+        }
+    }
+
+    /// The definitions ClearNode would refuse, and more participants than the policy allows.
+    private func checkDefinition(_ definition: AppDefinition, _ findings: inout FirstDenial) {
+        let count = definition.participants.count
+        if count < 2 { findings.note(.definitionInvalid, "a session needs at least 2 participants, not \(count)") }
+        if count > maxParticipants {
+            findings.note(.definitionInvalid, "\(count) participants; the policy allows \(maxParticipants)")
+        }
+        if Set(definition.participants).count != count {
+            findings.note(.definitionInvalid, "a participant is listed twice")
+        }
+        if definition.weights.count != count {
+            findings.note(.definitionInvalid, "\(definition.weights.count) weights for \(count) participants")
+        }
+        if definition.weights.contains(where: { $0 < 0 }) { findings.note(.definitionInvalid, "a weight is negative") }
+        let total = saturatingSum(definition.weights.filter { $0 > 0 })
+        if definition.quorum > UInt64(max(total, 0)) {
+            findings.note(.definitionInvalid, "quorum \(definition.quorum) is above the sum of weights \(total)")
+        }
+        if definition.nonce == 0 { findings.note(.definitionInvalid, "nonce is 0") }
+    }
+
+    private func saturatingSum(_ values: [Int64]) -> Int64 {
+        var sum: Int64 = 0
+        for value in values {
+            let (next, overflow) = sum.addingReportingOverflow(value)
+            sum = overflow ? (value > 0 ? .max : .min) : next
+        }
+        return sum
+    }
+}

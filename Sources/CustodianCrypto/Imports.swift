@@ -1,0 +1,3 @@
+import CustodianCore
+
+typealias CustodianCoreHex = CustodianCore.Hex

@@ -1,0 +1,96 @@
+import CSodium
+
+/// libsodium must be initialised once before use; every entry point of this module goes through here.
+enum Sodium {
+    static let ready: Bool = sodium_init() >= 0
+
+    static func ensureReady() throws(CryptoError) {
+        guard ready else { throw CryptoError.libraryFailure("sodium_init failed") }
+    }
+
+    /// `count` random bytes from the operating system's generator.
+    static func randomBytes(_ count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        randombytes_buf(&out, count)
+        return out
+    }
+}
+
+/// Errors of the crypto layer.
+public enum CryptoError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A C library call failed where it should not (allocation, initialisation).
+    case libraryFailure(String)
+    /// The bytes are not a valid secp256k1 secret key.
+    case invalidSecretKey
+    /// A signature or digest of the wrong length, or one that does not recover.
+    case invalidSignature
+
+    public var description: String {
+        switch self {
+        case .libraryFailure(let what): "crypto library failure: \(what)"
+        case .invalidSecretKey: "not a valid secp256k1 private key"
+        case .invalidSignature: "not a valid signature"
+        }
+    }
+}
+
+/// Bytes in libsodium-guarded memory: allocated with guard pages, locked out of swap, excluded from core dumps
+/// (MADV_DONTDUMP), and wiped when freed. Never copied: the type is non-copyable and hands out its bytes only
+/// inside a closure.
+public struct SecureBytes: ~Copyable {
+    private let pointer: UnsafeMutableRawPointer
+    /// The number of bytes.
+    public let count: Int
+
+    /// Zero-filled guarded memory of `count` bytes.
+    public init(count: Int) throws(CryptoError) {
+        try Sodium.ensureReady()
+        guard count > 0, let pointer = sodium_malloc(count) else {
+            throw CryptoError.libraryFailure("sodium_malloc(\(count))")
+        }
+        sodium_memzero(pointer, count)
+        self.pointer = pointer
+        self.count = count
+    }
+
+    /// A guarded copy of `bytes`; the caller wipes its own copy.
+    public init(copying bytes: UnsafeRawBufferPointer) throws(CryptoError) {
+        try self.init(count: max(bytes.count, 1))
+        if let base = bytes.baseAddress, bytes.count > 0 {
+            pointer.copyMemory(from: base, byteCount: bytes.count)
+        }
+    }
+
+    deinit {
+        sodium_free(pointer)  // wipes before freeing
+    }
+
+    /// Reads the bytes.
+    public func withUnsafeBytes<R: ~Copyable, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        try body(UnsafeRawBufferPointer(start: pointer, count: count))
+    }
+
+    /// Writes the bytes.
+    public mutating func withUnsafeMutableBytes<R: ~Copyable, E: Error>(
+        _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
+        try body(UnsafeMutableRawBufferPointer(start: pointer, count: count))
+    }
+}
+
+/// SHA-256 (libsodium), for the audit chain and the policy hash.
+public enum SHA256 {
+    /// The 32-byte digest of `bytes`.
+    public static func hash(_ bytes: some Collection<UInt8>) -> [UInt8] {
+        _ = Sodium.ready
+        let input = Array(bytes)
+        var out = [UInt8](repeating: 0, count: 32)
+        _ = crypto_hash_sha256(&out, input, UInt64(input.count))
+        return out
+    }
+
+    /// Lower-case hex of the digest.
+    public static func hex(_ bytes: some Collection<UInt8>) -> String {
+        CustodianCoreHex.encode(hash(bytes))
+    }
+}

@@ -1,0 +1,96 @@
+import ArgumentParser
+import CustodianAgent
+import CustodianCore
+import CustodianCrypto
+
+struct PolicyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy", abstract: "Validate policy files and dry-run decisions.",
+        subcommands: [Check.self, Test.self])
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Validate a policy file; print its hash.")
+
+        @Argument(help: "The policy file.") var file: String
+
+        func run() throws {
+            do {
+                print(try PolicyFile.load(path: file).hash)
+            } catch {
+                throw CLIFailure("\(file): \(error)", exitCode: 2)
+            }
+        }
+    }
+
+    struct Test: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Dry run: print the decision for a message as JSON; sign nothing. Exit 0 allow, 2 refuse.")
+
+        @Argument(help: "The policy file.") var file: String
+        @Option(help: "The message file, read as bytes.") var message: String
+        @Option(help: "The state directory of a stopped agent (its audit log gives the sessions).") var stateDir: String?
+        @Option(help: "The clock, in Unix milliseconds (default: now).") var nowMs: UInt64?
+        @Option(help: "The agent's address (default: the one in the state directory's audit log).") var address: String?
+
+        func run() throws {
+            let loaded: LoadedPolicy
+            do { loaded = try PolicyFile.load(path: file) } catch { throw CLIFailure("\(file): \(error)") }
+            let bytes = try CLI.readInput(message)
+            var chain = AuditChain()
+            if let stateDir {
+                let path = stateDir + "/audit.log"
+                if FileIO.exists(path) {
+                    let logBytes: [UInt8]
+                    do { logBytes = try FileIO.readAll(path) } catch { throw CLIFailure("\(error)") }
+                    switch AuditChain.read(logBytes) {
+                    case .success(let read): chain = read
+                    case .failure(let error): throw CLIFailure("\(path): \(error)", exitCode: 2)
+                    }
+                }
+            }
+            guard let agent = address.flatMap({ Address(eip55: $0) }) ?? Replay.agentAddress(in: chain) else {
+                throw CLIFailure(
+                    "policy test needs the agent's address",
+                    hint: "give --address 0x… (EIP-55) or --state-dir of an agent that has run")
+            }
+            let state: LedgerState
+            switch Replay.ledger(from: chain, agent: agent) {
+            case .success(let replayed): state = replayed
+            case .failure(let error): throw CLIFailure("\(error)", exitCode: 2)
+            }
+            let now = nowMs ?? Engine.systemClock()
+            var writer = JSONWriter()
+            writer.beginObject()
+            let allowed: Bool
+            switch NitroRPCv0Reader().read(bytes) {
+            case .failure(let denial):
+                writer.field("decision", "deny")
+                writer.field("reason", denial.reason.rawValue)
+                writer.field("detail", denial.detail)
+                allowed = false
+            case .success(let request):
+                writer.field("method", request.body.method.rawValue)
+                writer.field("request_hash", Hex.encode(request.digest, prefixed: true))
+                switch request.body {
+                case .create(let definition, _, _): writer.field("app_session_id", definition.appSessionID)
+                default: writer.field("app_session_id", request.namedSessionID ?? "")
+                }
+                switch loaded.policy.evaluate(request, state: state, agent: agent, nowMs: now) {
+                case .allow:
+                    writer.field("decision", "allow")
+                    allowed = true
+                case .deny(let denial):
+                    writer.field("decision", "deny")
+                    writer.field("reason", denial.reason.rawValue)
+                    writer.field("detail", denial.detail)
+                    allowed = false
+                }
+            }
+            writer.field("policy_hash", loaded.hash)
+            writer.field("now_ms", now)
+            writer.endObject()
+            CLI.out(writer.bytes)
+            if !allowed { throw ExitCode(2) }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import ArgumentParser
+import CustodianAgent
+import CustodianCrypto
+import Dispatch
+import Foundation
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the agent in the foreground (SIGTERM/SIGINT stop it, SIGHUP reloads the policy).")
+
+    @Option(help: "A TOML file with these settings (keys as the flag names, - as _).") var config: String?
+    @Option(help: "The Unix socket to listen on.") var socket: String?
+    @Option(help: "The sealed key file.") var keyFile: String?
+    @Option(help: "The policy file (TOML).") var policy: String?
+    @Option(help: "The state directory (audit log); created with mode 0700.") var stateDir: String?
+    @Option(help: "A file holding the passphrase.") var passphraseFile: String?
+    @Option(help: "A uid allowed to connect (default: the agent's own uid).") var allowUid: [UInt32] = []
+    @Option(help: "A gid allowed to connect.") var allowGid: [UInt32] = []
+    @Option(help: "Write a signed checkpoint every N records.") var checkpointEvery: UInt64?
+    @Option(help: "At most N connections at once.") var maxConnections: Int?
+    @Option(help: "Close a connection silent for T seconds.") var idleTimeoutS: Int64?
+
+    func run() throws {
+        var file = ServeConfig()
+        if let config {
+            do { file = try ServeConfig.load(path: config) } catch { throw CLIFailure("\(error)") }
+        }
+        guard let socket = socket ?? file.socket, let keyFile = keyFile ?? file.keyFile,
+            let policy = policy ?? file.policy, let stateDir = stateDir ?? file.stateDir
+        else {
+            throw CLIFailure(
+                "serve needs --socket, --key-file, --policy and --state-dir (or --config)",
+                hint: "custodian dev starts an agent on a dev key and the default policy")
+        }
+        let server = ServerSettings(
+            socketPath: socket, allowUIDs: allowUid.isEmpty ? file.allowUID : allowUid,
+            allowGIDs: allowGid.isEmpty ? file.allowGID : allowGid,
+            maxConnections: maxConnections ?? file.maxConnections ?? 1024,
+            idleTimeoutSeconds: idleTimeoutS ?? file.idleTimeoutS ?? 60)
+        let settings = AgentSettings(
+            server: server, keyFile: keyFile, policyFile: policy, stateDirectory: stateDir,
+            passphraseFile: passphraseFile ?? file.passphraseFile,
+            checkpointEvery: checkpointEvery ?? file.checkpointEvery ?? 1000)
+        try Serving.run(settings)
+    }
+}
+
+/// Runs an agent until SIGTERM or SIGINT.
+enum Serving {
+    static func run(_ settings: AgentSettings) throws {
+        for signalNumber in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { signal(signalNumber, SIG_IGN) }
+        let agent: RunningAgent
+        do {
+            agent = try RunningAgent.start(
+                settings,
+                passphrase: {
+                    try CLI.passphrase(file: settings.passphraseFile, prompt: "Passphrase for \(settings.keyFile): ")
+                }, log: { CLI.info($0) })
+        } catch let error as AgentStartError {
+            throw CLIFailure(error.description, hint: error.hint, exitCode: error.exitCode)
+        }
+        let done = DispatchSemaphore(value: 0)
+        let queue = DispatchQueue(label: "custodian.signals")
+        var sources: [DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+            source.setEventHandler { done.signal() }
+            source.resume()
+            sources.append(source)
+        }
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
+        hangup.setEventHandler { agent.reloadPolicy(log: { CLI.info($0) }) }
+        hangup.resume()
+        sources.append(hangup)
+        done.wait()
+        CLI.info("stopping")
+        agent.stop()
+        CLI.info("stopped")
+    }
+}
