@@ -61,6 +61,14 @@ public struct SecureBytes: ~Copyable {
         }
     }
 
+    /// A guarded copy of `bytes` (for keys that already sit in ordinary memory: tests, imports).
+    public init(copying bytes: [UInt8]) throws(CryptoError) {
+        try self.init(count: max(bytes.count, 1))
+        bytes.withUnsafeBytes { source in
+            if let base = source.baseAddress, source.count > 0 { pointer.copyMemory(from: base, byteCount: source.count) }
+        }
+    }
+
     deinit {
         sodium_free(pointer)  // wipes before freeing
     }
