@@ -1,0 +1,96 @@
+import CustodianAgent
+import CustodianCore
+import CustodianCrypto
+import Foundation
+import Testing
+
+/// Waits for an engine reply.
+final class Reply<T: Sendable>: @unchecked Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    private var value: T?
+
+    func set(_ value: T) {
+        self.value = value
+        semaphore.signal()
+    }
+
+    func wait() -> T? {
+        _ = semaphore.wait(timeout: .now() + 30)
+        return value
+    }
+}
+
+@Suite("The engine")
+struct EngineTests {
+    static let wide = """
+        version = 1
+        [requests]
+        methods = ["create_app_session", "submit_app_state", "close_app_session"]
+        max_age_ms = 100000000000000
+        [assets.usdc]
+        decimals = 6
+
+        """
+
+    static func vectorText(_ folder: String, _ name: String, _ field: String) throws -> [UInt8] {
+        let vector = try VectorFiles.load(folder, name)
+        return Array(try #require(vector[field] as? String).utf8)
+    }
+
+    static func startEngine(_ directory: TemporaryDirectory) throws -> Engine {
+        let policy = try PolicyFile.parse(Array(wide.utf8))
+        let log = try AuditLog(path: directory.path + "/audit.log", chain: AuditChain())
+        let engine = Engine(
+            key: try signingKey(hex: keyAHex), policy: policy, state: LedgerState(), log: log, checkpointEvery: 1000)
+        try engine.start(version: "test")
+        return engine
+    }
+
+    static func sign(_ engine: Engine, _ message: [UInt8]) -> SignOutcome? {
+        let reply = Reply<SignOutcome>()
+        engine.sign(message: message, peer: nil) { reply.set($0) }
+        return reply.wait()
+    }
+
+    @Test("fail closed: with the log removed, nothing is signed; the ledger stays what the log implies")
+    func logRemoved() throws {
+        let directory = try TemporaryDirectory()
+        let engine = try Self.startEngine(directory)
+        defer { engine.stop() }
+        guard case .signed = Self.sign(engine, try Self.vectorText("sign", "create_v1.json", "req")) else {
+            Issue.record("the create was not signed")
+            return
+        }
+        try FileManager.default.removeItem(atPath: directory.path + "/audit.log")
+        guard case .unavailable = Self.sign(engine, try Self.vectorText("sign", "close_v2.json", "req")) else {
+            Issue.record("a signature left without a durable record")
+            return
+        }
+        #expect(engine.status().openSessions == 1)
+        #expect(engine.status().closedSessions == 0)
+    }
+
+    @Test("replaying the log gives the state the engine had, and a retry of a signed close is allowed")
+    func replayEqualsState() throws {
+        let directory = try TemporaryDirectory()
+        let engine = try Self.startEngine(directory)
+        _ = Self.sign(engine, try Self.vectorText("sign", "create_v1.json", "req"))
+        _ = Self.sign(engine, try Self.vectorText("sign", "close_v2.json", "req"))
+        let other = try Self.vectorText("close_policy", "allow_exact_sum.json", "message")
+        guard case .refused(let denial, _) = Self.sign(engine, other) else {
+            Issue.record("a second, different close was signed")
+            return
+        }
+        #expect(denial.reason == .sessionClosed)
+        let status = engine.status()
+        engine.stop()
+        let chain = try AuditChain.read(try FileIO.readAll(directory.path + "/audit.log")).get()
+        let address = try #require(Replay.agentAddress(in: chain))
+        let state = try Replay.ledger(from: chain, agent: address).get()
+        #expect(state.counts.open == status.openSessions)
+        #expect(state.counts.closed == status.closedSessions)
+        #expect(state.counts.closed == 1)
+        #expect(chain.verifyCheckpoints(address: address) == nil)
+        #expect(chain.entries.last?.event == "checkpoint")
+    }
+}
