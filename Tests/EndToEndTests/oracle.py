@@ -1,0 +1,36 @@
+"""An Ethereum implementation that is not custodian's: recovers signers with eth-keys and eth-account.
+
+    oracle.py recover REQ_FILE SIGNATURE   prints the EIP-55 address that signed keccak256(file bytes)
+    oracle.py checkpoint HEAD SIGNATURE    prints the address of an EIP-191 personal_sign over the 32 bytes of HEAD
+"""
+import sys
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_keys import keys
+from eth_keys.constants import SECPK1_N
+from eth_utils import keccak
+
+
+def recover(path, signature_hex):
+    data = open(path, "rb").read()
+    signature = bytes.fromhex(signature_hex[2:] if signature_hex.startswith("0x") else signature_hex)
+    assert len(signature) == 65, "a signature is 65 bytes"
+    v = signature[64] - 27 if signature[64] >= 27 else signature[64]
+    r = int.from_bytes(signature[0:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    assert s <= SECPK1_N // 2, "high-S signature"
+    public_key = keys.Signature(vrs=(v, r, s)).recover_public_key_from_msg_hash(keccak(data))
+    return public_key.to_checksum_address()
+
+
+def main():
+    if sys.argv[1] == "recover":
+        print(recover(sys.argv[2], sys.argv[3]))
+    elif sys.argv[1] == "checkpoint":
+        print(Account.recover_message(encode_defunct(hexstr=sys.argv[2]), signature=sys.argv[3]))
+    else:
+        sys.exit("unknown command")
+
+
+main()
