@@ -60,7 +60,8 @@ public final class RunningAgent: Sendable {
         let policy: LoadedPolicy
         do { policy = try PolicyFile.load(path: settings.policyFile) } catch {
             throw AgentStartError(
-                "invalid policy \(settings.policyFile): \(error)", hint: "custodian policy check \(settings.policyFile)")
+                "invalid policy \(settings.policyFile): \(error)", hint: "custodian policy check \(settings.policyFile)"
+            )
         }
         do { try FileIO.ensurePrivateDirectory(settings.stateDirectory) } catch {
             throw AgentStartError("state directory: \(error)")
@@ -68,7 +69,9 @@ public final class RunningAgent: Sendable {
         let logPath = settings.stateDirectory + "/audit.log"
         let existing: [UInt8]
         if FileIO.exists(logPath) {
-            do { existing = try FileIO.readAll(logPath) } catch { throw AgentStartError("cannot read \(logPath): \(error)") }
+            do { existing = try FileIO.readAll(logPath) } catch {
+                throw AgentStartError("cannot read \(logPath): \(error)")
+            }
         } else {
             existing = []
         }
@@ -77,7 +80,8 @@ public final class RunningAgent: Sendable {
         case .success(let read): chain = read
         case .failure(let error):
             throw AgentStartError(
-                "\(error)", hint: "custodian audit verify \(logPath) names the first bad record; the agent will not "
+                "\(error)",
+                hint: "custodian audit verify \(logPath) names the first bad record; the agent will not "
                     + "sign on top of a log that does not verify")
         }
         if chain.tornTail > 0 { log("cutting a torn last line of \(chain.tornTail) bytes from \(logPath)") }

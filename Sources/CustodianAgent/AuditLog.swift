@@ -75,7 +75,8 @@ public struct AuditChain: Sendable {
             }
             guard entry.string("prev") == chain.head else {
                 return .failure(
-                    .broken(line: lineNumber, why: "prev does not match the previous line (edited, deleted or reordered)"))
+                    .broken(
+                        line: lineNumber, why: "prev does not match the previous line (edited, deleted or reordered)"))
             }
             chain.head = SHA256.hex(line)
             chain.entries.append(entry)
@@ -187,7 +188,9 @@ public final class AuditLog {
         // A log unlinked or replaced under us would swallow records no auditor will ever read.
         guard info.st_nlink > 0 else { throw .unavailable("\(path) was removed") }
         if Int(info.st_size) != committedLength {
-            guard ftruncate(fd, off_t(committedLength)) == 0 else { throw .unavailable("cannot restore the log's length") }
+            guard ftruncate(fd, off_t(committedLength)) == 0 else {
+                throw .unavailable("cannot restore the log's length")
+            }
         }
         var written = 0
         while written < staged.count {

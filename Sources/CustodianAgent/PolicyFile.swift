@@ -45,7 +45,8 @@ public enum PolicyFile {
     }
 
     private static func build(_ root: TOMLTable) throws(PolicyFileError) -> Policy {
-        try allowOnly(root, ["version", "requests", "sessions", "assets", "counterparties", "velocity"], in: "the file")
+        try allowOnly(
+            root, ["version", "requests", "sessions", "assets", "counterparties", "velocity"], in: "the file")
         guard let version = root["version"]?.int else { throw PolicyFileError("missing version = 1") }
         guard version == Self.version else { throw PolicyFileError("policy version \(version); this build reads 1") }
         var policy = Policy()
@@ -68,7 +69,8 @@ public enum PolicyFile {
 
         if let sessions = try table(root, "sessions") {
             try allowOnly(
-                sessions, ["applications", "protocols", "max_participants", "allow_quorum_without_us"], in: "[sessions]")
+                sessions, ["applications", "protocols", "max_participants", "allow_quorum_without_us"], in: "[sessions]"
+            )
             if let applications = try strings(sessions, "applications", in: "[sessions]") {
                 policy.applications = applications.map { ExactString($0) }
             }
@@ -83,7 +85,9 @@ public enum PolicyFile {
                 policy.maxParticipants = Int(value)
             }
             if let value = sessions["allow_quorum_without_us"] {
-                guard let flag = value.bool else { throw PolicyFileError("[sessions] allow_quorum_without_us: a boolean") }
+                guard let flag = value.bool else {
+                    throw PolicyFileError("[sessions] allow_quorum_without_us: a boolean")
+                }
                 policy.allowQuorumWithoutUs = flag
             }
         }
@@ -95,7 +99,8 @@ public enum PolicyFile {
             guard let asset = assets[symbol]?.table else { throw PolicyFileError("[assets] \(symbol) is not a table") }
             let place = "[assets.\(symbol)]"
             try allowOnly(
-                asset, ["decimals", "max_session_total", "max_own_funding", "max_allocation", "max_own_loss"], in: place)
+                asset, ["decimals", "max_session_total", "max_own_funding", "max_allocation", "max_own_loss"], in: place
+            )
             guard let decimals = try integer(asset, "decimals", in: place), decimals <= 78 else {
                 throw PolicyFileError("\(place) decimals (0 to 78) is required")
             }
@@ -148,7 +153,8 @@ public enum PolicyFile {
         return table
     }
 
-    private static func integer(_ table: TOMLTable, _ key: String, in place: String) throws(PolicyFileError) -> UInt64? {
+    private static func integer(_ table: TOMLTable, _ key: String, in place: String) throws(PolicyFileError) -> UInt64?
+    {
         guard let value = table[key] else { return nil }
         guard value.type == .int, let int = value.int, int >= 0 else {
             throw PolicyFileError("\(place) \(key) must be a non-negative integer")
@@ -156,12 +162,16 @@ public enum PolicyFile {
         return UInt64(int)
     }
 
-    private static func strings(_ table: TOMLTable, _ key: String, in place: String) throws(PolicyFileError) -> [String]? {
+    private static func strings(_ table: TOMLTable, _ key: String, in place: String) throws(PolicyFileError)
+        -> [String]?
+    {
         guard let value = table[key] else { return nil }
         guard let array = value.array else { throw PolicyFileError("\(place) \(key) must be an array of strings") }
         var result: [String] = []
         for element in array {
-            guard let text = element.string else { throw PolicyFileError("\(place) \(key) must be an array of strings") }
+            guard let text = element.string else {
+                throw PolicyFileError("\(place) \(key) must be an array of strings")
+            }
             result.append(text)
         }
         return result

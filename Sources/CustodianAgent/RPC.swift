@@ -35,9 +35,11 @@ enum RPC {
         let root: StrictJSON.Node
         switch StrictJSON.parse(line) {
         case .success(let node): root = node
-        case .failure(.malformed(let why)): return .failure(RPCErrorReply(bytes: error(id: nil, .parseError, "parse error: \(why)")))
+        case .failure(.malformed(let why)):
+            return .failure(RPCErrorReply(bytes: error(id: nil, .parseError, "parse error: \(why)")))
         case .failure(.duplicateKey(let key)):
-            return .failure(RPCErrorReply(bytes: error(id: nil, .invalidRequest, "invalid request: duplicate key \"\(key)\"")))
+            return .failure(
+                RPCErrorReply(bytes: error(id: nil, .invalidRequest, "invalid request: duplicate key \"\(key)\"")))
         }
         guard let members = root.value.members else {
             return .failure(RPCErrorReply(bytes: error(id: nil, .invalidRequest, "invalid request: not an object")))
@@ -46,22 +48,29 @@ enum RPC {
         if let idNode = members.member("id") {
             switch idNode.value {
             case .string, .number, .null: id = Array(line[idNode.span])
-            default: return .failure(RPCErrorReply(bytes: error(id: nil, .invalidRequest, "invalid request: id must be a string or number")))
+            default:
+                return .failure(
+                    RPCErrorReply(
+                        bytes: error(id: nil, .invalidRequest, "invalid request: id must be a string or number")))
             }
         }
         for member in members where !["jsonrpc", "id", "method", "params"].contains(member.key) {
-            return .failure(RPCErrorReply(bytes: error(id: id, .invalidRequest, "invalid request: unknown key \"\(member.key)\"")))
+            return .failure(
+                RPCErrorReply(bytes: error(id: id, .invalidRequest, "invalid request: unknown key \"\(member.key)\"")))
         }
         guard members.member("jsonrpc")?.value.string == "2.0" else {
-            return .failure(RPCErrorReply(bytes: error(id: id, .invalidRequest, "invalid request: jsonrpc must be \"2.0\"")))
+            return .failure(
+                RPCErrorReply(bytes: error(id: id, .invalidRequest, "invalid request: jsonrpc must be \"2.0\"")))
         }
         guard let method = members.member("method")?.value.string else {
-            return .failure(RPCErrorReply(bytes: error(id: id, .invalidRequest, "invalid request: method must be a string")))
+            return .failure(
+                RPCErrorReply(bytes: error(id: id, .invalidRequest, "invalid request: method must be a string")))
         }
         var params: [StrictJSON.Member] = []
         if let node = members.member("params") {
             guard let object = node.value.members else {
-                return .failure(RPCErrorReply(bytes: error(id: id, .invalidParams, "invalid params: params must be an object")))
+                return .failure(
+                    RPCErrorReply(bytes: error(id: id, .invalidParams, "invalid params: params must be an object")))
             }
             params = object
         }

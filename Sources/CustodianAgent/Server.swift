@@ -227,7 +227,9 @@ private final class ConnectionHandler: ChannelInboundHandler {
         var incoming = unwrapInboundIn(data)
         buffer.writeBuffer(&incoming)
         // Until the caller is checked, bytes only accumulate (up to the line limit).
-        if allowed { processBuffered(context: context) } else if buffer.readableBytes > settings.maxLineBytes {
+        if allowed {
+            processBuffered(context: context)
+        } else if buffer.readableBytes > settings.maxLineBytes {
             refuseLongLine(context: context)
         }
     }

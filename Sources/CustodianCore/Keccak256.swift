@@ -42,7 +42,8 @@ public enum Keccak256 {
         mutating func absorb(_ buffer: UnsafeRawBufferPointer, at offset: Int) {
             lanes.withUnsafeMutableBufferPointer { lanes in
                 for lane in 0..<(Keccak256.rate / 8) {
-                    lanes[lane] ^= UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: offset + lane * 8, as: UInt64.self))
+                    lanes[lane] ^= UInt64(
+                        littleEndian: buffer.loadUnaligned(fromByteOffset: offset + lane * 8, as: UInt64.self))
                 }
             }
         }

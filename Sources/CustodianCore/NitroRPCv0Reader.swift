@@ -240,7 +240,8 @@ private struct FieldReader {
                 if let text = node.value.string, let parsed = Amount(text) {
                     amount = parsed
                 } else {
-                    let shown = String(decoding: Array(node.value.string?.utf8 ?? "non-string".utf8).prefix(40), as: UTF8.self)
+                    let shown = String(
+                        decoding: Array(node.value.string?.utf8 ?? "non-string".utf8).prefix(40), as: UTF8.self)
                     findings.note(.payloadBadAmount, "amount \(shown) is not a decimal string")
                 }
             } else {

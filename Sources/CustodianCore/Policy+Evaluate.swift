@@ -12,8 +12,9 @@ extension Policy {
     public static func replay(_ request: SignableRequest, state: LedgerState, agent: Address) -> Effect? {
         var permissive = Policy()
         permissive.enforcing = false
-        guard case .allow(let effect) = permissive.evaluate(
-            request, state: state, agent: agent, nowMs: request.timestamp, replaying: true)
+        guard
+            case .allow(let effect) = permissive.evaluate(
+                request, state: state, agent: agent, nowMs: request.timestamp, replaying: true)
         else { return nil }
         return effect
     }
@@ -42,7 +43,8 @@ extension Policy {
         return evaluateBody(request, state: state, agent: agent, nowMs: nowMs)
     }
 
-    private func evaluateBody(_ request: SignableRequest, state: LedgerState, agent: Address, nowMs: UInt64) -> Decision {
+    private func evaluateBody(_ request: SignableRequest, state: LedgerState, agent: Address, nowMs: UInt64) -> Decision
+    {
         switch request.body {
         case .create(let definition, let allocations, let sessionData):
             return evaluateCreate(definition, allocations, sessionData, state: state, agent: agent)
@@ -71,7 +73,8 @@ extension Policy {
             if session.allocations == allocations && session.sessionData == sessionData {
                 return .allow(Effect(session: nil))
             }
-            return .deny(Denial(.sessionClosed, "session \(session.appSessionID) was already closed with other allocations"))
+            return .deny(
+                Denial(.sessionClosed, "session \(session.appSessionID) was already closed with other allocations"))
         }
         var findings = FirstDenial(enforcing: enforcing)
         checkSums(allocations, expected: session.totals, &findings)
@@ -94,7 +97,8 @@ extension Policy {
                 if prior + loss > cap {
                     findings.note(
                         .velocityExceeded,
-                        "a loss of \(loss) \(asset) after \(prior) in the last \(velocity.windowSeconds) s exceeds \(cap)")
+                        "a loss of \(loss) \(asset) after \(prior) in the last \(velocity.windowSeconds) s exceeds \(cap)"
+                    )
                 }
             }
         }
@@ -204,7 +208,8 @@ extension Policy {
             let application = ExactString(definition.application ?? "")
             if !applications.contains(application) {
                 findings.note(
-                    .applicationNotAllowed, "application \"\(application)\" is not in the policy's sessions.applications")
+                    .applicationNotAllowed,
+                    "application \"\(application)\" is not in the policy's sessions.applications")
             }
         }
         if !protocols.contains(ExactString(definition.protocolName)) {
@@ -227,7 +232,8 @@ extension Policy {
             if others >= 0, UInt64(others) >= definition.quorum {
                 findings.note(
                     .quorumWithoutUs,
-                    "the other participants' weights (\(others)) reach the quorum (\(definition.quorum)) without this key")
+                    "the other participants' weights (\(others)) reach the quorum (\(definition.quorum)) without this key"
+                )
             }
         }
         if let denial = findings.denial { return .deny(denial) }
@@ -237,7 +243,8 @@ extension Policy {
     // MARK: - rules shared by the methods
 
     /// Per asset, the amounts must sum exactly to the tracked total (0 for an asset the session does not hold).
-    private func checkSums(_ allocations: [Allocation], expected: [ExactString: Amount], _ findings: inout FirstDenial) {
+    private func checkSums(_ allocations: [Allocation], expected: [ExactString: Amount], _ findings: inout FirstDenial)
+    {
         let sums = allocations.totals()
         for asset in Set(sums.keys).union(expected.keys).sorted() {
             let got = sums[asset] ?? .zero
@@ -264,7 +271,8 @@ extension Policy {
             }
         }
         for participant in participants {
-            for asset in held where !allocations.contains(where: { $0.participant == participant && $0.asset == asset }) {
+            for asset in held where !allocations.contains(where: { $0.participant == participant && $0.asset == asset })
+            {
                 findings.note(.participantMissing, "no \(asset) allocation for participant \(participant)")
             }
         }
@@ -286,7 +294,8 @@ extension Policy {
             if let cap = rule.maxAllocation, cap < allocation.amount {
                 findings.note(
                     .capExceeded,
-                    "\(allocation.amount) \(allocation.asset) to \(allocation.participant) is above max_allocation \(cap)")
+                    "\(allocation.amount) \(allocation.asset) to \(allocation.participant) is above max_allocation \(cap)"
+                )
             }
         }
     }
@@ -305,12 +314,14 @@ extension Policy {
     private func checkFunding(_ session: SessionRecord, _ findings: inout FirstDenial) {
         for (asset, funding) in session.funding.sorted(by: { $0.key < $1.key }) {
             if let cap = assets[asset]?.maxOwnFunding, cap < funding {
-                findings.note(.fundingExceeded, "this key's funding of \(funding) \(asset) is above max_own_funding \(cap)")
+                findings.note(
+                    .fundingExceeded, "this key's funding of \(funding) \(asset) is above max_own_funding \(cap)")
             }
         }
         for (asset, total) in session.totals.sorted(by: { $0.key < $1.key }) {
             if let cap = assets[asset]?.maxSessionTotal, cap < total {
-                findings.note(.fundingExceeded, "the session total of \(total) \(asset) is above max_session_total \(cap)")
+                findings.note(
+                    .fundingExceeded, "the session total of \(total) \(asset) is above max_session_total \(cap)")
             }
         }
     }

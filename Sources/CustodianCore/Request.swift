@@ -51,7 +51,8 @@ public struct AppDefinition: Equatable, Sendable {
 /// What a request asks for, independent of the wire protocol that carried it.
 public enum RequestBody: Equatable, Sendable {
     case create(definition: AppDefinition, allocations: [Allocation], sessionData: String?)
-    case submit(appSessionID: String, intent: Intent?, version: UInt64?, allocations: [Allocation], sessionData: String?)
+    case submit(
+        appSessionID: String, intent: Intent?, version: UInt64?, allocations: [Allocation], sessionData: String?)
     case close(appSessionID: String, allocations: [Allocation], sessionData: String?)
 
     /// The method name on the wire.

@@ -288,7 +288,8 @@ private struct Parser {
             switch first {
             case 0xD800...0xDBFF:
                 // A high surrogate must be followed by an escaped low surrogate; Go would substitute U+FFFD.
-                guard bytes.count - index >= 6, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u")
+                guard bytes.count - index >= 6, bytes[index] == UInt8(ascii: "\\"),
+                    bytes[index + 1] == UInt8(ascii: "u")
                 else { throw fail("lone surrogate escape") }
                 index += 2
                 let second = try parseHex4()

@@ -151,7 +151,9 @@ public enum KeyFile {
         """
     }
 
-    static func parse(_ file: [UInt8]) throws(KeyFileError) -> (header: Header, additional: [UInt8], ciphertext: [UInt8]) {
+    static func parse(_ file: [UInt8]) throws(KeyFileError) -> (
+        header: Header, additional: [UInt8], ciphertext: [UInt8]
+    ) {
         guard file.count < 4096 else { throw KeyFileError.malformed("too large") }
         let text = String(decoding: file, as: UTF8.self)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
@@ -196,7 +198,8 @@ public enum KeyFile {
         return result
     }
 
-    private static func deriveKey(passphrase: borrowing SecureBytes, header: Header) throws(KeyFileError) -> SecureBytes {
+    private static func deriveKey(passphrase: borrowing SecureBytes, header: Header) throws(KeyFileError) -> SecureBytes
+    {
         var key: SecureBytes
         do { key = try SecureBytes(count: Int(crypto_aead_xchacha20poly1305_ietf_KEYBYTES)) } catch {
             throw KeyFileError.crypto(error)
@@ -267,7 +270,9 @@ public enum SecretFile {
         let ok = text.withUnsafeBytes { hex in
             secret.withUnsafeMutableBytes { out -> Bool in
                 var start = 0
-                if hex.count == 66, hex[0] == UInt8(ascii: "0"), hex[1] == UInt8(ascii: "x") || hex[1] == UInt8(ascii: "X") {
+                if hex.count == 66, hex[0] == UInt8(ascii: "0"),
+                    hex[1] == UInt8(ascii: "x") || hex[1] == UInt8(ascii: "X")
+                {
                     start = 2
                 }
                 guard hex.count - start == 64 else { return false }
@@ -373,7 +378,8 @@ extension SecretFile {
         var result: SecureBytes
         do { result = try SecureBytes(count: length) } catch { throw KeyFileError.crypto(error) }
         result.withUnsafeMutableBytes { out in
-            buffer.withUnsafeBytes { bytes in out.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<length])) }
+            buffer.withUnsafeBytes { bytes in out.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<length]))
+            }
         }
         return result
     }

@@ -48,7 +48,8 @@ public struct SigningKey: ~Copyable {
         var pubkey = secp256k1_pubkey()
         let ok = secret.withUnsafeBytes { bytes in
             guard let key = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
-            return secp256k1_ec_seckey_verify(context, key) == 1 && secp256k1_ec_pubkey_create(context, &pubkey, key) == 1
+            return secp256k1_ec_seckey_verify(context, key) == 1
+                && secp256k1_ec_pubkey_create(context, &pubkey, key) == 1
         }
         guard ok else { throw CryptoError.invalidSecretKey }
         var serialized = [UInt8](repeating: 0, count: 65)

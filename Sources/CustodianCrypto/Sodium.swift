@@ -65,7 +65,9 @@ public struct SecureBytes: ~Copyable {
     public init(copying bytes: [UInt8]) throws(CryptoError) {
         try self.init(count: max(bytes.count, 1))
         bytes.withUnsafeBytes { source in
-            if let base = source.baseAddress, source.count > 0 { pointer.copyMemory(from: base, byteCount: source.count) }
+            if let base = source.baseAddress, source.count > 0 {
+                pointer.copyMemory(from: base, byteCount: source.count)
+            }
         }
     }
 
@@ -74,7 +76,8 @@ public struct SecureBytes: ~Copyable {
     }
 
     /// Reads the bytes.
-    public func withUnsafeBytes<R: ~Copyable, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+    public func withUnsafeBytes<R: ~Copyable, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R
+    {
         try body(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 

@@ -35,7 +35,8 @@ struct AuditCommand: ParsableCommand {
             }
             for entry in chain.entries where entry.event == "start" {
                 if let named = entry.string("address"), let expected, named != expected.checksummed {
-                    throw CLIFailure("\(log): line \(entry.line) starts an agent of \(named), not \(expected)", exitCode: 2)
+                    throw CLIFailure(
+                        "\(log): line \(entry.line) starts an agent of \(named), not \(expected)", exitCode: 2)
                 }
             }
             let checkpoints = chain.entries.filter { $0.event == "checkpoint" }.count

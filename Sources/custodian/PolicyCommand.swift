@@ -28,7 +28,8 @@ struct PolicyCommand: ParsableCommand {
 
         @Argument(help: "The policy file.") var file: String
         @Option(help: "The message file, read as bytes.") var message: String
-        @Option(help: "The state directory of a stopped agent (its audit log gives the sessions).") var stateDir: String?
+        @Option(help: "The state directory of a stopped agent (its audit log gives the sessions).") var stateDir:
+            String?
         @Option(help: "The clock, in Unix milliseconds (default: now).") var nowMs: UInt64?
         @Option(help: "The agent's address (default: the one in the state directory's audit log).") var address: String?
 

@@ -56,8 +56,11 @@ struct AuditLogTests {
             return nil
         }
         var edited = lines
-        edited[2] = Array(String(decoding: edited[2], as: UTF8.self).replacingOccurrences(of: "\"2\"", with: "\"9\"").utf8)
-        #expect(read(edited) == .broken(line: 4, why: "prev does not match the previous line (edited, deleted or reordered)"))
+        edited[2] = Array(
+            String(decoding: edited[2], as: UTF8.self).replacingOccurrences(of: "\"2\"", with: "\"9\"").utf8)
+        #expect(
+            read(edited)
+                == .broken(line: 4, why: "prev does not match the previous line (edited, deleted or reordered)"))
         var deleted = lines
         deleted.remove(at: 1)
         guard case .broken(line: 2, _) = read(deleted) else {

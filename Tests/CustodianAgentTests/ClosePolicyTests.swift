@@ -47,7 +47,8 @@ struct ClosePolicyTests {
         case ("allow", .allow):
             #expect(Hex.encode(request.digest, prefixed: true) == vector["request_hash"] as? String)
             let key = try signingKey(hex: keyAHex)
-            #expect(Hex.encode(try key.sign(digest: request.digest), prefixed: true) == vector["signature_a"] as? String)
+            #expect(
+                Hex.encode(try key.sign(digest: request.digest), prefixed: true) == vector["signature_a"] as? String)
         case ("reject", .deny(let denial)):
             #expect(denial.reason.rawValue == vector["reason"] as? String, "\(denial.detail)")
         case (let expected, let got):

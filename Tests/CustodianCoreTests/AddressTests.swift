@@ -22,10 +22,11 @@ struct AddressTests {
 
     @Test("malformed addresses are refused")
     func malformed() {
-        for text in ["", "0x", "FdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638", "0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C63",
+        for text in [
+            "", "0x", "FdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638", "0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C63",
             "0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C6388", "0XFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638",
-            "0xGdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638"]
-        {
+            "0xGdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638",
+        ] {
             #expect(Address(eip55: text) == nil, "\(text)")
         }
     }

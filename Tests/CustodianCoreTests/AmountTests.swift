@@ -8,9 +8,10 @@ struct AmountTests {
         for good in ["0", "1", "150", "150.0", "0.000001", "10.50", String(repeating: "9", count: 78)] {
             #expect(Amount(good) != nil, "\(good)")
         }
-        for bad in ["", "01", "00", "-1", "-0", "+3", ".5", "5.", "1e2", "1E2", " 1", "1 ", "0x10", "1,5", "١",
-            String(repeating: "9", count: 79), "1." + String(repeating: "0", count: 79)]
-        {
+        for bad in [
+            "", "01", "00", "-1", "-0", "+3", ".5", "5.", "1e2", "1E2", " 1", "1 ", "0x10", "1,5", "١",
+            String(repeating: "9", count: 79), "1." + String(repeating: "0", count: 79),
+        ] {
             #expect(Amount(bad) == nil, "\(bad)")
         }
     }

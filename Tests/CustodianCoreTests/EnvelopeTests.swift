@@ -52,7 +52,8 @@ struct EnvelopeTests {
     @Test("the payload reasons follow contract order whatever the order in the text")
     func firstReasonInContractOrder() {
         // An unknown field after a bad amount: unknown_field comes first in CONTRACT §4.
-        let text = #"[1,"close_app_session",{"app_session_id":"0x01","allocations":[{"participant":"0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638","asset":"usdc","amount":"1e2"}],"zzz":1},1]"#
+        let text =
+            #"[1,"close_app_session",{"app_session_id":"0x01","allocations":[{"participant":"0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638","asset":"usdc","amount":"1e2"}],"zzz":1},1]"#
         guard case .failure(let denial) = NitroRPCv0Reader().read(Array(text.utf8)) else {
             Issue.record("accepted")
             return

@@ -25,7 +25,9 @@ struct KeyFileTests {
     func wrongPassphrase() throws {
         let key = try signingKey(hex: Self.keyA)
         let file = try KeyFile.seal(key, passphrase: try passphrase("correct horse"), cost: .interactive)
-        #expect(throws: KeyFileError.wrongPassphrase) { _ = try KeyFile.open(file, passphrase: try passphrase("correct hors")) }
+        #expect(throws: KeyFileError.wrongPassphrase) {
+            _ = try KeyFile.open(file, passphrase: try passphrase("correct hors"))
+        }
     }
 
     @Test("the file holds no plaintext key, in hex of either case or as raw bytes")
@@ -50,7 +52,9 @@ struct KeyFileTests {
         var text = String(decoding: file, as: UTF8.self)
         let other = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
         text = text.replacingOccurrences(of: key.address.checksummed, with: other)
-        #expect(throws: KeyFileError.wrongPassphrase) { _ = try KeyFile.open(Array(text.utf8), passphrase: try passphrase("pw")) }
+        #expect(throws: KeyFileError.wrongPassphrase) {
+            _ = try KeyFile.open(Array(text.utf8), passphrase: try passphrase("pw"))
+        }
         // Flip one hex digit of the salt: the derived key differs, the tag fails.
         var lines = String(decoding: file, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
             .map(String.init)

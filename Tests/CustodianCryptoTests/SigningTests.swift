@@ -47,7 +47,9 @@ struct SigningTests {
         let key = try SigningKey.generate()
         let digest = Keccak256.hash(Array("custodian".utf8))
         #expect(Recovery.address(digest: digest, signature: try key.sign(digest: digest)) == key.address)
-        #expect(throws: CryptoError.invalidSecretKey) { _ = try signingKey(hex: "0x" + String(repeating: "0", count: 64)) }
+        #expect(throws: CryptoError.invalidSecretKey) {
+            _ = try signingKey(hex: "0x" + String(repeating: "0", count: 64))
+        }
         #expect(throws: CryptoError.invalidSecretKey) {
             _ = try signingKey(hex: "0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141")
         }
@@ -62,6 +64,7 @@ struct SigningTests {
         let address = try #require(entry["address"] as? String)
         #expect(Recovery.address(digest: Keccak256.hash(Array(req.utf8)), signature: signature)?.checksummed == address)
         let compact = req.replacingOccurrences(of: ", ", with: ",")
-        #expect(Recovery.address(digest: Keccak256.hash(Array(compact.utf8)), signature: signature)?.checksummed != address)
+        #expect(
+            Recovery.address(digest: Keccak256.hash(Array(compact.utf8)), signature: signature)?.checksummed != address)
     }
 }

@@ -129,7 +129,10 @@ struct EndToEndTests {
                 $0["decision"] as? String == "deny" && $0["reason"] as? String == "policy.sum_mismatch"
                     && $0["req"] as? String != nil
             })
-        #expect(signs.contains { $0["decision"] as? String == "deny" && $0["reason"] as? String == "policy.participant_unknown" })
+        #expect(
+            signs.contains {
+                $0["decision"] as? String == "deny" && $0["reason"] as? String == "policy.participant_unknown"
+            })
         #expect(signs.contains { $0["decision"] as? String == "allow" && $0["signature"] as? String == signatureV1 })
         #expect(signs.contains { $0["decision"] as? String == "allow" && $0["signature"] as? String == signatureV2 })
         #expect(signs.first { $0["signature"] as? String == signatureV2 }?["req"] as? String == v2)
