@@ -65,16 +65,21 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // Test helpers shared by the test targets: the vector files.
+        .target(name: "CustodianTestSupport", path: "Tests/CustodianTestSupport", swiftSettings: strict),
         .testTarget(
-            name: "CustodianCoreTests", dependencies: ["CustodianCore"],
+            name: "CustodianCoreTests", dependencies: ["CustodianCore", "CustodianTestSupport"],
             swiftSettings: strict),
         .testTarget(
-            name: "CustodianCryptoTests", dependencies: ["CustodianCrypto", "CustodianCore"], swiftSettings: strict),
-        .testTarget(
-            name: "CustodianAgentTests", dependencies: ["CustodianAgent", "CustodianCrypto", "CustodianCore"],
+            name: "CustodianCryptoTests", dependencies: ["CustodianCrypto", "CustodianCore", "CustodianTestSupport"],
             swiftSettings: strict),
         .testTarget(
-            name: "EndToEndTests", dependencies: ["CustodianCore", "CustodianClient"], exclude: ["oracle.py"],
+            name: "CustodianAgentTests",
+            dependencies: ["CustodianAgent", "CustodianCrypto", "CustodianCore", "CustodianTestSupport"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "EndToEndTests", dependencies: ["CustodianCore", "CustodianClient", "CustodianTestSupport"],
+            exclude: ["oracle.py"],
             swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,7 @@
 import CustodianAgent
 import CustodianCore
 import CustodianCrypto
+import CustodianTestSupport
 import Foundation
 import Testing
 

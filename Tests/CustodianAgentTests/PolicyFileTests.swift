@@ -1,5 +1,6 @@
 import CustodianAgent
 import CustodianCore
+import CustodianTestSupport
 import Foundation
 import Testing
 

@@ -1,4 +1,5 @@
 import CustodianCore
+import CustodianTestSupport
 import Testing
 
 @Suite("EIP-55 addresses against vectors/keys")

@@ -1,4 +1,5 @@
 import CustodianCore
+import CustodianTestSupport
 import Testing
 
 @Suite("Keccak-256 against vectors/keccak")

@@ -1,5 +1,6 @@
 import CustodianCore
 import CustodianCrypto
+import CustodianTestSupport
 import Foundation
 import Testing
 

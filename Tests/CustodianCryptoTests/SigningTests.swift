@@ -1,5 +1,6 @@
 import CustodianCore
 import CustodianCrypto
+import CustodianTestSupport
 import Testing
 
 /// A signing key from a vector's `0x` private key, through guarded memory.

@@ -1,3 +1,4 @@
+import CustodianTestSupport
 import Foundation
 import Testing
 

@@ -1,19 +1,19 @@
 import Foundation
 
 /// The golden vectors in Tests/Vectors (a copy of ../shared/vectors, kept in sync by scripts/sync-vectors).
-enum VectorFiles {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+public enum VectorFiles {
+    public static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Vectors")
 
     /// The names of the `.json` files in a folder, sorted.
-    static func names(_ folder: String) -> [String] {
+    public static func names(_ folder: String) -> [String] {
         let url = root.appendingPathComponent(folder)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
         return names.filter { $0.hasSuffix(".json") }.sorted()
     }
 
     /// One vector file as a dictionary.
-    static func load(_ folder: String, _ name: String) throws -> [String: Any] {
+    public static func load(_ folder: String, _ name: String) throws -> [String: Any] {
         let data = try Data(contentsOf: root.appendingPathComponent(folder).appendingPathComponent(name))
         guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw VectorError("\(folder)/\(name) is not an object")
@@ -22,7 +22,7 @@ enum VectorFiles {
     }
 
     /// Bytes of bare hex (the vectors' `*_hex` fields) or `0x` hex.
-    static func bytes(hex: String) throws -> [UInt8] {
+    public static func bytes(hex: String) throws -> [UInt8] {
         var text = Substring(hex)
         if text.hasPrefix("0x") { text = text.dropFirst(2) }
         var out: [UInt8] = []
@@ -37,7 +37,7 @@ enum VectorFiles {
     }
 }
 
-struct VectorError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+public struct VectorError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }
