@@ -240,8 +240,7 @@ public final class Engine: @unchecked Sendable {
                 writer.field("message_sha256", SHA256.hex(message))
                 writer.field("message_bytes", message.count)
                 writer.field("decision", "deny")
-                writer.field("reason", denial.reason.rawValue)
-                writer.field("detail", denial.detail)
+                writeDenial(denial, &writer)
             }
             return .refused(denial, auditSeq: seq)
         case .success(let parsed):
@@ -267,8 +266,7 @@ public final class Engine: @unchecked Sendable {
             let seq = log.stage(event: "sign", timeMs: now) { writer in
                 common(&writer)
                 writer.field("decision", "deny")
-                writer.field("reason", denial.reason.rawValue)
-                writer.field("detail", denial.detail)
+                writeDenial(denial, &writer)
             }
             return .refused(denial, auditSeq: seq)
         case .allow(let effect):
@@ -282,6 +280,17 @@ public final class Engine: @unchecked Sendable {
                 common(&writer)
                 writer.field("decision", "allow")
                 writer.field("signature", signature)
+                if !effect.warnings.isEmpty {
+                    // Warn mode: signed, and the refusal it would have been is on record.
+                    writer.key("warnings")
+                    writer.beginArray()
+                    for warning in effect.warnings {
+                        writer.beginObject()
+                        writeDenial(warning, &writer)
+                        writer.endObject()
+                    }
+                    writer.endArray()
+                }
             }
             if let session = effect.session {
                 undo.append((session.appSessionID, state.sessions[session.appSessionID]))
@@ -311,6 +320,18 @@ public final class Engine: @unchecked Sendable {
         condition.lock()
         snapshot = next
         condition.unlock()
+    }
+}
+
+/// `reason`, `detail` and `figures` of a denial, as record fields.
+func writeDenial(_ denial: Denial, _ writer: inout JSONWriter) {
+    writer.field("reason", denial.reason.rawValue)
+    writer.field("detail", denial.detail)
+    if !denial.figures.isEmpty {
+        writer.key("figures")
+        writer.beginObject()
+        for figure in denial.figures { writer.field(figure.name, figure.value) }
+        writer.endObject()
     }
 }
 

@@ -46,7 +46,8 @@ public enum PolicyFile {
 
     private static func build(_ root: TOMLTable) throws(PolicyFileError) -> Policy {
         try allowOnly(
-            root, ["version", "requests", "sessions", "assets", "counterparties", "velocity"], in: "the file")
+            root, ["version", "requests", "sessions", "assets", "counterparties", "velocity", "enforcement"],
+            in: "the file")
         guard let version = root["version"]?.int else { throw PolicyFileError("missing version = 1") }
         guard version == Self.version else { throw PolicyFileError("policy version \(version); this build reads 1") }
         var policy = Policy()
@@ -137,6 +138,27 @@ public enum PolicyFile {
                 }
             }
             policy.velocity = Policy.Velocity(windowSeconds: window, maxOwnLoss: caps)
+        }
+
+        if let enforcement = try table(root, "enforcement") {
+            try allowOnly(enforcement, ["mode", "warn"], in: "[enforcement]")
+            if let value = enforcement["mode"] {
+                switch value.string {
+                case "enforce": break
+                case "warn": policy.warn = ReasonCode.warnable
+                default: throw PolicyFileError("[enforcement] mode must be \"enforce\" or \"warn\"")
+                }
+            }
+            for name in try strings(enforcement, "warn", in: "[enforcement]") ?? [] {
+                guard let reason = ReasonCode(rawValue: name) else {
+                    throw PolicyFileError("[enforcement] warn: unknown reason code \"\(name)\"")
+                }
+                guard ReasonCode.warnable.contains(reason) else {
+                    throw PolicyFileError(
+                        "[enforcement] warn: \(name) always refuses (it guards the payload or the ledger)")
+                }
+                policy.warn.insert(reason)
+            }
         }
         return policy
     }

@@ -92,7 +92,8 @@ enum RPC {
 
     /// An error reply, with `data.reason` and `data.audit_seq` when a decision was recorded.
     static func error(
-        id: [UInt8]?, _ code: RPCCode, _ message: String, reason: String? = nil, auditSeq: UInt64? = nil
+        id: [UInt8]?, _ code: RPCCode, _ message: String, reason: String? = nil, auditSeq: UInt64? = nil,
+        figures: [Figure] = []
     ) -> [UInt8] {
         var writer = JSONWriter(capacity: 256)
         writer.beginObject()
@@ -108,6 +109,12 @@ enum RPC {
             writer.beginObject()
             if let reason { writer.field("reason", reason) }
             if let auditSeq { writer.field("audit_seq", auditSeq) }
+            if !figures.isEmpty {
+                writer.key("figures")
+                writer.beginObject()
+                for figure in figures { writer.field(figure.name, figure.value) }
+                writer.endObject()
+            }
             writer.endObject()
         }
         writer.endObject()
@@ -132,7 +139,8 @@ enum RPC {
             let code: RPCCode = denial.reason.isPayload ? .malformedPayload : .policyDenied
             let prefix = denial.reason.isPayload ? "malformed payload" : "policy denied"
             return error(
-                id: id, code, "\(prefix): \(denial.detail)", reason: denial.reason.rawValue, auditSeq: auditSeq)
+                id: id, code, "\(prefix): \(denial.detail)", reason: denial.reason.rawValue, auditSeq: auditSeq,
+                figures: denial.figures)
         case .unavailable(let why):
             return error(
                 id: id, .auditUnavailable, "audit log unavailable, nothing signed: \(why)",

@@ -15,7 +15,7 @@ public struct NitroRPCv0Reader: Sendable {
         case .failure(.duplicateKey(let key)):
             return .failure(Denial(.payloadDuplicateKey, "the key \"\(key)\" appears twice in one object"))
         }
-        var findings = FirstDenial()
+        var findings = Findings()
         var reqNode: StrictJSON.Node?
         var signatureTokens: [ArraySlice<UInt8>] = []
         switch root.value {
@@ -130,7 +130,7 @@ public struct NitroRPCv0Reader: Sendable {
 /// Reads the params of one method, noting every finding and keeping the first in contract order.
 private struct FieldReader {
     let members: [StrictJSON.Member]
-    var findings: FirstDenial
+    var findings: Findings
 
     mutating func body(for method: RequestMethod) -> RequestBody? {
         switch method {

@@ -2,9 +2,48 @@ extension Policy {
     /// Decides whether `agent` may sign `request`, given what it signed before (`state`) and the agent's clock.
     ///
     /// Every rule is evaluated over the whole request and the first failure in contract order is reported, so the
-    /// reason does not depend on the order of the allocations.
+    /// reason does not depend on the order of the allocations. Reasons the policy marks as warnings do not refuse:
+    /// they ride along in the allowance's effect.
     public func evaluate(_ request: SignableRequest, state: LedgerState, agent: Address, nowMs: UInt64) -> Decision {
-        evaluate(request, state: state, agent: agent, nowMs: nowMs, replaying: false)
+        var findings = Findings(enforcing: enforcing)
+        if enforcing {
+            if request.timestamp < nowMs, nowMs - request.timestamp > maxAgeMs {
+                findings.note(
+                    .payloadStale,
+                    "timestamp \(request.timestamp) is \(nowMs - request.timestamp) ms old; the policy allows \(maxAgeMs)",
+                    ["timestamp": "\(request.timestamp)", "now_ms": "\(nowMs)", "max_age_ms": "\(maxAgeMs)"])
+            }
+            if request.timestamp > nowMs, request.timestamp - nowMs > maxFutureMs {
+                findings.note(
+                    .payloadFuture,
+                    "timestamp \(request.timestamp) is \(request.timestamp - nowMs) ms ahead; the policy allows \(maxFutureMs)",
+                    ["timestamp": "\(request.timestamp)", "now_ms": "\(nowMs)", "max_future_ms": "\(maxFutureMs)"])
+            }
+            guard methods.contains(request.body.method) else {
+                findings.note(
+                    .payloadMethodNotAllowed, "the policy does not allow \(request.body.method.rawValue)",
+                    ["method": request.body.method.rawValue])
+                return conclude(findings, effect: nil)
+            }
+        }
+        switch request.body {
+        case .create(let definition, let allocations, let sessionData):
+            return evaluateCreate(definition, allocations, sessionData, state: state, agent: agent, &findings)
+        case .submit(let id, let intent, let version, let allocations, let sessionData):
+            guard let session = state.sessions[id] else {
+                findings.note(
+                    .sessionUnknown, "custodian has not signed the creation of session \(id)", ["app_session_id": id])
+                return conclude(findings, effect: nil)
+            }
+            return evaluateSubmit(session, intent, version, allocations, sessionData, agent: agent, &findings)
+        case .close(let id, let allocations, let sessionData):
+            guard let session = state.sessions[id] else {
+                findings.note(
+                    .sessionUnknown, "custodian has not signed the creation of session \(id)", ["app_session_id": id])
+                return conclude(findings, effect: nil)
+            }
+            return evaluateClose(session, allocations, sessionData, state: state, agent: agent, nowMs: nowMs, &findings)
+        }
     }
 
     /// The effect of a request that was allowed before, applied again when the ledger is rebuilt from the audit
@@ -13,70 +52,40 @@ extension Policy {
         var permissive = Policy()
         permissive.enforcing = false
         guard
-            case .allow(let effect) = permissive.evaluate(
-                request, state: state, agent: agent, nowMs: request.timestamp, replaying: true)
+            case .allow(let effect) = permissive.evaluate(request, state: state, agent: agent, nowMs: request.timestamp)
         else { return nil }
         return effect
     }
 
-    private func evaluate(
-        _ request: SignableRequest, state: LedgerState, agent: Address, nowMs: UInt64, replaying: Bool
-    ) -> Decision {
-        if replaying { return evaluateBody(request, state: state, agent: agent, nowMs: nowMs) }
-        if request.timestamp < nowMs, nowMs - request.timestamp > maxAgeMs {
-            return .deny(
-                Denial(
-                    .payloadStale,
-                    "timestamp \(request.timestamp) is \(nowMs - request.timestamp) ms old; the policy allows \(maxAgeMs)"
-                ))
+    /// Refuses with the first enforced finding, or allows with `effect` and the warnings. Callers pass a nil effect
+    /// only after noting a reason that always refuses.
+    private func conclude(_ findings: Findings, effect: Effect?) -> Decision {
+        let (denial, warnings) = findings.verdict(warn: warn)
+        if let denial { return .deny(denial) }
+        guard var effect else {
+            return .deny(findings.denial ?? Denial(.payloadMalformed, "request could not be evaluated"))
         }
-        if request.timestamp > nowMs, request.timestamp - nowMs > maxFutureMs {
-            return .deny(
-                Denial(
-                    .payloadFuture,
-                    "timestamp \(request.timestamp) is \(request.timestamp - nowMs) ms ahead; the policy allows \(maxFutureMs)"
-                ))
-        }
-        guard methods.contains(request.body.method) else {
-            return .deny(Denial(.payloadMethodNotAllowed, "the policy does not allow \(request.body.method.rawValue)"))
-        }
-        return evaluateBody(request, state: state, agent: agent, nowMs: nowMs)
-    }
-
-    private func evaluateBody(_ request: SignableRequest, state: LedgerState, agent: Address, nowMs: UInt64) -> Decision
-    {
-        switch request.body {
-        case .create(let definition, let allocations, let sessionData):
-            return evaluateCreate(definition, allocations, sessionData, state: state, agent: agent)
-        case .submit(let id, let intent, let version, let allocations, let sessionData):
-            guard let session = state.sessions[id] else {
-                return .deny(Denial(.sessionUnknown, "custodian has not signed the creation of session \(id)"))
-            }
-            return evaluateSubmit(session, intent, version, allocations, sessionData, agent: agent)
-        case .close(let id, let allocations, let sessionData):
-            guard let session = state.sessions[id] else {
-                return .deny(Denial(.sessionUnknown, "custodian has not signed the creation of session \(id)"))
-            }
-            return evaluateClose(session, allocations, sessionData, state: state, agent: agent, nowMs: nowMs)
-        }
+        effect.warnings = warnings
+        return .allow(effect)
     }
 
     // MARK: - close_app_session
 
     private func evaluateClose(
         _ session: SessionRecord, _ allocations: [Allocation], _ sessionData: String?, state: LedgerState,
-        agent: Address, nowMs: UInt64
+        agent: Address, nowMs: UInt64, _ findings: inout Findings
     ) -> Decision {
         if session.status == .closed {
             // A retry of the very close already signed is harmless (clients retry after a timeout); anything else
             // would be a second, conflicting close.
             if session.allocations == allocations && session.sessionData == sessionData {
-                return .allow(Effect(session: nil))
+                return conclude(findings, effect: Effect(session: nil))
             }
-            return .deny(
-                Denial(.sessionClosed, "session \(session.appSessionID) was already closed with other allocations"))
+            findings.note(
+                .sessionClosed, "session \(session.appSessionID) was already closed with other allocations",
+                ["app_session_id": session.appSessionID])
+            return conclude(findings, effect: nil)
         }
-        var findings = FirstDenial(enforcing: enforcing)
         checkSums(allocations, expected: session.totals, &findings)
         checkMembership(allocations, session.definition.participants, held: session.heldAssets, &findings)
         checkAssets(allocations, &findings)
@@ -88,40 +97,43 @@ extension Policy {
             if loss > .zero { realized[asset] = loss }
         }
         checkCounterparties(session.definition, agent: agent, &findings)
-        if let velocity {
+        if let velocity, enforcing {
             let window = velocity.windowSeconds.multipliedReportingOverflow(by: 1000)
             let since = window.overflow || window.partialValue > nowMs ? 0 : nowMs - window.partialValue
             for (asset, loss) in realized.sorted(by: { $0.key < $1.key }) {
                 guard let cap = velocity.maxOwnLoss[asset] else { continue }
                 let prior = state.realizedLoss(asset: asset, sinceMs: since)
-                if prior + loss > cap {
+                if cap < prior + loss {
                     findings.note(
                         .velocityExceeded,
-                        "a loss of \(loss) \(asset) after \(prior) in the last \(velocity.windowSeconds) s exceeds \(cap)"
-                    )
+                        "a loss of \(loss) \(asset) after \(prior) in the last \(velocity.windowSeconds) s exceeds \(cap)",
+                        [
+                            "asset": asset.value, "loss": "\(loss)", "prior_losses": "\(prior)", "cap": "\(cap)",
+                            "window_s": "\(velocity.windowSeconds)",
+                        ])
                 }
             }
         }
-        if let denial = findings.denial { return .deny(denial) }
         var closed = session
         closed.status = .closed
         closed.version = session.version &+ 1
         closed.allocations = allocations
         closed.sessionData = sessionData
-        return .allow(Effect(session: closed, realizedLoss: realized))
+        return conclude(findings, effect: Effect(session: closed, realizedLoss: realized))
     }
 
     // MARK: - submit_app_state
 
     private func evaluateSubmit(
         _ session: SessionRecord, _ intent: Intent?, _ version: UInt64?, _ allocations: [Allocation],
-        _ sessionData: String?, agent: Address
+        _ sessionData: String?, agent: Address, _ findings: inout Findings
     ) -> Decision {
         if session.status == .closed {
-            return .deny(Denial(.sessionClosed, "session \(session.appSessionID) is closed"))
+            findings.note(
+                .sessionClosed, "session \(session.appSessionID) is closed", ["app_session_id": session.appSessionID])
+            return conclude(findings, effect: nil)
         }
         let isV04 = session.definition.protocolName == "NitroRPC/0.4"
-        var findings = FirstDenial(enforcing: enforcing)
         if isV04 {
             if intent == nil { findings.note(.payloadMalformed, "NitroRPC/0.4 submit_app_state requires intent") }
             if version == nil { findings.note(.payloadMalformed, "NitroRPC/0.4 submit_app_state requires version") }
@@ -131,10 +143,11 @@ extension Policy {
         }
         if let version, version != session.version &+ 1 {
             if version == session.version && allocations == session.allocations && sessionData == session.sessionData {
-                return .allow(Effect(session: nil))  // the very state already signed: a retry
+                return conclude(findings, effect: Effect(session: nil))  // the very state already signed: a retry
             }
             findings.note(
-                .versionConflict, "version \(version) is not the next one; custodian signed up to \(session.version)")
+                .versionConflict, "version \(version) is not the next one; custodian signed up to \(session.version)",
+                ["expected": "\(session.version &+ 1)", "got": "\(version)"])
         }
         let intent = intent ?? .operate
         let old = session.allocations
@@ -154,7 +167,11 @@ extension Policy {
                     if intent == .deposit && now < was || intent == .withdraw && was < now {
                         findings.note(
                             .sumMismatch,
-                            "a \(intent.rawValue) may not move \(participant)'s \(asset) from \(was) to \(now)")
+                            "a \(intent.rawValue) may not move \(participant)'s \(asset) from \(was) to \(now)",
+                            [
+                                "participant": participant.checksummed, "asset": asset.value, "was": "\(was)",
+                                "got": "\(now)",
+                            ])
                     }
                     if was != now { moved = true }
                 }
@@ -180,21 +197,19 @@ extension Policy {
             checkOwnLoss(loss(next, asset: asset, newOwn: ownAfter[asset] ?? .zero), asset: asset, &findings)
         }
         checkCounterparties(session.definition, agent: agent, &findings)
-        if let denial = findings.denial { return .deny(denial) }
         next.version = session.version &+ 1
         next.allocations = allocations
         next.sessionData = sessionData
-        return .allow(Effect(session: next))
+        return conclude(findings, effect: Effect(session: next))
     }
 
     // MARK: - create_app_session
 
     private func evaluateCreate(
         _ definition: AppDefinition, _ allocations: [Allocation], _ sessionData: String?, state: LedgerState,
-        agent: Address
+        agent: Address, _ findings: inout Findings
     ) -> Decision {
         let id = definition.appSessionID
-        var findings = FirstDenial(enforcing: enforcing)
         checkMembership(allocations, definition.participants, held: [], &findings)
         checkAssets(allocations, &findings)
         let totals = allocations.totals()
@@ -209,93 +224,109 @@ extension Policy {
             if !applications.contains(application) {
                 findings.note(
                     .applicationNotAllowed,
-                    "application \"\(application)\" is not in the policy's sessions.applications")
+                    "application \"\(application)\" is not in the policy's sessions.applications",
+                    ["application": application.value])
             }
         }
         if !protocols.contains(ExactString(definition.protocolName)) {
-            findings.note(.applicationNotAllowed, "protocol \"\(definition.protocolName)\" is not allowed")
+            findings.note(
+                .applicationNotAllowed, "protocol \"\(definition.protocolName)\" is not allowed",
+                ["protocol": definition.protocolName])
         }
-        let ourWeight = zip(definition.participants, definition.weights).filter { $0.0 == agent }.map(\.1)
         if !definition.participants.contains(agent) {
-            findings.note(.notParticipant, "\(agent) is not a participant of this definition")
+            findings.note(
+                .notParticipant, "\(agent) is not a participant of this definition", ["agent": agent.checksummed])
         }
         checkDefinition(definition, &findings)
         if let existing = state.sessions[id] {
             if existing.creation == allocations && existing.creationSessionData == sessionData {
-                if findings.denial == nil { return .allow(Effect(session: nil)) }  // a retry of the signed create
-            } else {
-                findings.note(.sessionExists, "custodian already signed the creation of \(id) with other content")
+                return conclude(findings, effect: Effect(session: nil))  // a retry of the signed create
             }
+            findings.note(
+                .sessionExists, "custodian already signed the creation of \(id) with other content",
+                ["app_session_id": id])
         }
         if !allowQuorumWithoutUs, definition.weights.count == definition.participants.count {
-            let others = saturatingSum(definition.weights) - saturatingSum(ourWeight)
+            let ourWeight = saturatingSum(
+                zip(definition.participants, definition.weights).filter { $0.0 == agent }.map(\.1))
+            let others = saturatingSum(definition.weights.filter { $0 > 0 }) - max(ourWeight, 0)
             if others >= 0, UInt64(others) >= definition.quorum {
                 findings.note(
                     .quorumWithoutUs,
-                    "the other participants' weights (\(others)) reach the quorum (\(definition.quorum)) without this key"
-                )
+                    "the other participants' weights (\(others)) reach the quorum (\(definition.quorum)) without this key",
+                    ["others_weight": "\(others)", "quorum": "\(definition.quorum)"])
             }
         }
-        if let denial = findings.denial { return .deny(denial) }
-        return .allow(Effect(session: record))
+        return conclude(findings, effect: Effect(session: record))
     }
 
     // MARK: - rules shared by the methods
 
     /// Per asset, the amounts must sum exactly to the tracked total (0 for an asset the session does not hold).
-    private func checkSums(_ allocations: [Allocation], expected: [ExactString: Amount], _ findings: inout FirstDenial)
-    {
+    private func checkSums(_ allocations: [Allocation], expected: [ExactString: Amount], _ findings: inout Findings) {
         let sums = allocations.totals()
         for asset in Set(sums.keys).union(expected.keys).sorted() {
             let got = sums[asset] ?? .zero
             let want = expected[asset] ?? .zero
             if got != want {
-                findings.note(.sumMismatch, "allocations for \(asset) sum to \(got), session total is \(want)")
+                findings.note(
+                    .sumMismatch, "allocations for \(asset) sum to \(got), session total is \(want)",
+                    ["asset": asset.value, "expected": "\(want)", "got": "\(got)"])
             }
         }
     }
 
     /// No unknown recipients, no omissions (every participant × held asset), no duplicates.
     private func checkMembership(
-        _ allocations: [Allocation], _ participants: [Address], held: [ExactString], _ findings: inout FirstDenial
+        _ allocations: [Allocation], _ participants: [Address], held: [ExactString], _ findings: inout Findings
     ) {
         var seen = Set<[UInt8]>()
         for allocation in allocations {
             if !participants.contains(allocation.participant) {
-                findings.note(.participantUnknown, "\(allocation.participant) is not a participant of the session")
+                findings.note(
+                    .participantUnknown, "\(allocation.participant) is not a participant of the session",
+                    ["participant": allocation.participant.checksummed, "amount": "\(allocation.amount)"])
             }
             let key = allocation.participant.bytes + Array(allocation.asset.value.utf8)
             if !seen.insert(key).inserted {
                 findings.note(
-                    .duplicateAllocation, "\(allocation.participant) is listed twice for \(allocation.asset)")
+                    .duplicateAllocation, "\(allocation.participant) is listed twice for \(allocation.asset)",
+                    ["participant": allocation.participant.checksummed, "asset": allocation.asset.value])
             }
         }
         for participant in participants {
             for asset in held where !allocations.contains(where: { $0.participant == participant && $0.asset == asset })
             {
-                findings.note(.participantMissing, "no \(asset) allocation for participant \(participant)")
+                findings.note(
+                    .participantMissing, "no \(asset) allocation for participant \(participant)",
+                    ["participant": participant.checksummed, "asset": asset.value])
             }
         }
     }
 
     /// Each asset listed by the policy, within its decimals and `max_allocation`.
-    private func checkAssets(_ allocations: [Allocation], _ findings: inout FirstDenial) {
+    private func checkAssets(_ allocations: [Allocation], _ findings: inout Findings) {
         for allocation in allocations {
             guard let rule = assets[allocation.asset] else {
-                findings.note(.assetNotAllowed, "the policy does not list the asset \"\(allocation.asset)\"")
+                findings.note(
+                    .assetNotAllowed, "the policy does not list the asset \"\(allocation.asset)\"",
+                    ["asset": allocation.asset.value])
                 continue
             }
             if allocation.amount.fractionDigits > rule.decimals {
                 findings.note(
                     .precision,
-                    "\(allocation.amount) \(allocation.asset) has \(allocation.amount.fractionDigits) fractional digits; the asset has \(rule.decimals)"
-                )
+                    "\(allocation.amount) \(allocation.asset) has \(allocation.amount.fractionDigits) fractional digits; the asset has \(rule.decimals)",
+                    ["asset": allocation.asset.value, "amount": "\(allocation.amount)", "decimals": "\(rule.decimals)"])
             }
             if let cap = rule.maxAllocation, cap < allocation.amount {
                 findings.note(
                     .capExceeded,
-                    "\(allocation.amount) \(allocation.asset) to \(allocation.participant) is above max_allocation \(cap)"
-                )
+                    "\(allocation.amount) \(allocation.asset) to \(allocation.participant) is above max_allocation \(cap)",
+                    [
+                        "asset": allocation.asset.value, "participant": allocation.participant.checksummed,
+                        "amount": "\(allocation.amount)", "cap": "\(cap)",
+                    ])
             }
         }
     }
@@ -305,40 +336,48 @@ extension Policy {
         (session.funding[asset] ?? .zero) - (session.withdrawn[asset] ?? .zero) - newOwn
     }
 
-    private func checkOwnLoss(_ loss: Amount, asset: ExactString, _ findings: inout FirstDenial) {
+    private func checkOwnLoss(_ loss: Amount, asset: ExactString, _ findings: inout Findings) {
         if let cap = assets[asset]?.maxOwnLoss, cap < loss {
-            findings.note(.ownLossExceeded, "this key would lose \(loss) \(asset); max_own_loss is \(cap)")
+            findings.note(
+                .ownLossExceeded, "this key would lose \(loss) \(asset); max_own_loss is \(cap)",
+                ["asset": asset.value, "loss": "\(loss)", "cap": "\(cap)"])
         }
     }
 
-    private func checkFunding(_ session: SessionRecord, _ findings: inout FirstDenial) {
+    private func checkFunding(_ session: SessionRecord, _ findings: inout Findings) {
         for (asset, funding) in session.funding.sorted(by: { $0.key < $1.key }) {
             if let cap = assets[asset]?.maxOwnFunding, cap < funding {
                 findings.note(
-                    .fundingExceeded, "this key's funding of \(funding) \(asset) is above max_own_funding \(cap)")
+                    .fundingExceeded, "this key's funding of \(funding) \(asset) is above max_own_funding \(cap)",
+                    ["asset": asset.value, "funding": "\(funding)", "cap": "\(cap)"])
             }
         }
         for (asset, total) in session.totals.sorted(by: { $0.key < $1.key }) {
             if let cap = assets[asset]?.maxSessionTotal, cap < total {
                 findings.note(
-                    .fundingExceeded, "the session total of \(total) \(asset) is above max_session_total \(cap)")
+                    .fundingExceeded, "the session total of \(total) \(asset) is above max_session_total \(cap)",
+                    ["asset": asset.value, "total": "\(total)", "cap": "\(cap)"])
             }
         }
     }
 
-    private func checkCounterparties(_ definition: AppDefinition, agent: Address, _ findings: inout FirstDenial) {
+    private func checkCounterparties(_ definition: AppDefinition, agent: Address, _ findings: inout Findings) {
         guard !counterparties.isEmpty else { return }
         for participant in definition.participants where participant != agent && !counterparties.contains(participant) {
-            findings.note(.counterpartyNotAllowed, "\(participant) is not in [counterparties] allow")
+            findings.note(
+                .counterpartyNotAllowed, "\(participant) is not in [counterparties] allow",
+                ["participant": participant.checksummed])
         }
     }
 
     /// The definitions ClearNode would refuse, and more participants than the policy allows.
-    private func checkDefinition(_ definition: AppDefinition, _ findings: inout FirstDenial) {
+    private func checkDefinition(_ definition: AppDefinition, _ findings: inout Findings) {
         let count = definition.participants.count
         if count < 2 { findings.note(.definitionInvalid, "a session needs at least 2 participants, not \(count)") }
         if count > maxParticipants {
-            findings.note(.definitionInvalid, "\(count) participants; the policy allows \(maxParticipants)")
+            findings.note(
+                .definitionInvalid, "\(count) participants; the policy allows \(maxParticipants)",
+                ["participants": "\(count)", "max_participants": "\(maxParticipants)"])
         }
         if Set(definition.participants).count != count {
             findings.note(.definitionInvalid, "a participant is listed twice")
@@ -349,7 +388,9 @@ extension Policy {
         if definition.weights.contains(where: { $0 < 0 }) { findings.note(.definitionInvalid, "a weight is negative") }
         let total = saturatingSum(definition.weights.filter { $0 > 0 })
         if definition.quorum > UInt64(max(total, 0)) {
-            findings.note(.definitionInvalid, "quorum \(definition.quorum) is above the sum of weights \(total)")
+            findings.note(
+                .definitionInvalid, "quorum \(definition.quorum) is above the sum of weights \(total)",
+                ["quorum": "\(definition.quorum)", "weights": "\(total)"])
         }
         if definition.nonce == 0 { findings.note(.definitionInvalid, "nonce is 0") }
     }

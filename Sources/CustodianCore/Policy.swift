@@ -43,6 +43,8 @@ public struct Policy: Sendable {
     /// Empty allows any counterparty.
     public var counterparties: Set<Address>
     public var velocity: Velocity?
+    /// Reasons that only warn: the request is signed and the would-be refusal recorded (`[enforcement]`).
+    public var warn: Set<ReasonCode> = []
     /// False only while replaying decisions that were allowed before: rules are then not checked.
     var enforcing = true
 
@@ -80,9 +82,12 @@ public struct Effect: Sendable {
     public var session: SessionRecord?
     /// This key's realized loss per asset, for the velocity window (closes only).
     public var realizedLoss: [ExactString: Amount]
+    /// The refusals a warn-mode policy let through: signed, and recorded as warnings.
+    public var warnings: [Denial]
 
-    public init(session: SessionRecord?, realizedLoss: [ExactString: Amount] = [:]) {
+    public init(session: SessionRecord?, realizedLoss: [ExactString: Amount] = [:], warnings: [Denial] = []) {
         self.session = session
         self.realizedLoss = realizedLoss
+        self.warnings = warnings
     }
 }

@@ -38,25 +38,69 @@ public enum ReasonCode: String, CaseIterable, Sendable, Comparable, Codable {
     public var isPayload: Bool { self <= .payloadBadAddress }
 }
 
-/// A refusal: the stable reason code and a human sentence with the figures that failed.
-public struct Denial: Error, Equatable, Sendable {
-    public var reason: ReasonCode
-    public var detail: String
+/// A named figure of a decision ("expected": "150", "got": "149.999999").
+public struct Figure: Equatable, Sendable {
+    public var name: String
+    public var value: String
 
-    public init(_ reason: ReasonCode, _ detail: String) {
-        self.reason = reason
-        self.detail = detail
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
     }
 }
 
-/// Keeps the first reason in contract order among several findings.
-struct FirstDenial {
-    private(set) var denial: Denial?
+/// A refusal: the stable reason code, a human sentence, and the figures that failed.
+public struct Denial: Error, Equatable, Sendable {
+    public var reason: ReasonCode
+    public var detail: String
+    public var figures: [Figure]
+
+    public init(_ reason: ReasonCode, _ detail: String, figures: KeyValuePairs<String, String> = [:]) {
+        self.reason = reason
+        self.detail = detail
+        self.figures = figures.map { Figure($0.key, $0.value) }
+    }
+}
+
+extension ReasonCode {
+    /// The reasons a policy may turn into warnings for a trial run. Never the payload's ambiguity, nor what keeps
+    /// the ledger consistent (unknown or closed sessions, conflicting versions or creates, the key's own
+    /// participation): signing those would leave custodian unable to judge what comes next.
+    public static let warnable: Set<ReasonCode> = [
+        .payloadStale, .payloadFuture, .sumMismatch, .participantUnknown, .participantMissing, .duplicateAllocation,
+        .assetNotAllowed, .precision, .capExceeded, .ownLossExceeded, .fundingExceeded, .counterpartyNotAllowed,
+        .velocityExceeded, .applicationNotAllowed, .definitionInvalid, .quorumWithoutUs,
+    ]
+}
+
+/// Everything a request breaks, in the order found; reports the first in contract order.
+struct Findings {
+    private(set) var all: [Denial] = []
     var enforcing = true
 
-    mutating func note(_ reason: ReasonCode, _ detail: @autoclosure () -> String) {
+    mutating func note(
+        _ reason: ReasonCode, _ detail: @autoclosure () -> String, _ figures: KeyValuePairs<String, String> = [:]
+    ) {
         guard enforcing else { return }
-        if let current = denial, current.reason <= reason { return }
-        denial = Denial(reason, detail())
+        all.append(Denial(reason, detail(), figures: figures))
+    }
+
+    /// The first finding in contract order (the earliest found among equals).
+    var denial: Denial? {
+        all.enumerated().min { ($0.element.reason, $0.offset) < ($1.element.reason, $1.offset) }?.element
+    }
+
+    /// The first finding that is not a warning, and one warning per warned reason.
+    func verdict(warn: Set<ReasonCode>) -> (denial: Denial?, warnings: [Denial]) {
+        var enforced = Findings()
+        var warnings: [Denial] = []
+        for finding in all {
+            if warn.contains(finding.reason) {
+                if !warnings.contains(where: { $0.reason == finding.reason }) { warnings.append(finding) }
+            } else {
+                enforced.all.append(finding)
+            }
+        }
+        return (enforced.denial, warnings.sorted { $0.reason < $1.reason })
     }
 }

@@ -66,8 +66,7 @@ struct PolicyCommand: ParsableCommand {
             switch NitroRPCv0Reader().read(bytes) {
             case .failure(let denial):
                 writer.field("decision", "deny")
-                writer.field("reason", denial.reason.rawValue)
-                writer.field("detail", denial.detail)
+                writeDenial(denial, &writer)
                 allowed = false
             case .success(let request):
                 writer.field("method", request.body.method.rawValue)
@@ -77,13 +76,22 @@ struct PolicyCommand: ParsableCommand {
                 default: writer.field("app_session_id", request.namedSessionID ?? "")
                 }
                 switch loaded.policy.evaluate(request, state: state, agent: agent, nowMs: now) {
-                case .allow:
+                case .allow(let effect):
                     writer.field("decision", "allow")
+                    if !effect.warnings.isEmpty {
+                        writer.key("warnings")
+                        writer.beginArray()
+                        for warning in effect.warnings {
+                            writer.beginObject()
+                            writeDenial(warning, &writer)
+                            writer.endObject()
+                        }
+                        writer.endArray()
+                    }
                     allowed = true
                 case .deny(let denial):
                     writer.field("decision", "deny")
-                    writer.field("reason", denial.reason.rawValue)
-                    writer.field("detail", denial.detail)
+                    writeDenial(denial, &writer)
                     allowed = false
                 }
             }
@@ -94,4 +102,14 @@ struct PolicyCommand: ParsableCommand {
             if !allowed { throw ExitCode(2) }
         }
     }
+}
+
+/// `reason`, `detail` and `figures`, as fields of the object being written.
+func writeDenial(_ denial: Denial, _ writer: inout JSONWriter) {
+    writer.field("reason", denial.reason.rawValue)
+    writer.field("detail", denial.detail)
+    writer.key("figures")
+    writer.beginObject()
+    for figure in denial.figures { writer.field(figure.name, figure.value) }
+    writer.endObject()
 }

@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""Writes the policy cases: one JSON file per case, named <reason>__allow_*.json or <reason>__reject_*.json.
+
+Every case states its expectation here, by hand; nothing is computed by custodian. Session ids come from
+Go's json.Marshal layout (PROTOCOL.md section 9) and Keccak-256 (eth-utils), as ClearNode computes them.
+
+    .venv/bin/python3 Tests/PolicyCases/generate.py      (scripts/setup --python makes .venv)
+"""
+import json
+import pathlib
+
+from eth_utils import keccak
+
+HERE = pathlib.Path(__file__).resolve().parent
+A = "0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638"  # the agent
+B = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+C = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+T0 = 1733000000000
+CASES = {}
+
+
+def policy(methods=("create_app_session", "submit_app_state", "close_app_session"), max_age_ms=30000,
+           max_future_ms=5000, applications=("chess",), protocols=("NitroRPC/0.2", "NitroRPC/0.4"),
+           max_participants=8, usdc=None, counterparties=(), velocity='{ usdc = "5000" }', window_s=86400,
+           enforcement=""):
+    asset = {"max_session_total": "10000", "max_own_funding": "1000", "max_allocation": "10000",
+             "max_own_loss": "1000"}
+    asset.update(usdc or {})
+    q = lambda items: "[" + ", ".join(json.dumps(i) for i in items) + "]"
+    text = f"""version = 1
+
+[requests]
+methods = {q(methods)}
+max_age_ms = {max_age_ms}
+max_future_ms = {max_future_ms}
+
+[sessions]
+applications = {q(applications)}
+protocols = {q(protocols)}
+max_participants = {max_participants}
+
+[assets.usdc]
+decimals = 6
+""" + "".join(f'{k} = "{v}"\n' for k, v in asset.items()) + """
+[assets.eth]
+decimals = 18
+max_allocation = "100"
+
+[counterparties]
+allow = """ + q(counterparties) + f"""
+
+[velocity]
+window_s = {window_s}
+max_own_loss = {velocity}
+"""
+    return text + enforcement
+
+
+def definition(application="chess", protocol="NitroRPC/0.4", participants=(A, B), weights=(50, 50), quorum=100,
+               nonce=T0):
+    d = {"application": application, "protocol": protocol, "participants": list(participants),
+         "weights": list(weights), "quorum": quorum, "challenge": 86400, "nonce": nonce}
+    return d
+
+
+def session_id(d):
+    go = json.dumps({k: d.get(k, "") for k in
+                     ["application", "protocol", "participants", "weights", "quorum", "challenge", "nonce"]},
+                    separators=(",", ":"), ensure_ascii=False)
+    return "0x" + keccak(go.encode()).hex()
+
+
+def alloc(participant, amount, asset="usdc"):
+    return {"participant": participant, "asset": asset, "amount": amount}
+
+
+def text(request_id, method, params, ts):
+    return '{"req":' + json.dumps([request_id, method, params, ts], separators=(",", ":")) + ',"sig":[]}'
+
+
+def create(d=None, allocations=None, ts=T0, request_id=1):
+    d = d or definition()
+    allocations = allocations if allocations is not None else [alloc(A, "100"), alloc(B, "50")]
+    return {"message": text(request_id, "create_app_session", {"definition": d, "allocations": allocations}, ts),
+            "now_ms": ts + 1000}
+
+
+def close(allocations, d=None, ts=T0 + 60000, request_id=2, extra=None, now=None):
+    params = {"app_session_id": session_id(d or definition()), "allocations": allocations}
+    params.update(extra or {})
+    return {"message": text(request_id, "close_app_session", params, ts), "now_ms": now or ts + 1000}
+
+
+def submit(allocations, intent="operate", version=2, d=None, ts=T0 + 30000, request_id=3):
+    params = {"app_session_id": session_id(d or definition())}
+    if intent is not None:
+        params["intent"] = intent
+    if version is not None:
+        params["version"] = version
+    params["allocations"] = allocations
+    return {"message": text(request_id, "submit_app_state", params, ts), "now_ms": ts + 1000}
+
+
+def case(name, comment, final, expect, reason=None, setup=(), policy_toml=None, warnings=(), figures=None):
+    assert expect in ("allow", "reject") and (reason is None) == (expect == "allow"), name
+    body = {"comment": comment, "agent_address": A, "policy_toml": policy_toml or policy(), "setup": list(setup),
+            "message": final["message"], "now_ms": final["now_ms"], "expect": expect}
+    if reason:
+        body["reason"] = reason
+    if warnings:
+        body["warnings"] = list(warnings)
+    if figures:
+        body["figures"] = figures
+    assert name not in CASES, name
+    CASES[name] = body
+
+
+S0 = [create()]
+GOOD = [alloc(A, "75.5"), alloc(B, "74.5")]
+
+# payload.*
+case("payload.malformed__reject_amount_missing", "B's allocation has no amount key.",
+     close([alloc(A, "150"), {"participant": B, "asset": "usdc"}]), "reject", "payload.malformed", S0)
+case("payload.malformed__allow_amount_zero", "The nearest well-formed close: B's amount is \"0\".",
+     close([alloc(A, "150"), alloc(B, "0")]), "allow", setup=S0)
+dup = close(GOOD)
+dup["message"] = dup["message"].replace('"amount":"74.5"}', '"amount":"74.5","amount":"74.5"}')
+case("payload.duplicate_key__reject_amount_twice", "B's amount key appears twice (same value): still ambiguous.",
+     dup, "reject", "payload.duplicate_key", S0)
+case("payload.duplicate_key__allow_once", "Each key once.", close(GOOD), "allow", setup=S0)
+case("payload.unknown_field__reject_intent_on_close", "close_app_session defines no intent.",
+     close(GOOD, extra={"intent": "operate"}), "reject", "payload.unknown_field", S0)
+case("payload.unknown_field__allow_session_data", "session_data is defined for close.",
+     close(GOOD, extra={"session_data": "{\"winner\":\"A\"}"}), "allow", setup=S0)
+case("payload.bad_amount__reject_leading_zero", "\"075.5\" has a leading zero.",
+     close([alloc(A, "075.5"), alloc(B, "74.5")]), "reject", "payload.bad_amount", S0)
+case("payload.bad_amount__allow_trailing_zero", "\"75.50\" is in the grammar (and equals 75.5).",
+     close([alloc(A, "75.50"), alloc(B, "74.5")]), "allow", setup=S0)
+case("payload.bad_address__reject_lower_case", "B's address in lower case is not its EIP-55 form.",
+     close([alloc(A, "75.5"), alloc(B.lower(), "74.5")]), "reject", "payload.bad_address", S0)
+case("payload.bad_address__allow_checksummed", "B's address in EIP-55 form.", close(GOOD), "allow", setup=S0)
+case("payload.stale__reject_one_ms_too_old", "max_age_ms = 30000; the request is 30001 ms old.",
+     close(GOOD, now=T0 + 60000 + 30001), "reject", "payload.stale", S0,
+     figures={"max_age_ms": "30000"})
+case("payload.stale__allow_exactly_max_age", "Exactly 30000 ms old.", close(GOOD, now=T0 + 60000 + 30000),
+     "allow", setup=S0)
+case("payload.future__reject_one_ms_too_far", "max_future_ms = 5000; the timestamp is 5001 ms ahead.",
+     close(GOOD, now=T0 + 60000 - 5001), "reject", "payload.future", S0)
+case("payload.future__allow_exactly_max_future", "Exactly 5000 ms ahead.", close(GOOD, now=T0 + 60000 - 5000),
+     "allow", setup=S0)
+no_close = policy(methods=("create_app_session", "submit_app_state"))
+case("payload.method_not_allowed__reject_close_not_listed", "The policy lists create and submit only.",
+     close(GOOD), "reject", "payload.method_not_allowed", S0, policy_toml=no_close)
+transfer = {"message": '{"req":[9,"transfer",{"destination":"' + B + '","allocations":[]},' + str(T0) + '],"sig":[]}',
+            "now_ms": T0 + 1000}
+case("payload.method_not_allowed__reject_transfer", "custodian never signs transfer.", transfer, "reject",
+     "payload.method_not_allowed")
+case("payload.method_not_allowed__allow_close_listed", "The default methods list close.", close(GOOD), "allow",
+     setup=S0)
+
+# policy.* (close)
+case("policy.session_unknown__reject_other_nonce", "A close for the same definition with nonce + 1: never created.",
+     close(GOOD, d=definition(nonce=T0 + 1)), "reject", "policy.session_unknown", S0)
+case("policy.session_unknown__allow_tracked", "The session whose creation was signed.", close(GOOD), "allow",
+     setup=S0)
+S_CLOSED = S0 + [close(GOOD)]
+case("policy.session_closed__reject_other_allocations", "Closed with 75.5/74.5; now 0/150 is asked.",
+     close([alloc(A, "0"), alloc(B, "150")], ts=T0 + 70000, request_id=7), "reject", "policy.session_closed",
+     S_CLOSED)
+case("policy.session_closed__allow_identical_retry", "The same allocations again, new id and timestamp: a retry.",
+     close(GOOD, ts=T0 + 70000, request_id=7), "allow", setup=S_CLOSED)
+case("policy.sum_mismatch__reject_one_unit_short", "75.5 + 74.499999 = 149.999999 of 150 (decimals 6).",
+     close([alloc(A, "75.5"), alloc(B, "74.499999")]), "reject", "policy.sum_mismatch", S0,
+     figures={"asset": "usdc", "expected": "150", "got": "149.999999"})
+case("policy.sum_mismatch__reject_one_unit_over", "75.5 + 74.500001 = 150.000001 of 150.",
+     close([alloc(A, "75.5"), alloc(B, "74.500001")]), "reject", "policy.sum_mismatch", S0)
+case("policy.sum_mismatch__allow_exact", "75.5 + 74.5 = 150.", close(GOOD), "allow", setup=S0)
+case("policy.participant_unknown__reject_stranger", "25 of the 150 go to C, who is not a participant.",
+     close([alloc(A, "75"), alloc(B, "50"), alloc(C, "25")]), "reject", "policy.participant_unknown", S0)
+case("policy.participant_unknown__allow_participants_only", "Only A and B.",
+     close([alloc(A, "75"), alloc(B, "75")]), "allow", setup=S0)
+case("policy.participant_missing__reject_a_omitted", "Only B is listed: A's sub-balance would be stranded.",
+     close([alloc(B, "150")]), "reject", "policy.participant_missing", S0)
+case("policy.participant_missing__allow_zero_entry", "A is listed with 0.",
+     close([alloc(A, "0"), alloc(B, "150")]), "allow", setup=S0)
+case("policy.duplicate_allocation__reject_b_twice", "B twice for usdc (75 + 75); the sums match.",
+     close([alloc(A, "0"), alloc(B, "75"), alloc(B, "75")]), "reject", "policy.duplicate_allocation", S0)
+case("policy.duplicate_allocation__allow_once", "B once with 150.", close([alloc(A, "0"), alloc(B, "150")]),
+     "allow", setup=S0)
+case("policy.asset_not_allowed__reject_case_variant", "A zero entry in \"USDC\", which the policy does not list.",
+     close(GOOD + [alloc(A, "0", "USDC")]), "reject", "policy.asset_not_allowed", S0)
+case("policy.asset_not_allowed__allow_listed_asset_zero", "A zero entry in eth, which the policy lists.",
+     close(GOOD + [alloc(A, "0", "eth")]), "allow", setup=S0)
+case("policy.precision__reject_seven_digits", "75.5000001 has 7 fractional digits; usdc has 6.",
+     close([alloc(A, "75.5000001"), alloc(B, "74.4999999")]), "reject", "policy.precision", S0)
+case("policy.precision__allow_six_digits", "75.500001 has 6.",
+     close([alloc(A, "75.500001"), alloc(B, "74.499999")]), "allow", setup=S0)
+cap = policy(usdc={"max_allocation": "100"})
+case("policy.cap_exceeded__reject_one_unit_over", "max_allocation 100; A gets 100.000001.",
+     close([alloc(A, "100.000001"), alloc(B, "49.999999")]), "reject", "policy.cap_exceeded", S0, policy_toml=cap,
+     figures={"amount": "100.000001", "cap": "100"})
+case("policy.cap_exceeded__allow_at_cap", "A gets exactly 100.", close([alloc(A, "100"), alloc(B, "50")]), "allow",
+     setup=S0, policy_toml=cap)
+loss = policy(usdc={"max_own_loss": "30"})
+case("policy.own_loss_exceeded__reject_one_unit_over", "A funded 100 and gets 69.999999: a loss of 30.000001 > 30.",
+     close([alloc(A, "69.999999"), alloc(B, "80.000001")]), "reject", "policy.own_loss_exceeded", S0,
+     policy_toml=loss, figures={"loss": "30.000001", "cap": "30"})
+case("policy.own_loss_exceeded__allow_at_cap", "A gets 70: a loss of exactly 30.",
+     close([alloc(A, "70"), alloc(B, "80")]), "allow", setup=S0, policy_toml=loss)
+case("policy.own_loss_exceeded__reject_operate_state", "An operate state in which A would hold 69.999999.",
+     submit([alloc(A, "69.999999"), alloc(B, "80.000001")]), "reject", "policy.own_loss_exceeded", S0,
+     policy_toml=loss)
+fund = policy(usdc={"max_own_funding": "100"})
+case("policy.funding_exceeded__reject_own_funding", "max_own_funding 100; A funds 100.000001.",
+     create(allocations=[alloc(A, "100.000001"), alloc(B, "50")]), "reject", "policy.funding_exceeded",
+     policy_toml=fund)
+case("policy.funding_exceeded__allow_own_funding_at_cap", "A funds exactly 100.", create(), "allow",
+     policy_toml=fund)
+total = policy(usdc={"max_session_total": "150"})
+case("policy.funding_exceeded__reject_session_total", "max_session_total 150; 100 + 50.000001.",
+     create(allocations=[alloc(A, "100"), alloc(B, "50.000001")]), "reject", "policy.funding_exceeded",
+     policy_toml=total)
+case("policy.funding_exceeded__allow_session_total_at_cap", "100 + 50 = 150.", create(), "allow", policy_toml=total)
+case("policy.funding_exceeded__reject_deposit", "max_own_funding 100: A deposits 0.000001 more.",
+     submit([alloc(A, "100.000001"), alloc(B, "50")], intent="deposit"), "reject", "policy.funding_exceeded", S0,
+     policy_toml=fund)
+case("policy.counterparty_not_allowed__reject_unlisted", "[counterparties] allow lists C only; B is the other participant.",
+     create(), "reject", "policy.counterparty_not_allowed", policy_toml=policy(counterparties=(C,)))
+case("policy.counterparty_not_allowed__allow_listed", "[counterparties] allow lists B.", create(), "allow",
+     policy_toml=policy(counterparties=(B,)))
+case("policy.version_conflict__reject_skipped_version", "Current version 1; version 3 skips one.",
+     submit(GOOD, version=3), "reject", "policy.version_conflict", S0, figures={"expected": "2", "got": "3"})
+case("policy.version_conflict__reject_same_version_other_state", "Version 2 signed as 80/70; now 2 as 75.5/74.5.",
+     submit(GOOD, version=2, ts=T0 + 40000, request_id=4), "reject", "policy.version_conflict",
+     S0 + [submit([alloc(A, "80"), alloc(B, "70")])])
+case("policy.version_conflict__allow_next_version", "Version 2 = current + 1.", submit(GOOD, version=2), "allow",
+     setup=S0)
+D2 = definition(nonce=T0 + 1)
+vel = policy(velocity='{ usdc = "40" }')
+S_VEL = S0 + [close([alloc(A, "80"), alloc(B, "70")]), create(D2, ts=T0 + 61000, request_id=5)]
+case("policy.velocity_exceeded__reject_one_unit_over", "Closes realize losses of 20 then 20.000001: 40.000001 > 40.",
+     close([alloc(A, "79.999999"), alloc(B, "70.000001")], d=D2, ts=T0 + 62000, request_id=6), "reject",
+     "policy.velocity_exceeded", S_VEL, policy_toml=vel)
+case("policy.velocity_exceeded__allow_at_cap", "Losses of 20 then 20: exactly 40.",
+     close([alloc(A, "80"), alloc(B, "70")], d=D2, ts=T0 + 62000, request_id=6), "allow", setup=S_VEL,
+     policy_toml=vel)
+case("policy.velocity_exceeded__allow_outside_window", "window_s 3600: the first loss is older than the window.",
+     close([alloc(A, "60"), alloc(B, "90")], d=D2, ts=T0 + 61000 + 3600 * 1000, request_id=6), "allow",
+     setup=[create(), close([alloc(A, "80"), alloc(B, "70")]), create(D2, ts=T0 + 61000, request_id=5)],
+     policy_toml=policy(velocity='{ usdc = "40" }', window_s=3600))
+case("policy.application_not_allowed__reject_application", "application poker; the policy allows chess.",
+     create(definition(application="poker")), "reject", "policy.application_not_allowed")
+case("policy.application_not_allowed__reject_protocol", "protocol NitroRPC/0.3 is not allowed.",
+     create(definition(protocol="NitroRPC/0.3")), "reject", "policy.application_not_allowed")
+case("policy.application_not_allowed__allow_chess", "application chess.", create(), "allow")
+case("policy.not_participant__reject_absent", "The definition's participants are B and C.",
+     create(definition(participants=(B, C)), allocations=[alloc(B, "50"), alloc(C, "50")]), "reject",
+     "policy.not_participant")
+case("policy.not_participant__allow_present", "A is a participant.", create(), "allow")
+case("policy.definition_invalid__reject_nonce_zero", "nonce 0: ClearNode refuses it.",
+     create(definition(nonce=0)), "reject", "policy.definition_invalid")
+case("policy.definition_invalid__allow_nonce_one", "nonce 1.", create(definition(nonce=1)), "allow")
+nine = [A, B, C] + ["0x" + format(i, "040x") for i in range(1, 7)]
+case("policy.definition_invalid__reject_nine_participants", "max_participants 8; nine are listed.",
+     create(definition(participants=nine, weights=[100] + [0] * 8), allocations=[alloc(A, "1")]), "reject",
+     "policy.definition_invalid")
+case("policy.definition_invalid__allow_eight_participants", "Exactly eight.",
+     create(definition(participants=nine[:8], weights=[100] + [0] * 7), allocations=[alloc(A, "1")]), "allow")
+case("policy.definition_invalid__reject_quorum_above_weights", "quorum 101 > 50 + 50.",
+     create(definition(quorum=101)), "reject", "policy.definition_invalid")
+case("policy.session_exists__reject_other_allocations", "The same definition again, with B funding 49.",
+     create(allocations=[alloc(A, "100"), alloc(B, "49")], request_id=8), "reject", "policy.session_exists", S0)
+case("policy.session_exists__allow_identical_retry", "The same create again, new request id: a retry.",
+     create(request_id=8), "allow", setup=S0)
+case("policy.quorum_without_us__reject_quorum_50", "Weights 50/50, quorum 50: B alone reaches it.",
+     create(definition(quorum=50)), "reject", "policy.quorum_without_us")
+case("policy.quorum_without_us__allow_quorum_51", "Quorum 51: B alone (50) does not reach it.",
+     create(definition(quorum=51)), "allow")
+
+# NitroRPC/0.4 intents and 0.2
+case("submit.deposit__allow", "A deposits 20: the session total becomes 170.",
+     submit([alloc(A, "120"), alloc(B, "50")], intent="deposit"), "allow", setup=S0)
+case("submit.deposit__allow_close_after", "After a deposit of 20, the close must pay out 170.",
+     close([alloc(A, "100"), alloc(B, "70")]), "allow", setup=S0 + [submit([alloc(A, "120"), alloc(B, "50")],
+                                                                         intent="deposit")])
+case("submit.deposit__reject_close_at_old_total", "After a deposit of 20, a close paying out 150.",
+     close([alloc(A, "80"), alloc(B, "70")]), "reject", "policy.sum_mismatch",
+     S0 + [submit([alloc(A, "120"), alloc(B, "50")], intent="deposit")])
+case("submit.deposit__reject_decrease", "A deposit in which B's allocation falls.",
+     submit([alloc(A, "130"), alloc(B, "40")], intent="deposit"), "reject", "policy.sum_mismatch", S0)
+case("submit.withdraw__allow", "A withdraws 40: the total becomes 110.",
+     submit([alloc(A, "60"), alloc(B, "50")], intent="withdraw"), "allow", setup=S0)
+case("submit.withdraw__allow_close_after", "After A withdrew 40, a close at 110 in which A gets 0: loss 60.",
+     close([alloc(A, "0"), alloc(B, "110")]), "allow",
+     setup=S0 + [submit([alloc(A, "60"), alloc(B, "50")], intent="withdraw")])
+case("submit.withdraw__reject_increase", "A withdraw in which B's allocation grows.",
+     submit([alloc(A, "40"), alloc(B, "60")], intent="withdraw"), "reject", "policy.sum_mismatch", S0)
+case("submit.operate__reject_sum", "An operate state whose usdc sums to 151.",
+     submit([alloc(A, "80"), alloc(B, "71")]), "reject", "policy.sum_mismatch", S0)
+case("submit.operate__reject_missing_version", "NitroRPC/0.4 requires version.",
+     submit(GOOD, version=None), "reject", "payload.malformed", S0)
+case("submit.operate__reject_missing_intent", "NitroRPC/0.4 requires intent.",
+     submit(GOOD, intent=None), "reject", "payload.malformed", S0)
+D02 = definition(protocol="NitroRPC/0.2")
+case("submit.v02__allow_without_intent", "NitroRPC/0.2: no intent, no version.",
+     submit(GOOD, intent=None, version=None, d=D02), "allow", setup=[create(D02)])
+case("submit.v02__reject_intent", "NitroRPC/0.2 defines no intent.",
+     submit(GOOD, version=None, d=D02), "reject", "payload.unknown_field", [create(D02)])
+
+# [enforcement]
+warn_cap = policy(usdc={"max_allocation": "100"}, enforcement='\n[enforcement]\nwarn = ["policy.cap_exceeded"]\n')
+case("enforcement.warn__allow_cap_exceeded_warned", "cap_exceeded only warns: signed, the warning recorded.",
+     close([alloc(A, "100.000001"), alloc(B, "49.999999")]), "allow", setup=S0, policy_toml=warn_cap,
+     warnings=["policy.cap_exceeded"])
+case("enforcement.warn__reject_sum_mismatch_enforced", "Other rules still refuse.",
+     close([alloc(A, "100.000001"), alloc(B, "49.999998")]), "reject", "policy.sum_mismatch", S0,
+     policy_toml=warn_cap)
+warn_all = policy(enforcement='\n[enforcement]\nmode = "warn"\n')
+case("enforcement.warn_mode__allow_sum_mismatch_warned", "mode = warn: a sum mismatch is signed and recorded.",
+     close([alloc(A, "75.5"), alloc(B, "74.499999")]), "allow", setup=S0, policy_toml=warn_all,
+     warnings=["policy.sum_mismatch"])
+case("enforcement.warn_mode__reject_session_unknown", "mode = warn never signs for an unknown session.",
+     close(GOOD, d=definition(nonce=T0 + 1)), "reject", "policy.session_unknown", S0, policy_toml=warn_all)
+case("enforcement.warn_mode__reject_duplicate_key", "mode = warn never signs an ambiguous payload.", dup,
+     "reject", "payload.duplicate_key", S0, policy_toml=warn_all)
+
+
+def main():
+    existing = {p.name for p in HERE.glob("*.json")}
+    written = set()
+    for name, body in CASES.items():
+        path = HERE / f"{name}.json"
+        path.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        written.add(path.name)
+    for stale in existing - written:
+        (HERE / stale).unlink()
+    print(f"{len(written)} cases")
+
+
+main()
