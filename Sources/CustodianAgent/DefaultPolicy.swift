@@ -8,8 +8,8 @@ public enum DefaultPolicy {
         # cannot be outvoted; closes and states whose allocations sum exactly to the session's total, list every
         # participant once, and cost this key at most 1000 usdc per session and 5000 usdc per day.
         #
-        # Example allowed: Tests/Vectors/close_policy/allow_exact_sum.json (A 75.5 + B 74.5 of a 150 usdc session).
-        # Example refused: Tests/Vectors/close_policy/reject_sum_off_by_one_unit.json (149.999999: policy.sum_mismatch).
+        # Examples (policies/examples/default/): allowed, a close of a 150 usdc session as 75.5 + 74.5; refused, the
+        # same close one smallest unit short, 149.999999 (policy.sum_mismatch).
         version = 1
 
         [requests]

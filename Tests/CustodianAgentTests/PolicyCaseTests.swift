@@ -25,6 +25,11 @@ struct PolicyCaseTests {
     func decision(_ name: String) throws {
         let vector = try VectorFiles.load(Self.folder, name)
         let policy = try PolicyFile.parse(Array(try #require(vector["policy_toml"] as? String).utf8)).policy
+        try Self.check(vector, policy: policy, name: name)
+    }
+
+    /// Runs a case (setup steps that must be allowed, then the message) and checks its expectation.
+    static func check(_ vector: [String: Any], policy: Policy, name: String) throws {
         let agentText = try #require(vector["agent_address"] as? String)
         let agent = try #require(Address(eip55: agentText))
         let reader = NitroRPCv0Reader()
@@ -49,9 +54,9 @@ struct PolicyCaseTests {
         switch (vector["expect"] as? String, decision) {
         case ("allow", .allow(let effect)):
             let warnings = vector["warnings"] as? [String] ?? []
-            #expect(effect.warnings.map(\.reason.rawValue) == warnings)
+            #expect(effect.warnings.map(\.reason.rawValue) == warnings, "\(name)")
         case ("reject", .deny(let denial)):
-            #expect(denial.reason.rawValue == vector["reason"] as? String, "\(denial.detail)")
+            #expect(denial.reason.rawValue == vector["reason"] as? String, "\(name): \(denial.detail)")
             for (key, value) in vector["figures"] as? [String: String] ?? [:] {
                 #expect(denial.figures.contains(Figure(key, value)), "figure \(key) = \(value) in \(denial.figures)")
             }

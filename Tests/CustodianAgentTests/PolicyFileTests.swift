@@ -31,29 +31,20 @@ struct PolicyFileTests {
         #expect(DefaultPolicy.text == file)
     }
 
-    @Test("the default policy's documented examples: allow_exact_sum allowed, reject_sum_off_by_one_unit refused")
-    func defaultExamples() throws {
-        let policy = try PolicyFile.parse(Array(DefaultPolicy.text.utf8)).policy
-        let agent = try #require(Address(eip55: "0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638"))
-        for (name, allowed) in [("allow_exact_sum.json", true), ("reject_sum_off_by_one_unit.json", false)] {
-            let vector = try VectorFiles.load("close_policy", name)
-            let session = try #require(vector["session"] as? [String: Any])
-            var state = LedgerState()
-            let create = try NitroRPCv0Reader().read(Array(try #require(session["create_message"] as? String).utf8))
-                .get()
-            let createNow = try #require((session["create_now_ms"] as? NSNumber)?.uint64Value)
-            guard case .allow(let effect) = policy.evaluate(create, state: state, agent: agent, nowMs: createNow) else {
-                Issue.record("create refused by the default policy")
-                return
-            }
-            state.apply(effect, atMs: createNow)
-            let close = try NitroRPCv0Reader().read(Array(try #require(vector["message"] as? String).utf8)).get()
-            let now = try #require((vector["now_ms"] as? NSNumber)?.uint64Value)
-            if case .allow = policy.evaluate(close, state: state, agent: agent, nowMs: now) {
-                #expect(allowed, "\(name)")
-            } else {
-                #expect(!allowed, "\(name)")
-            }
+    @Test(
+        "every file in policies/ has its documented examples, one it allows and one it refuses",
+        arguments: policyFiles())
+    func examples(_ name: String) throws {
+        let stem = String(name.dropLast(".toml".count))
+        let policy = try PolicyFile.load(path: Self.policies.appendingPathComponent(name).path).policy
+        let folder = "../../policies/examples/" + stem
+        let examples = VectorFiles.names(folder)
+        #expect(examples.contains { $0.hasPrefix("allow_") }, "\(name) documents no allowed example")
+        #expect(examples.contains { $0.hasPrefix("refuse_") }, "\(name) documents no refused example")
+        for example in examples {
+            let vector = try VectorFiles.load(folder, example)
+            #expect((vector["expect"] as? String == "allow") == example.hasPrefix("allow_"), "\(example)")
+            try PolicyCaseTests.check(vector, policy: policy, name: "\(stem)/\(example)")
         }
     }
 

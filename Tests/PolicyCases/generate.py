@@ -325,7 +325,52 @@ case("enforcement.warn_mode__reject_duplicate_key", "mode = warn never signs an 
      "reject", "payload.duplicate_key", S0, policy_toml=warn_all)
 
 
+# Worked examples of the files in policies/: the policy is the file itself.
+EXAMPLES = {}
+
+
+def example(policy_stem, name, comment, final, expect, reason=None, setup=()):
+    body = {"comment": comment, "agent_address": A, "setup": list(setup), "message": final["message"],
+            "now_ms": final["now_ms"], "expect": expect}
+    if reason:
+        body["reason"] = reason
+    EXAMPLES[(policy_stem, name)] = body
+
+
+example("default", "allow_exact_sum", "75.5 + 74.5 = 150, the session's total.", close(GOOD), "allow", setup=S0)
+example("default", "refuse_one_unit_short", "75.5 + 74.499999 = 149.999999: one smallest unit short.",
+        close([alloc(A, "75.5"), alloc(B, "74.499999")]), "reject", "policy.sum_mismatch", S0)
+ESCROW = [create(allocations=[alloc(A, "100"), alloc(B, "100")])]
+example("game-escrow", "allow_winner_takes_pot", "B wins: the whole 200 usdc pot to B; A loses its 100 stake.",
+        close([alloc(A, "0"), alloc(B, "200")]), "allow", setup=ESCROW)
+example("game-escrow", "refuse_pays_out_190", "Only 190 of the 200 usdc pot is paid out.",
+        close([alloc(A, "0"), alloc(B, "190")]), "reject", "policy.sum_mismatch", ESCROW)
+ROOM = definition(application="game-room", participants=(B, C, A), weights=(0, 0, 100), quorum=100)
+ROOM_SETUP = [create(ROOM, allocations=[alloc(B, "10"), alloc(C, "10"), alloc(A, "0")])]
+example("game-room-arbiter", "allow_winner_takes_pot", "The server (A) gives the 20 usdc pot to the winner B.",
+        close([alloc(B, "20"), alloc(C, "0"), alloc(A, "0")], d=ROOM), "allow", setup=ROOM_SETUP)
+example("game-room-arbiter", "refuse_server_funds", "A create in which the server would fund 5 usdc.",
+        create(ROOM, allocations=[alloc(B, "10"), alloc(C, "10"), alloc(A, "5")]), "reject",
+        "policy.funding_exceeded")
+example("game-room-arbiter", "refuse_split_omits_player", "A close that leaves player C out of the split.",
+        close([alloc(B, "20"), alloc(A, "0")], d=ROOM), "reject", "policy.participant_missing", ROOM_SETUP)
+METER = definition(application="api-metering")
+METER_SETUP = [create(METER, allocations=[alloc(A, "50"), alloc(B, "0")])]
+example("pay-per-use", "allow_pays_service", "The client (A) pays the service 12.5 of its 50 usdc.",
+        close([alloc(A, "37.5"), alloc(B, "12.5")], d=METER), "allow", setup=METER_SETUP)
+example("pay-per-use", "refuse_unknown_service", "A channel with C, a service not on the allow list.",
+        create(definition(application="api-metering", participants=(A, C)), allocations=[alloc(A, "50")]), "reject",
+        "policy.counterparty_not_allowed")
+
+
 def main():
+    examples = HERE.parent.parent / "policies" / "examples"
+    for old in examples.glob("*/*.json"):
+        old.unlink()
+    for (stem, name), body in EXAMPLES.items():
+        folder = examples / stem
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.json").write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     existing = {p.name for p in HERE.glob("*.json")}
     written = set()
     for name, body in CASES.items():
