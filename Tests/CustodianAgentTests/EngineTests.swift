@@ -38,8 +38,8 @@ struct EngineTests {
         return Array(try #require(vector[field] as? String).utf8)
     }
 
-    static func startEngine(_ directory: TemporaryDirectory) throws -> Engine {
-        let policy = try PolicyFile.parse(Array(wide.utf8))
+    static func startEngine(_ directory: TemporaryDirectory, policy text: String = wide) throws -> Engine {
+        let policy = try PolicyFile.parse(Array(text.utf8))
         let log = try AuditLog(path: directory.path + "/audit.log", chain: AuditChain())
         let engine = Engine(
             key: try signingKey(hex: keyAHex), policy: policy, state: LedgerState(), log: log, checkpointEvery: 1000)
@@ -93,5 +93,29 @@ struct EngineTests {
         #expect(state.counts.closed == 1)
         #expect(chain.verifyCheckpoints(address: address) == nil)
         #expect(chain.entries.last?.event == "checkpoint")
+    }
+
+    @Test("warn mode: the request is signed and the refusal it would have been is in its audit record")
+    func warnMode() throws {
+        let directory = try TemporaryDirectory()
+        let text =
+            Self.wide.replacingOccurrences(of: "decimals = 6", with: "decimals = 6\nmax_allocation = \"100\"")
+            + "\n[enforcement]\nwarn = [\"policy.cap_exceeded\"]\n"
+        let engine = try Self.startEngine(directory, policy: text)
+        _ = Self.sign(engine, try Self.vectorText("sign", "create_v1.json", "req"))
+        // V2 pays B 150, above max_allocation 100.
+        guard case .signed(_, _, _, let seq) = Self.sign(engine, try Self.vectorText("sign", "close_v2.json", "req"))
+        else {
+            Issue.record("a warned close was not signed")
+            return
+        }
+        engine.stop()
+        let chain = try AuditChain.read(try FileIO.readAll(directory.path + "/audit.log")).get()
+        let record = try #require(chain.entries.first { $0.seq == seq })
+        #expect(record.string("decision") == "allow")
+        let warnings = try #require(record.members.member("warnings")?.value.elements)
+        #expect(warnings.count == 1)
+        #expect(warnings.first?.value.members?.member("reason")?.value.string == "policy.cap_exceeded")
+        #expect(warnings.first?.value.members?.member("figures")?.value.members?.member("cap")?.value.string == "100")
     }
 }

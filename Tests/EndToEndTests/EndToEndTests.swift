@@ -196,6 +196,18 @@ struct EndToEndTests {
         #expect(usage.status == 1)
         #expect(usage.stderr.hasPrefix("custodian: error: "))
         let invalid = try workspace.write("bad.toml", "version = 1\n[requests]\nmethods = [\"transfer\"]\n")
-        #expect(try Harness.custodian(["policy", "check", invalid]).status == 2)
+        let check = try Harness.custodian(["policy", "check", invalid])
+        #expect(check.status == 2)
+        #expect(check.stderr.contains("unknown method \"transfer\""), "\(check.stderr)")
+        // The agent refuses to start with an invalid policy, before it asks for the key.
+        let (keyFile, passphrase) = try Self.importKeyA(workspace)
+        let serve = try Harness.custodian([
+            "serve", "--socket", workspace.path + "/agent.sock", "--key-file", keyFile, "--policy", invalid,
+            "--state-dir", workspace.path + "/state", "--passphrase-file", passphrase,
+        ])
+        #expect(serve.status == 1)
+        #expect(serve.stderr.contains("invalid policy"), "\(serve.stderr)")
+        #expect(serve.stderr.contains("custodian: hint: custodian policy check"))
+        #expect(!FileManager.default.fileExists(atPath: workspace.path + "/agent.sock"))
     }
 }
