@@ -124,6 +124,11 @@ public final class RunningAgent: Sendable {
             server.stop()
             throw AgentStartError("cannot write to the audit log: \(error)")
         }
+        // Serving: from here on the process never needs to run a program, trace one, or reach a network.
+        do { try Hardening.applySyscallFilter() } catch {
+            agentStop(server: server, engine: engine)
+            throw AgentStartError("cannot install the system-call filter: \(error)")
+        }
         let counts = state.counts
         log(
             "serving \(engine.address) on \(settings.server.socketPath); policy \(policy.hash.prefix(12)); "
@@ -147,7 +152,11 @@ public final class RunningAgent: Sendable {
 
     /// Stops serving, drains the queue, writes the stop and checkpoint records, removes the socket.
     public func stop() {
-        server.stop()
-        engine.stop()
+        agentStop(server: server, engine: engine)
     }
+}
+
+private func agentStop(server: Server, engine: Engine) {
+    server.stop()
+    engine.stop()
 }

@@ -46,6 +46,7 @@ public final class Engine: @unchecked Sendable {
     private enum Job {
         case sign(message: [UInt8], peer: Peer?, reply: @Sendable (SignOutcome) -> Void)
         case reload(LoadedPolicy?, error: String?, reply: @Sendable (Bool) -> Void)
+        case event(name: String, peer: Peer?, fields: @Sendable (inout JSONWriter) -> Void)
     }
 
     private let key: SigningKey
@@ -123,6 +124,11 @@ public final class Engine: @unchecked Sendable {
     /// Replaces the policy (after SIGHUP), in order with the requests around it; a nil policy records the failure.
     public func reload(_ loaded: LoadedPolicy?, error: String?, reply: @escaping @Sendable (Bool) -> Void) {
         enqueue(.reload(loaded, error: error, reply: reply)) { reply(false) }
+    }
+
+    /// Records a lifecycle or security event (a refused caller, an operator action) in order with the decisions.
+    public func record(event name: String, peer: Peer?, _ fields: @escaping @Sendable (inout JSONWriter) -> Void) {
+        enqueue(.event(name: name, peer: peer, fields: fields)) {}
     }
 
     private func enqueue(_ job: Job, orElse refuse: () -> Void) {
@@ -209,6 +215,12 @@ public final class Engine: @unchecked Sendable {
                 }
                 replies.append { reply(loaded != nil) }
                 failures.append { reply(false) }
+            case .event(let name, let peer, let fields):
+                log.stage(event: name, timeMs: now) { writer in
+                    writePeer(peer, &writer)
+                    writer.field("policy_hash", policy.hash)
+                    fields(&writer)
+                }
             }
             if (log.seq + log.stagedCount) % checkpointEvery == 0 { stageCheckpoint(now: now) }
         }

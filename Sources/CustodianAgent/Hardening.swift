@@ -22,3 +22,17 @@ public enum Hardening {
     /// Whether the process is currently dumpable (for tests and status).
     public static var isDumpable: Bool { ccustodian_get_dumpable() != 0 }
 }
+
+extension Hardening {
+    /// Installs the system-call filter on every thread: no exec, no ptrace, no sockets but AF_UNIX.
+    /// Applied once the agent is serving, whether or not systemd adds its own filter.
+    public static func applySyscallFilter() throws(SystemError) {
+        let result = ccustodian_apply_syscall_filter()
+        guard result == 0 else { throw SystemError("seccomp", "filter", -result) }
+    }
+}
+
+extension Hardening {
+    /// Whether ptrace(PTRACE_TRACEME) succeeds in this process (for `sandbox-check`).
+    public static func ptraceTracemeSucceeds() -> Bool { ccustodian_ptrace_traceme() == 0 }
+}

@@ -12,13 +12,14 @@ public struct ServeConfig: Sendable, Equatable {
     public var checkpointEvery: UInt64?
     public var maxConnections: Int?
     public var idleTimeoutS: Int64?
+    public var rateLimit: Int?
 
     /// No settings.
     public init() {}
 
     static let keys = [
         "socket", "key_file", "policy", "state_dir", "passphrase_file", "allow_uid", "allow_gid", "checkpoint_every",
-        "max_connections", "idle_timeout_s",
+        "max_connections", "idle_timeout_s", "rate_limit",
     ]
 
     /// Reads a config file; an unknown key or a wrong type refuses the file.
@@ -67,6 +68,7 @@ public struct ServeConfig: Sendable, Equatable {
         config.checkpointEvery = try integer("checkpoint_every").map { UInt64($0) }
         config.maxConnections = try integer("max_connections")
         config.idleTimeoutS = try integer("idle_timeout_s").map { Int64($0) }
+        config.rateLimit = try integer("rate_limit")
         return config
     }
 }

@@ -18,10 +18,12 @@ public struct ServerSettings: Sendable {
     public var maxConnections: Int
     public var idleTimeoutSeconds: Int64
     public var maxLineBytes: Int
+    /// Requests per second per caller uid (a burst of as many), checked before any parsing; 0 turns it off.
+    public var rateLimit: Int
 
     public init(
         socketPath: String, allowUIDs: [UInt32] = [], allowGIDs: [UInt32] = [], maxConnections: Int = 1024,
-        idleTimeoutSeconds: Int64 = 60, maxLineBytes: Int = 65_536
+        idleTimeoutSeconds: Int64 = 60, maxLineBytes: Int = 65_536, rateLimit: Int = 50_000
     ) {
         self.socketPath = socketPath
         self.allowUIDs = allowUIDs
@@ -29,6 +31,7 @@ public struct ServerSettings: Sendable {
         self.maxConnections = maxConnections
         self.idleTimeoutSeconds = idleTimeoutSeconds
         self.maxLineBytes = maxLineBytes
+        self.rateLimit = rateLimit
     }
 
     /// Whether a caller with these credentials may talk to the agent.
@@ -48,12 +51,17 @@ public final class Server: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let channel: Channel
     public let settings: ServerSettings
+    /// Whether systemd passed the socket (then systemd owns the socket file).
+    public let activated: Bool
 
-    /// Binds the socket (mode 0600, in a directory only the agent can write) and starts serving.
+    /// Binds the socket (mode 0600, in a directory only the agent can write), or takes the one systemd passes
+    /// (LISTEN_FDS), and starts serving.
     public static func start(settings: ServerSettings, engine: Engine) throws -> Server {
-        try prepareSocketPath(settings.socketPath)
+        let inherited = SocketActivation.listeningSocket()
+        if inherited == nil { try prepareSocketPath(settings.socketPath) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let connections = NIOLockedValueBox(0)
+        let callers = CallerBook(rate: settings.rateLimit)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
@@ -61,32 +69,39 @@ public final class Server: Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         IdleStateHandler(readTimeout: .seconds(settings.idleTimeoutSeconds)))
                     try channel.pipeline.syncOperations.addHandler(
-                        ConnectionHandler(engine: engine, settings: settings, connections: connections))
+                        ConnectionHandler(
+                            engine: engine, settings: settings, connections: connections, callers: callers))
                 }
             }
         // The socket file takes its mode from the umask at bind time: owner read/write only.
         let previous = umask(0o177)
         defer { umask(previous) }
         do {
-            let channel = try bootstrap.bind(unixDomainSocketPath: settings.socketPath).wait()
-            return Server(group: group, channel: channel, settings: settings)
+            let channel: Channel
+            if let inherited {
+                channel = try bootstrap.withBoundSocket(inherited).wait()
+            } else {
+                channel = try bootstrap.bind(unixDomainSocketPath: settings.socketPath).wait()
+            }
+            return Server(group: group, channel: channel, settings: settings, activated: inherited != nil)
         } catch {
             try? group.syncShutdownGracefully()
             throw ServerError(description: "cannot listen on \(settings.socketPath): \(error)")
         }
     }
 
-    private init(group: MultiThreadedEventLoopGroup, channel: Channel, settings: ServerSettings) {
+    private init(group: MultiThreadedEventLoopGroup, channel: Channel, settings: ServerSettings, activated: Bool) {
         self.group = group
         self.channel = channel
         self.settings = settings
+        self.activated = activated
     }
 
-    /// Stops accepting, closes the connections, removes the socket file.
+    /// Stops accepting, closes the connections, removes the socket file (unless systemd owns it).
     public func stop() {
         try? channel.close().wait()
         try? group.syncShutdownGracefully()
-        unlink(settings.socketPath)
+        if !activated { unlink(settings.socketPath) }
     }
 
     /// Refuses a socket directory others can write, and a socket where another agent still answers; removes a
@@ -109,6 +124,84 @@ public final class Server: Sendable {
             throw ServerError(description: "another agent is listening on \(path)")
         }
         unlink(path)
+    }
+}
+
+/// systemd socket activation: the listening socket passed as fd 3 when LISTEN_PID is this process.
+enum SocketActivation {
+    static func listeningSocket() -> CInt? {
+        guard let pid = getenv("LISTEN_PID").flatMap({ Int32(String(cString: $0)) }), pid == getpid(),
+            let count = getenv("LISTEN_FDS").flatMap({ Int(String(cString: $0)) }), count >= 1
+        else { return nil }
+        // Not inherited by anything this process might start.
+        unsetenv("LISTEN_PID")
+        unsetenv("LISTEN_FDS")
+        unsetenv("LISTEN_FDNAMES")
+        let fd: CInt = 3
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        return fd
+    }
+}
+
+/// Per caller uid: a token bucket for the request rate, and a limit on how often refusals are audited, so that a
+/// flood of refused connections cannot grow the log without bound.
+final class CallerBook: Sendable {
+    private struct Entry {
+        var tokens: Double
+        var refilledAt: UInt64
+        var refusalLoggedAt: UInt64?
+        var refusalsSuppressed: Int
+    }
+
+    private let rate: Int
+    private let entries = NIOLockedValueBox<[UInt32: Entry]>([:])
+    /// One refusal record per uid per this many ms.
+    static let refusalLogInterval: UInt64 = 60_000
+
+    init(rate: Int) { self.rate = rate }
+
+    private static func nowMs() -> UInt64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return UInt64(spec.tv_sec) * 1000 + UInt64(spec.tv_nsec / 1_000_000)
+    }
+
+    private func withEntry<R>(_ uid: UInt32, _ body: (inout Entry, UInt64) -> R) -> R {
+        let now = Self.nowMs()
+        return entries.withLockedValue { table in
+            if table[uid] == nil, table.count >= 4096 { table.removeAll() }  // bounded: reset rather than grow
+            var entry = table[uid] ?? Entry(tokens: Double(rate), refilledAt: now, refusalsSuppressed: 0)
+            let result = body(&entry, now)
+            table[uid] = entry
+            return result
+        }
+    }
+
+    /// Takes one request token for `uid`; false when the caller is over its rate.
+    func admit(_ uid: UInt32) -> Bool {
+        guard rate > 0 else { return true }
+        return withEntry(uid) { entry, now in
+            let elapsed = Double(now &- entry.refilledAt) / 1000
+            entry.tokens = min(Double(rate), entry.tokens + elapsed * Double(rate))
+            entry.refilledAt = now
+            guard entry.tokens >= 1 else { return false }
+            entry.tokens -= 1
+            return true
+        }
+    }
+
+    /// Whether to audit this refusal now; if so, how many were suppressed since the last record.
+    func refusalToLog(_ uid: UInt32) -> Int? {
+        withEntry(uid) { entry, now in
+            if let last = entry.refusalLoggedAt, now &- last < Self.refusalLogInterval {
+                entry.refusalsSuppressed += 1
+                return nil
+            }
+            let suppressed = entry.refusalsSuppressed
+            entry.refusalLoggedAt = now
+            entry.refusalsSuppressed = 0
+            return suppressed
+        }
     }
 }
 
@@ -149,6 +242,7 @@ private final class ConnectionHandler: ChannelInboundHandler {
     private let engine: Engine
     private let settings: ServerSettings
     private let connections: NIOLockedValueBox<Int>
+    private let callers: CallerBook
     private var buffer = ByteBuffer()
     private var peer: Peer?
     private var allowed = false
@@ -157,10 +251,11 @@ private final class ConnectionHandler: ChannelInboundHandler {
     /// Completes when every reply so far has been written: replies leave in request order.
     private var tail: EventLoopFuture<Void>?
 
-    init(engine: Engine, settings: ServerSettings, connections: NIOLockedValueBox<Int>) {
+    init(engine: Engine, settings: ServerSettings, connections: NIOLockedValueBox<Int>, callers: CallerBook) {
         self.engine = engine
         self.settings = settings
         self.connections = connections
+        self.callers = callers
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -195,6 +290,11 @@ private final class ConnectionHandler: ChannelInboundHandler {
         if !allowed {
             closing = true
             buffer.clear()
+            if let peer, let suppressed = callers.refusalToLog(peer.uid) {
+                engine.record(event: "caller_refused", peer: peer) { writer in
+                    writer.field("suppressed_since_last", suppressed)
+                }
+            }
             let reply = RPC.error(id: nil, .callerNotAllowed, "caller not allowed")
             send(context.eventLoop.makeSucceededFuture(reply), context: context, thenClose: true)
             return
@@ -242,6 +342,12 @@ private final class ConnectionHandler: ChannelInboundHandler {
                 return
             }
             buffer.moveReaderIndex(forwardBy: 1)
+            // The rate is checked before any parsing: a flooding caller costs a counter, not a parse.
+            if let peer, !callers.admit(peer.uid) {
+                let reply = RPC.error(id: nil, .rateLimited, "rate limited: more than \(settings.rateLimit) requests/s")
+                send(context.eventLoop.makeSucceededFuture(reply), context: context)
+                continue
+            }
             handle(line: line, context: context)
         }
         if buffer.readableBytes > settings.maxLineBytes {

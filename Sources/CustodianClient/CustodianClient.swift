@@ -104,8 +104,17 @@ public final class CustodianClient {
             request.raw(params)
         }
         request.endObject()
-        try send(request.bytes + [0x0A])
-        let line = try readLine()
+        let sendError: ClientError?
+        do {
+            try send(request.bytes + [0x0A])
+            sendError = nil
+        } catch {
+            sendError = error
+        }
+        // An agent that refuses the caller answers -32004 and closes at once, possibly before the request is
+        // written: its answer is still there to read.
+        let line: [UInt8]
+        do { line = try readLine() } catch { throw sendError ?? error }
         guard case .success(let root) = StrictJSON.parse(line), let members = root.value.members else {
             throw .protocolError("not a JSON object")
         }

@@ -20,6 +20,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Write a signed checkpoint every N records.") var checkpointEvery: UInt64?
     @Option(help: "At most N connections at once.") var maxConnections: Int?
     @Option(help: "Close a connection silent for T seconds.") var idleTimeoutS: Int64?
+    @Option(help: "At most N requests per second per caller uid (0: no limit).") var rateLimit: Int?
 
     func run() throws {
         var file = ServeConfig()
@@ -37,7 +38,8 @@ struct ServeCommand: ParsableCommand {
             socketPath: socket, allowUIDs: allowUid.isEmpty ? file.allowUID : allowUid,
             allowGIDs: allowGid.isEmpty ? file.allowGID : allowGid,
             maxConnections: maxConnections ?? file.maxConnections ?? 1024,
-            idleTimeoutSeconds: idleTimeoutS ?? file.idleTimeoutS ?? 60)
+            idleTimeoutSeconds: idleTimeoutS ?? file.idleTimeoutS ?? 60,
+            rateLimit: rateLimit ?? file.rateLimit ?? 50_000)
         let settings = AgentSettings(
             server: server, keyFile: keyFile, policyFile: policy, stateDirectory: stateDir,
             passphraseFile: passphraseFile ?? file.passphraseFile,

@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Runs the built `custodian` binary and the Python oracle for black-box tests.
 enum Harness {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -115,12 +119,22 @@ final class RunningAgent {
     let socket: String
     let logFile: String
 
-    init(arguments: [String], socket: String, logFile: String) throws {
+    /// Starts `custodian serve`; `launcher` (such as setpriv and its flags) runs it as another user, with
+    /// `binary` (a copy that user can execute) in place of the built one.
+    init(
+        arguments: [String], socket: String, logFile: String, launcher: [String] = [], binary: String? = nil
+    ) throws {
         self.socket = socket
         self.logFile = logFile
         _ = FileManager.default.createFile(atPath: logFile, contents: nil)
-        process.executableURL = URL(fileURLWithPath: try Harness.binary())
-        process.arguments = ["serve", "--socket", socket] + arguments
+        let custodian = try binary ?? Harness.binary()
+        if let program = launcher.first {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = Array(launcher.dropFirst()) + [custodian, "serve", "--socket", socket] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: custodian)
+            process.arguments = ["serve", "--socket", socket] + arguments
+        }
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: logFile))
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -147,5 +161,69 @@ final class RunningAgent {
             process.terminate()
             process.waitUntilExit()
         }
+    }
+}
+
+/// A raw client connection to a Unix socket, for tests of the transport itself.
+final class RawConnection {
+    let fd: Int32
+
+    init(_ path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard result == 0 else {
+            close(fd)
+            throw HarnessError("connect \(path): \(String(cString: strerror(errno)))")
+        }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    /// Sends all of `bytes`; false if the peer closed the connection.
+    @discardableResult
+    func send(_ bytes: [UInt8]) -> Bool {
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes.withUnsafeBytes { buffer -> Int in
+                guard let base = buffer.baseAddress else { return 0 }
+                return Glibc.send(fd, base + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
+            }
+            if count <= 0 { return false }
+            sent += count
+        }
+        return true
+    }
+
+    /// Everything until the peer closes (or the 10 s timeout).
+    func readToEnd() -> [UInt8] {
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { return out }
+            out += chunk[0..<count]
+        }
+    }
+
+    /// One line (without its newline), or nil at the end of the stream.
+    func readLine() -> String? {
+        var out: [UInt8] = []
+        var byte: UInt8 = 0
+        while recv(fd, &byte, 1, 0) == 1 {
+            if byte == 0x0A { return String(decoding: out, as: UTF8.self) }
+            out.append(byte)
+        }
+        return out.isEmpty ? nil : String(decoding: out, as: UTF8.self)
     }
 }

@@ -12,4 +12,12 @@ int ccustodian_get_dumpable(void);
 /// Reads SO_PEERCRED of a connected Unix socket. Returns 0, or -1 with errno set.
 int ccustodian_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 
+/// Installs the agent's system-call filter on every thread of the process (libseccomp, TSYNC), after setting
+/// PR_SET_NO_NEW_PRIVS. From then on: execve/execveat, ptrace, process_vm_readv/writev fail with EPERM, and
+/// socket/socketpair for any family but AF_UNIX fail with EAFNOSUPPORT. Returns 0, or a negative errno value.
+int ccustodian_apply_syscall_filter(void);
+
+/// ptrace(PTRACE_TRACEME): 0, or -1 with errno set (ptrace is variadic, so Swift cannot call it).
+int ccustodian_ptrace_traceme(void);
+
 #endif
