@@ -221,6 +221,48 @@ struct HardeningTests {
         #expect(agent.stop() == 0)
     }
 
+    @Test("socket activation: the agent serves on the socket systemd passes (LISTEN_FDS) and leaves it in place")
+    func socketActivation() throws {
+        let activate = try #require(
+            ["/usr/bin/systemd-socket-activate", "/bin/systemd-socket-activate"].first {
+                FileManager.default.isExecutableFile(atPath: $0)
+            }, "systemd-socket-activate is missing: scripts/setup installs systemd")
+        let workspace = try Workspace()
+        let key = try EndToEndTests.importKeyA(workspace)
+        let socket = workspace.path + "/activated.sock"
+        // systemd-socket-activate closes every other inherited descriptor before it execs the agent, which
+        // Foundation's Process takes for an exit; so it runs detached, and is tracked by its pid.
+        let command =
+            ([activate, "-l", socket, try Harness.binary(), "serve", "--socket", socket]
+            + (try Self.agentArguments(workspace, key: key))).map { "'\($0)'" }.joined(separator: " ")
+        let launched = try Harness.run(
+            "/bin/sh", ["-c", "\(command) >'\(workspace.path)/agent.log' 2>&1 </dev/null & echo $!"])
+        let pid = try #require(Int32(launched.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        defer {
+            kill(pid, SIGTERM)
+            Thread.sleep(forTimeInterval: 0.5)
+            kill(pid, SIGKILL)
+        }
+        // The first connection makes systemd-socket-activate start the agent with the listening socket as fd 3.
+        var status = try Harness.custodian(["status", "--socket", socket])
+        let deadline = Date().addingTimeInterval(15)
+        while status.status != 0 && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+            status = try Harness.custodian(["status", "--socket", socket])
+        }
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains(EndToEndTests.addressA))
+        let records = try EndToEndTests.auditRecords(workspace.path + "/state")
+        #expect(records.first?["event"] as? String == "start")
+        // The agent runs in the launcher's process (exec), with the socket systemd-style as fd 3.
+        let target = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/3")
+        #expect(target.hasPrefix("socket:"))
+        kill(pid, SIGTERM)
+        let stopped = Date().addingTimeInterval(10)
+        while kill(pid, 0) == 0 && Date() < stopped { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(FileManager.default.fileExists(atPath: socket), "systemd, not the agent, owns an activated socket")
+    }
+
     @Test("the systemd units pass systemd-analyze verify")
     func systemdUnits() throws {
         let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].first {
