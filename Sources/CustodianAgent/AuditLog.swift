@@ -74,9 +74,22 @@ public struct AuditChain: Sendable {
                 return .failure(.broken(line: lineNumber, why: "seq \(entry.seq) where \(lineNumber) was expected"))
             }
             guard entry.string("prev") == chain.head else {
+                // Say which line was edited where the edit can be shown: a decision whose req no longer hashes to
+                // its request_hash.
+                if let previous = chain.entries.last, previous.event == "sign", let req = previous.string("req"),
+                    previous.string("request_hash") != Hex.encode(Keccak256.hash(Array(req.utf8)), prefixed: true)
+                {
+                    return .failure(
+                        .broken(
+                            line: previous.line, why: "request_hash is not the Keccak-256 of req: the record was edited"
+                        ))
+                }
                 return .failure(
                     .broken(
-                        line: lineNumber, why: "prev does not match the previous line (edited, deleted or reordered)"))
+                        line: lineNumber,
+                        why:
+                            "its prev is not the hash of line \(lineNumber - 1): line \(lineNumber - 1) was edited, or a "
+                            + "line was deleted or moved here"))
             }
             chain.head = SHA256.hex(line)
             chain.entries.append(entry)
@@ -84,6 +97,25 @@ public struct AuditChain: Sendable {
             chain.validLength = start
         }
         return .success(chain)
+    }
+
+    /// Checks every record against itself: a decision's `request_hash` is Keccak-256 of its `req`, and an
+    /// allowance's signature recovers to `address` over it. This locates an edited decision exactly, even the last
+    /// line, which no later `prev` covers.
+    public func verifyDecisions(address: Address) -> AuditError? {
+        for entry in entries where entry.event == "sign" {
+            guard let req = entry.string("req") else { continue }  // refused before a req was found
+            let digest = Keccak256.hash(Array(req.utf8))
+            guard entry.string("request_hash") == Hex.encode(digest, prefixed: true) else {
+                return .broken(
+                    line: entry.line, why: "request_hash is not the Keccak-256 of req: the record was edited")
+            }
+            guard entry.string("decision") == "allow" else { continue }
+            guard let signatureText = entry.string("signature"), let signature = Hex.decode(signatureText),
+                Recovery.address(digest: digest, signature: signature) == address
+            else { return .broken(line: entry.line, why: "the signature does not recover to \(address) over req") }
+        }
+        return nil
     }
 
     /// Checks every checkpoint: `head` equals its `prev`, and its EIP-191 signature recovers to `address`.

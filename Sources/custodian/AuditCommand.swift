@@ -23,7 +23,8 @@ struct AuditCommand: ParsableCommand {
             }
             if chain.tornTail > 0 {
                 throw CLIFailure(
-                    "\(log): the last line (\(chain.entries.count + 1)) is truncated: \(chain.tornTail) bytes without a newline",
+                    "\(log): line \(chain.entries.count + 1): truncated, \(chain.tornTail) bytes without a newline (a write "
+                        + "cut short, or the file cut)",
                     exitCode: 2)
             }
             var expected: Address?
@@ -40,7 +41,9 @@ struct AuditCommand: ParsableCommand {
                 }
             }
             let checkpoints = chain.entries.filter { $0.event == "checkpoint" }.count
-            if let expected, let error = chain.verifyCheckpoints(address: expected) {
+            if let expected,
+                let error = chain.verifyDecisions(address: expected) ?? chain.verifyCheckpoints(address: expected)
+            {
                 throw CLIFailure("\(log): \(error)", exitCode: 2)
             }
             if checkpoints > 0 && expected == nil {

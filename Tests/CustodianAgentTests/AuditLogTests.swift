@@ -59,9 +59,10 @@ struct AuditLogTests {
         var edited = lines
         edited[2] = Array(
             String(decoding: edited[2], as: UTF8.self).replacingOccurrences(of: "\"2\"", with: "\"9\"").utf8)
-        #expect(
-            read(edited)
-                == .broken(line: 4, why: "prev does not match the previous line (edited, deleted or reordered)"))
+        guard case .broken(line: 4, let why) = read(edited), why.contains("line 3 was edited") else {
+            Issue.record("edit not located: \(String(describing: read(edited)))")
+            return
+        }
         var deleted = lines
         deleted.remove(at: 1)
         guard case .broken(line: 2, _) = read(deleted) else {

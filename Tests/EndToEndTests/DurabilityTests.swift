@@ -1,0 +1,307 @@
+import CustodianClient
+import CustodianCore
+import CustodianTestSupport
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Thread-safe accumulation for the concurrent clients.
+final class Collected<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [T] = []
+
+    func append(_ item: T) {
+        lock.lock()
+        items.append(item)
+        lock.unlock()
+    }
+
+    var all: [T] {
+        lock.lock()
+        defer { lock.unlock() }
+        return items
+    }
+}
+
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+
+    func set() {
+        lock.lock()
+        value = true
+        lock.unlock()
+    }
+
+    var isSet: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return value
+    }
+}
+
+@Suite("Durability: nothing lost, nothing conflicting, nothing silently edited", .serialized)
+struct DurabilityTests {
+    static let policy = """
+        version = 1
+        [requests]
+        methods = ["create_app_session", "submit_app_state", "close_app_session"]
+        max_age_ms = 600000
+        [assets.usdc]
+        decimals = 6
+
+        """
+
+    static func agentArguments(_ workspace: Workspace, key: (String, String), stateDir: String) throws -> [String] {
+        let policyFile = try workspace.write("policy.toml", policy)
+        return [
+            "--key-file", key.0, "--policy", policyFile, "--state-dir", stateDir, "--passphrase-file", key.1,
+            "--checkpoint-every", "25",
+        ]
+    }
+
+    /// A signed message: the envelope text received and its req's allocations.
+    struct Received: Sendable {
+        var signature: String
+        var req: String
+    }
+
+    /// The req span of a signed envelope `{"req":…,"sig":[…]}`.
+    static func req(ofEnvelope envelope: String) -> String? {
+        guard envelope.hasPrefix("{\"req\":"), let range = envelope.range(of: ",\"sig\":[", options: .backwards) else {
+            return nil
+        }
+        return String(envelope[envelope.index(envelope.startIndex, offsetBy: 7)..<range.lowerBound])
+    }
+
+    static func sessionID(of create: String) throws -> String {
+        let request = try NitroRPCv0Reader().read(Array(create.utf8)).get()
+        guard case .create(let definition, _, _) = request.body else { throw HarnessError("not a create") }
+        return definition.appSessionID
+    }
+
+    @Test("SIGKILL at random moments, 20 times, under concurrent clients: every signature received is in the log")
+    func crashLoop() throws {
+        let workspace = try Workspace()
+        let key = try EndToEndTests.importKeyA(workspace)
+        let stateDir = workspace.path + "/state"
+        let socket = workspace.path + "/agent.sock"
+        let arguments = try Self.agentArguments(workspace, key: key, stateDir: stateDir)
+        let received = Collected<Received>()
+        let closed = Collected<String>()
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<20 {
+            let agent = try RunningAgent(
+                arguments: arguments, socket: socket, logFile: workspace.path + "/agent\(round).log")
+            let stop = Flag()
+            let group = DispatchGroup()
+            for client in 0..<4 {
+                group.enter()
+                Thread.detachNewThread {
+                    defer { group.leave() }
+                    let connection = CustodianClient(socketPath: socket, timeoutSeconds: 5)
+                    var counter: UInt64 = 0
+                    while !stop.isSet {
+                        counter += 1
+                        let nonce = UInt64(round) << 40 | UInt64(client) << 32 | counter
+                        let create = Messages.create(nonce: nonce, "0", "10")
+                        guard let id = try? Self.sessionID(of: create) else { return }
+                        do {
+                            let signed = try connection.sign(message: Array(create.utf8))
+                            received.append(
+                                Received(signature: signed.signature, req: Self.req(ofEnvelope: signed.message) ?? ""))
+                            let close = Messages.close(id: id, "4", "6")
+                            let closedSigned = try connection.sign(message: Array(close.utf8))
+                            received.append(
+                                Received(
+                                    signature: closedSigned.signature,
+                                    req: Self.req(ofEnvelope: closedSigned.message) ?? ""))
+                            closed.append(id)
+                            // A conflicting close of an already closed session must never be signed.
+                            if let earlier = closed.all.randomElement() {
+                                let conflicting = Messages.close(id: earlier, "10", "0")
+                                if let bad = try? connection.sign(message: Array(conflicting.utf8)) {
+                                    received.append(
+                                        Received(signature: bad.signature, req: Self.req(ofEnvelope: bad.message) ?? "")
+                                    )
+                                }
+                            }
+                        } catch {
+                            return  // the agent was killed: this client stops for the round
+                        }
+                    }
+                }
+            }
+            Thread.sleep(forTimeInterval: Double.random(in: 0.05...0.4, using: &generator))
+            kill(agent.process.processIdentifier, SIGKILL)
+            agent.process.waitUntilExit()
+            stop.set()
+            #expect(group.wait(timeout: .now() + 30) == .success)
+        }
+
+        // A last, clean start: the restarted agent's state is what the log implies.
+        let agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/final.log")
+        let status = try PolicyEndToEndTests.status(socket)
+        #expect(agent.stop() == 0)
+
+        let verify = try Harness.custodian([
+            "audit", "verify", stateDir + "/audit.log", "--address", EndToEndTests.addressA,
+        ])
+        #expect(verify.status == 0, "\(verify.stderr)")
+        let records = try EndToEndTests.auditRecords(stateDir).filter {
+            $0["event"] as? String == "sign" && $0["decision"] as? String == "allow"
+        }
+        var logged: [String: String] = [:]
+        for record in records {
+            if let signature = record["signature"] as? String { logged[signature] = record["req"] as? String }
+        }
+        let all = received.all
+        #expect(all.count > 40, "the clients got \(all.count) signatures")
+        for item in all {
+            #expect(logged[item.signature] == item.req, "a signature a client received is not in the log")
+        }
+        // No session has two different signed closes.
+        var closes: [String: Set<String>] = [:]
+        var created = Set<String>()
+        for record in records {
+            guard let req = record["req"] as? String, let id = record["app_session_id"] as? String else { continue }
+            let parsed = try JSONSerialization.jsonObject(with: Data(req.utf8)) as? [Any]
+            let params = parsed?[2] as? [String: Any]
+            if record["method"] as? String == "create_app_session" { created.insert(id) }
+            if record["method"] as? String == "close_app_session", let allocations = params?["allocations"] {
+                let canonical = try JSONSerialization.data(withJSONObject: allocations, options: .sortedKeys)
+                closes[id, default: []].insert(String(decoding: canonical, as: UTF8.self))
+            }
+        }
+        #expect(closes.values.allSatisfy { $0.count == 1 })
+        let sessions = status["sessions"] as? [String: Int]
+        #expect(sessions?["closed"] == closes.count)
+        #expect(sessions?["open"] == created.count - closes.count)
+    }
+
+    @Test("audit verify finds and locates an edited amount, a deleted line, two swapped lines, a truncated last line")
+    func tampering() throws {
+        let workspace = try Workspace()
+        let key = try EndToEndTests.importKeyA(workspace)
+        let stateDir = workspace.path + "/state"
+        let socket = workspace.path + "/agent.sock"
+        let agent = try RunningAgent(
+            arguments: try Self.agentArguments(workspace, key: key, stateDir: stateDir), socket: socket,
+            logFile: workspace.path + "/agent.log")
+        let nonce = Messages.nowMs()
+        let create = Messages.create(nonce: nonce)
+        #expect(try EndToEndTests.sign(agent, create, in: workspace).status == 0)
+        let id = try Self.sessionID(of: create)
+        #expect(try EndToEndTests.sign(agent, Messages.close(id: id, "100", "49"), in: workspace).status == 2)
+        #expect(try EndToEndTests.sign(agent, Messages.close(id: id, "75", "75"), in: workspace).status == 0)
+        #expect(agent.stop() == 0)
+        let original = try String(contentsOfFile: stateDir + "/audit.log", encoding: .utf8)
+        var lines = original.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        #expect(lines.removeLast().isEmpty)
+        func verify(_ text: String) throws -> Harness.Output {
+            let path = try workspace.write("tampered-\(UUID().uuidString).log", text)
+            return try Harness.custodian(["audit", "verify", path, "--address", EndToEndTests.addressA])
+        }
+        func joined(_ lines: [String]) -> String { lines.map { $0 + "\n" }.joined() }
+        #expect(try verify(original).status == 0)
+
+        let closeLine = try #require(
+            lines.firstIndex { $0.contains("\"decision\":\"allow\"") && $0.contains("close_app_session") })
+        var edited = lines
+        edited[closeLine] = edited[closeLine].replacingOccurrences(
+            of: "\\\"amount\\\":\\\"75\\\"", with: "\\\"amount\\\":\\\"7\\\"")
+        #expect(edited[closeLine] != lines[closeLine])
+        let editedResult = try verify(joined(edited))
+        #expect(editedResult.status == 2)
+        #expect(editedResult.stderr.contains("line \(closeLine + 1):"), "\(editedResult.stderr)")
+        #expect(editedResult.stderr.contains("edited"))
+
+        var deleted = lines
+        deleted.remove(at: 3)
+        let deletedResult = try verify(joined(deleted))
+        #expect(deletedResult.status == 2)
+        #expect(deletedResult.stderr.contains("line 4:"), "\(deletedResult.stderr)")
+
+        var swapped = lines
+        swapped.swapAt(2, 3)
+        let swappedResult = try verify(joined(swapped))
+        #expect(swappedResult.status == 2)
+        #expect(swappedResult.stderr.contains("line 3:"), "\(swappedResult.stderr)")
+
+        let truncated = String(original.dropLast(12))
+        let truncatedResult = try verify(truncated)
+        #expect(truncatedResult.status == 2)
+        #expect(truncatedResult.stderr.contains("line \(lines.count): truncated"), "\(truncatedResult.stderr)")
+
+        // The last line is a checkpoint: an edit of its signature is caught by the signature itself.
+        var forged = lines
+        let last = lines.count - 1
+        forged[last] = forged[last].replacingOccurrences(of: "\"signature\":\"0x", with: "\"signature\":\"0x00")
+        forged[last] = forged[last].replacingOccurrences(of: "\"signature\":\"0x00", with: "\"signature\":\"0x1")
+        let forgedResult = try verify(joined(forged))
+        #expect(forgedResult.status == 2)
+        #expect(forgedResult.stderr.contains("line \(lines.count):"), "\(forgedResult.stderr)")
+    }
+
+    @Test("a full disk under the state directory: refused with audit.unavailable and nothing signed; then recovery")
+    func fullDisk() throws {
+        let workspace = try Workspace()
+        let key = try EndToEndTests.importKeyA(workspace)
+        let mount = workspace.path + "/small"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: false)
+        let mounted = try Harness.run("/bin/mount", ["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", mount])
+        try #require(mounted.status == 0, "cannot mount a tmpfs: \(mounted.stderr)")
+        defer { _ = try? Harness.run("/bin/umount", ["-l", mount]) }
+        let stateDir = mount + "/state"
+        let socket = workspace.path + "/agent.sock"
+        let agent = try RunningAgent(
+            arguments: try Self.agentArguments(workspace, key: key, stateDir: stateDir), socket: socket,
+            logFile: workspace.path + "/agent.log")
+        let first = Messages.create(nonce: Messages.nowMs())
+        #expect(try EndToEndTests.sign(agent, first, in: workspace).status == 0)
+
+        // Fill the filesystem.
+        let filler = mount + "/filler"
+        let handle = try #require(
+            FileHandle(
+                forWritingAtPath: {
+                    _ = FileManager.default.createFile(atPath: filler, contents: nil); return filler
+                }()))
+        let block = Data(count: 4096)
+        while (try? handle.write(contentsOf: block)) != nil {}
+        try handle.close()
+
+        // The log's last page may still have room for a record or two; sign until the first refusal.
+        var refusedMessage: String?
+        var open = 1
+        for attempt in 1...50 {
+            let message = Messages.create(nonce: Messages.nowMs() + UInt64(attempt))
+            let logBefore = try Data(contentsOf: URL(fileURLWithPath: stateDir + "/audit.log"))
+            let result = try EndToEndTests.sign(agent, message, in: workspace)
+            if result.status == 0 {
+                open += 1
+                continue
+            }
+            #expect(result.status == 2)
+            #expect(result.stdout.isEmpty, "no signature leaves")
+            #expect(result.stderr.contains("audit.unavailable"), "\(result.stderr)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: stateDir + "/audit.log")) == logBefore)
+            refusedMessage = message
+            break
+        }
+        let second = try #require(refusedMessage, "the full filesystem never refused a record")
+        #expect((try PolicyEndToEndTests.status(socket)["sessions"] as? [String: Int])?["open"] == open)
+
+        // Space again: the agent recovers by itself.
+        try FileManager.default.removeItem(atPath: filler)
+        let recovered = try EndToEndTests.sign(agent, second, in: workspace)
+        #expect(recovered.status == 0, "\(recovered.stderr)")
+        #expect((try PolicyEndToEndTests.status(socket)["sessions"] as? [String: Int])?["open"] == open + 1)
+        #expect(agent.stop() == 0)
+        let verify = try Harness.custodian(["audit", "verify", stateDir + "/audit.log"])
+        #expect(verify.status == 0, "\(verify.stderr)")
+    }
+}
