@@ -42,11 +42,14 @@ public final class RunningAgent: Sendable {
     public let engine: Engine
     public let server: Server
     let policyFile: String
+    /// Held while the agent runs: no second agent, and no operator command, writes the same log.
+    let lock: StateLock
 
-    init(engine: Engine, server: Server, policyFile: String) {
+    init(engine: Engine, server: Server, policyFile: String, lock: StateLock) {
         self.engine = engine
         self.server = server
         self.policyFile = policyFile
+        self.lock = lock
     }
 
     /// Starts the agent in the order that keeps the key safe: harden, load and check the policy, verify and replay
@@ -65,6 +68,12 @@ public final class RunningAgent: Sendable {
         }
         do { try FileIO.ensurePrivateDirectory(settings.stateDirectory) } catch {
             throw AgentStartError("state directory: \(error)")
+        }
+        let lock: StateLock
+        do { lock = try StateLock(stateDirectory: settings.stateDirectory) } catch {
+            throw AgentStartError(
+                "another custodian process is using \(settings.stateDirectory) (\(error))",
+                hint: "one agent per state directory; stop the other agent or operator command first")
         }
         let logPath = settings.stateDirectory + "/audit.log"
         let existing: [UInt8]
@@ -133,7 +142,7 @@ public final class RunningAgent: Sendable {
         log(
             "serving \(engine.address) on \(settings.server.socketPath); policy \(policy.hash.prefix(12)); "
                 + "\(counts.open) open and \(counts.closed) closed sessions; audit seq \(auditLog.seq)")
-        return RunningAgent(engine: engine, server: server, policyFile: settings.policyFile)
+        return RunningAgent(engine: engine, server: server, policyFile: settings.policyFile, lock: lock)
     }
 
     /// Re-reads the policy file: a valid one replaces the old atomically, an invalid one leaves it in force; both are

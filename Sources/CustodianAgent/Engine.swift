@@ -187,8 +187,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Decides every job of a batch in order, commits once, then replies.
     private func process(_ batch: [Job]) {
-        var undo: [(String, SessionRecord?)] = []
-        let lossCount = state.losses.count
+        state.beginBatch()
         let policyBefore = policy
         var replies: [() -> Void] = []
         var failures: [() -> Void] = []
@@ -196,7 +195,7 @@ public final class Engine: @unchecked Sendable {
             let now = clock()
             switch job {
             case .sign(let message, let peer, let reply):
-                let outcome = decide(message, peer: peer, now: now, undo: &undo)
+                let outcome = decide(message, peer: peer, now: now)
                 replies.append { reply(outcome) }
                 failures.append { reply(.unavailable("the decision could not be recorded")) }
             case .reload(let loaded, let error, let reply):
@@ -228,8 +227,7 @@ public final class Engine: @unchecked Sendable {
             try log.commit()
         } catch {
             // Undo the batch: the ledger must equal what the (unchanged) log implies.
-            for (id, previous) in undo.reversed() { state.sessions[id] = previous }
-            state.losses.removeSubrange(lossCount...)
+            state.rollbackBatch()
             policy = policyBefore
             FileHandle.standardError.write(Data("custodian: error: \(error); refusing until it is writable\n".utf8))
             for failure in failures { failure() }
@@ -240,9 +238,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Checks, signs and stages the record of one request; nothing is sent before the batch commits.
-    private func decide(_ message: [UInt8], peer: Peer?, now: UInt64, undo: inout [(String, SessionRecord?)])
-        -> SignOutcome
-    {
+    private func decide(_ message: [UInt8], peer: Peer?, now: UInt64) -> SignOutcome {
         let request: SignableRequest
         switch reader.read(message) {
         case .failure(let denial):
@@ -303,9 +299,6 @@ public final class Engine: @unchecked Sendable {
                     }
                     writer.endArray()
                 }
-            }
-            if let session = effect.session {
-                undo.append((session.appSessionID, state.sessions[session.appSessionID]))
             }
             state.apply(effect, atMs: now)
             let envelope = NitroRPCv0Reader.envelope(for: request, appending: signature)

@@ -7,7 +7,14 @@ public enum Replay {
     public static func ledger(from chain: AuditChain, agent address: Address) -> Result<LedgerState, AuditError> {
         var state = LedgerState()
         let reader = NitroRPCv0Reader()
-        for entry in chain.entries where entry.event == "sign" && entry.string("decision") == "allow" {
+        for entry in chain.entries {
+            if entry.event == "operator", entry.string("action") == "session_release" {
+                guard let id = entry.string("app_session_id"), state.release(id) else {
+                    return .failure(.broken(line: entry.line, why: "a release of a session the ledger does not hold"))
+                }
+                continue
+            }
+            guard entry.event == "sign", entry.string("decision") == "allow" else { continue }
             guard let req = entry.string("req"), let timeMs = entry.integer("time_ms") else {
                 return .failure(.broken(line: entry.line, why: "an allowance without req or time_ms"))
             }

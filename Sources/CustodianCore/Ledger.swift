@@ -33,19 +33,50 @@ public struct LossEvent: Sendable, Equatable {
     public var timeMs: UInt64
     public var asset: ExactString
     public var amount: Amount
+    /// The session whose close realized it.
+    public var sessionID: String
 }
 
-/// The state the policy reads: every session this key signed for, and its recent losses.
+/// What the policy reads of the ledger. A shared database can stand behind it (for a pair of agents) as well as
+/// the in-memory ``LedgerState``.
+public protocol LedgerView {
+    /// The session this agent signed for, as it stands after the latest signed state.
+    func session(_ id: String) -> SessionRecord?
+    /// This key's losses for `asset` realized by closes after `sinceMs`.
+    func realizedLoss(asset: ExactString, sinceMs: UInt64) -> Amount
+}
+
+/// The ledger's write side: applying decisions, undoing a batch that could not be made durable, and releasing a
+/// session by an operator.
+public protocol LedgerStore: LedgerView {
+    mutating func apply(_ effect: Effect, atMs timeMs: UInt64)
+    /// Marks the start of a batch of decisions that may be undone together.
+    mutating func beginBatch()
+    /// Undoes every change since ``beginBatch()``.
+    mutating func rollbackBatch()
+    /// Forgets the latest signed state of a session (an operator's release), returning to the one before it.
+    mutating func release(_ id: String) -> Bool
+    /// Counts of open and closed sessions.
+    var counts: (open: Int, closed: Int) { get }
+}
+
+/// The in-memory ledger: every session this key signed for, and its recent losses.
 ///
-/// It is rebuilt at start-up by replaying the allowed decisions of the audit log through ``apply(_:atMs:)``, so the
+/// It is rebuilt at start-up by replaying the allowed decisions (and operator releases) of the audit log, so the
 /// state always equals what the log implies.
-public struct LedgerState: Sendable {
-    public var sessions: [String: SessionRecord] = [:]
-    public var losses: [LossEvent] = []
+public struct LedgerState: LedgerStore, Sendable {
+    public private(set) var sessions: [String: SessionRecord] = [:]
+    /// Each session's state before its latest signed one, for an operator's release.
+    private var previous: [String: SessionRecord] = [:]
+    public private(set) var losses: [LossEvent] = []
+    private var undo: [(String, SessionRecord?, SessionRecord?)] = []
+    private var lossMark = 0
+    private var inBatch = false
 
     public init() {}
 
-    /// Counts of open and closed sessions.
+    public func session(_ id: String) -> SessionRecord? { sessions[id] }
+
     public var counts: (open: Int, closed: Int) {
         var open = 0
         var closed = 0
@@ -55,17 +86,42 @@ public struct LedgerState: Sendable {
         return (open, closed)
     }
 
-    /// Applies an allowed decision's effect.
     public mutating func apply(_ effect: Effect, atMs timeMs: UInt64) {
-        if let session = effect.session {
-            sessions[session.appSessionID] = session
-        }
-        for (asset, amount) in effect.realizedLoss where !amount.isZero {
-            losses.append(LossEvent(timeMs: timeMs, asset: asset, amount: amount))
+        guard let session = effect.session else { return }
+        let id = session.appSessionID
+        if inBatch { undo.append((id, sessions[id], previous[id])) }
+        previous[id] = sessions[id]
+        sessions[id] = session
+        for (asset, amount) in effect.realizedLoss.sorted(by: { $0.key < $1.key }) where !amount.isZero {
+            losses.append(LossEvent(timeMs: timeMs, asset: asset, amount: amount, sessionID: id))
         }
     }
 
-    /// This key's losses for `asset` realized after `sinceMs`.
+    public mutating func beginBatch() {
+        undo.removeAll(keepingCapacity: true)
+        lossMark = losses.count
+        inBatch = true
+    }
+
+    public mutating func rollbackBatch() {
+        for (id, session, before) in undo.reversed() {
+            sessions[id] = session
+            previous[id] = before
+        }
+        losses.removeSubrange(lossMark...)
+        undo.removeAll(keepingCapacity: true)
+        inBatch = false
+    }
+
+    public mutating func release(_ id: String) -> Bool {
+        guard sessions[id] != nil else { return false }
+        let restored = previous.removeValue(forKey: id)
+        sessions[id] = restored
+        // A released close was never executed: the loss it would have realized did not happen.
+        if restored?.status != .closed { losses.removeAll { $0.sessionID == id } }
+        return true
+    }
+
     public func realizedLoss(asset: ExactString, sinceMs: UInt64) -> Amount {
         losses.filter { $0.asset == asset && $0.timeMs > sinceMs }.map(\.amount).sum()
     }

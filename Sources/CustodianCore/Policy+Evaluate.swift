@@ -4,7 +4,8 @@ extension Policy {
     /// Every rule is evaluated over the whole request and the first failure in contract order is reported, so the
     /// reason does not depend on the order of the allocations. Reasons the policy marks as warnings do not refuse:
     /// they ride along in the allowance's effect.
-    public func evaluate(_ request: SignableRequest, state: LedgerState, agent: Address, nowMs: UInt64) -> Decision {
+    public func evaluate(_ request: SignableRequest, state: some LedgerView, agent: Address, nowMs: UInt64) -> Decision
+    {
         var findings = Findings(enforcing: enforcing)
         if enforcing {
             if request.timestamp < nowMs, nowMs - request.timestamp > maxAgeMs {
@@ -30,14 +31,14 @@ extension Policy {
         case .create(let definition, let allocations, let sessionData):
             return evaluateCreate(definition, allocations, sessionData, state: state, agent: agent, &findings)
         case .submit(let id, let intent, let version, let allocations, let sessionData):
-            guard let session = state.sessions[id] else {
+            guard let session = state.session(id) else {
                 findings.note(
                     .sessionUnknown, "custodian has not signed the creation of session \(id)", ["app_session_id": id])
                 return conclude(findings, effect: nil)
             }
             return evaluateSubmit(session, intent, version, allocations, sessionData, agent: agent, &findings)
         case .close(let id, let allocations, let sessionData):
-            guard let session = state.sessions[id] else {
+            guard let session = state.session(id) else {
                 findings.note(
                     .sessionUnknown, "custodian has not signed the creation of session \(id)", ["app_session_id": id])
                 return conclude(findings, effect: nil)
@@ -48,7 +49,7 @@ extension Policy {
 
     /// The effect of a request that was allowed before, applied again when the ledger is rebuilt from the audit
     /// log: no rule is checked (the policy in force then allowed it), only the state transition is computed.
-    public static func replay(_ request: SignableRequest, state: LedgerState, agent: Address) -> Effect? {
+    public static func replay(_ request: SignableRequest, state: some LedgerView, agent: Address) -> Effect? {
         var permissive = Policy()
         permissive.enforcing = false
         guard
@@ -72,7 +73,7 @@ extension Policy {
     // MARK: - close_app_session
 
     private func evaluateClose(
-        _ session: SessionRecord, _ allocations: [Allocation], _ sessionData: String?, state: LedgerState,
+        _ session: SessionRecord, _ allocations: [Allocation], _ sessionData: String?, state: some LedgerView,
         agent: Address, nowMs: UInt64, _ findings: inout Findings
     ) -> Decision {
         if session.status == .closed {
@@ -206,7 +207,7 @@ extension Policy {
     // MARK: - create_app_session
 
     private func evaluateCreate(
-        _ definition: AppDefinition, _ allocations: [Allocation], _ sessionData: String?, state: LedgerState,
+        _ definition: AppDefinition, _ allocations: [Allocation], _ sessionData: String?, state: some LedgerView,
         agent: Address, _ findings: inout Findings
     ) -> Decision {
         let id = definition.appSessionID
@@ -238,7 +239,7 @@ extension Policy {
                 .notParticipant, "\(agent) is not a participant of this definition", ["agent": agent.checksummed])
         }
         checkDefinition(definition, &findings)
-        if let existing = state.sessions[id] {
+        if let existing = state.session(id) {
             if existing.creation == allocations && existing.creationSessionData == sessionData {
                 return conclude(findings, effect: Effect(session: nil))  // a retry of the signed create
             }

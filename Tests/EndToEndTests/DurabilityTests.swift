@@ -305,3 +305,57 @@ struct DurabilityTests {
         #expect(verify.status == 0, "\(verify.stderr)")
     }
 }
+
+@Suite("Operators: session list, show and release; one writer per state directory", .serialized)
+struct OperatorTests {
+    @Test("a session stuck behind a signed, never-executed close is released by an audited operator action")
+    func release() throws {
+        let workspace = try Workspace()
+        let key = try EndToEndTests.importKeyA(workspace)
+        let stateDir = workspace.path + "/state"
+        let socket = workspace.path + "/agent.sock"
+        let arguments = try DurabilityTests.agentArguments(workspace, key: key, stateDir: stateDir)
+        var agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent1.log")
+        let create = Messages.create(nonce: Messages.nowMs())
+        #expect(try EndToEndTests.sign(agent, create, in: workspace).status == 0)
+        let id = try DurabilityTests.sessionID(of: create)
+        #expect(try EndToEndTests.sign(agent, Messages.close(id: id, "75", "75"), in: workspace).status == 0)
+        let conflicting = Messages.close(id: id, "100", "50")
+        #expect(try EndToEndTests.sign(agent, conflicting, in: workspace).stderr.contains("policy.session_closed"))
+
+        // While the agent runs, neither a second agent nor an operator may write its log.
+        let second = try Harness.custodian(["serve", "--socket", workspace.path + "/second.sock"] + arguments)
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("another custodian process is using"), "\(second.stderr)")
+        let early = try Harness.custodian(["session", "release", id, "--reason", "x", "--state-dir", stateDir])
+        #expect(early.status == 1)
+        #expect(early.stderr.contains("an agent is running"), "\(early.stderr)")
+        #expect(agent.stop() == 0)
+
+        let list = try Harness.custodian(["session", "list", "--state-dir", stateDir])
+        #expect(list.status == 0)
+        #expect(list.stdout.contains("\"app_session_id\":\"\(id)\",\"status\":\"closed\""), "\(list.stdout)")
+        let released = try Harness.custodian([
+            "session", "release", id, "--reason", "the close was never executed by ClearNode", "--state-dir", stateDir,
+        ])
+        #expect(released.status == 0, "\(released.stderr)")
+        #expect(released.stdout.contains("closed at version 2 -> open at version 1"), "\(released.stdout)")
+        let show = try Harness.custodian(["session", "show", id, "--state-dir", stateDir])
+        let shown = try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any]
+        #expect(shown?["status"] as? String == "open")
+        let history = shown?["history"] as? [[String: Any]] ?? []
+        #expect(history.map { $0["event"] as? String } == ["sign", "sign", "sign", "operator"])
+        #expect(history.last?["reason_text"] as? String == "the close was never executed by ClearNode")
+
+        // The restarted agent replays the release: the other close can now be signed.
+        agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent2.log")
+        let signed = try EndToEndTests.sign(agent, conflicting, in: workspace)
+        #expect(signed.status == 0, "\(signed.stderr)")
+        #expect(agent.stop() == 0)
+        let verify = try Harness.custodian(["audit", "verify", stateDir + "/audit.log"])
+        #expect(verify.status == 0, "\(verify.stderr)")
+        let operatorRecord = try EndToEndTests.auditRecords(stateDir).first { $0["event"] as? String == "operator" }
+        #expect((operatorRecord?["peer"] as? [String: Any])?["uid"] as? Int == Int(getuid()))
+        #expect((operatorRecord?["policy_hash"] as? String)?.count == 64)
+    }
+}
