@@ -67,6 +67,10 @@ let package = Package(
 
         // Test helpers shared by the test targets: the vector files.
         .target(name: "CustodianTestSupport", path: "Tests/CustodianTestSupport", swiftSettings: strict),
+        // Tools for bench/: fill a log through the engine, time a replay, time Keccak-256.
+        .executableTarget(
+            name: "custodian-bench", dependencies: ["CustodianAgent", "CustodianCrypto", "CustodianCore"],
+            swiftSettings: strict),
         .testTarget(
             name: "CustodianCoreTests", dependencies: ["CustodianCore", "CustodianTestSupport"],
             swiftSettings: strict),

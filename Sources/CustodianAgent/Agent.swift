@@ -84,33 +84,31 @@ public final class RunningAgent: Sendable {
         } else {
             existing = []
         }
-        let chain: AuditChain
-        switch AuditChain.read(existing) {
-        case .success(let read): chain = read
-        case .failure(let error):
-            throw AgentStartError(
-                "\(error)",
-                hint: "custodian audit verify \(logPath) names the first bad record; the agent will not "
-                    + "sign on top of a log that does not verify")
-        }
-        if chain.tornTail > 0 { log("cutting a torn last line of \(chain.tornTail) bytes from \(logPath)") }
-
         let keyHeader: KeyFile.Header
         let keyBytes: [UInt8]
         do {
             keyBytes = try FileIO.readAll(settings.keyFile, limit: 4096)
             keyHeader = try KeyFile.header(keyBytes)
         } catch { throw AgentStartError("key file \(settings.keyFile): \(error)") }
-        if let logged = Replay.agentAddress(in: chain), logged != keyHeader.address {
+        // One pass: verify the chain and rebuild the ledger from it.
+        let chain: AuditChain
+        let state: LedgerState
+        switch Replay.ledger(from: existing, agent: keyHeader.address) {
+        case .success(let (read, replayed)):
+            chain = read
+            state = replayed
+        case .failure(let error):
+            throw AgentStartError(
+                "\(error)",
+                hint: "custodian audit verify \(logPath) names the first bad record; the agent will not "
+                    + "sign on top of a log that does not verify")
+        }
+        if let logged = chain.agent, logged != keyHeader.address {
             throw AgentStartError(
                 "the audit log in \(settings.stateDirectory) belongs to \(logged), not to this key (\(keyHeader.address))",
                 hint: "use the state directory of this key, or a new one")
         }
-        let state: LedgerState
-        switch Replay.ledger(from: chain, agent: keyHeader.address) {
-        case .success(let replayed): state = replayed
-        case .failure(let error): throw AgentStartError("cannot rebuild the ledger: \(error)")
-        }
+        if chain.tornTail > 0 { log("cutting a torn last line of \(chain.tornTail) bytes from \(logPath)") }
 
         let key: SigningKey
         do {

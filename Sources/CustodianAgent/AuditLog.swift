@@ -22,7 +22,7 @@ public enum AuditError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// One verified record of a log, with the fields replay and verification need.
+/// One record of a log, parsed.
 public struct AuditEntry: Sendable {
     public var line: Int
     public var seq: UInt64
@@ -36,97 +36,165 @@ public struct AuditEntry: Sendable {
     }
 }
 
-/// The verified content of a log file: its entries and where a torn last line begins, if any.
+/// What reading a log established: its length, its head, where a torn last line begins, and its agent.
+///
+/// Reading streams: records are checked one by one and only those a caller asks for are parsed in full and
+/// handed to it, so a log of millions of records is verified in one pass without being held in memory.
 public struct AuditChain: Sendable {
     public static let genesis = String(repeating: "0", count: 64)
 
-    public var entries: [AuditEntry] = []
+    /// The number of complete records.
+    public var count = 0
     /// The hash of the last complete line (64 zeros for an empty log).
     public var head = AuditChain.genesis
     /// The byte length of the complete lines.
     public var validLength = 0
     /// Bytes after the last newline: a write torn by a crash (never acknowledged), or a truncation.
     public var tornTail = 0
+    /// The agent named by the first start record.
+    public var agent: Address?
 
     /// An empty chain.
     public init() {}
 
-    /// Verifies the chain of `bytes`: consecutive `seq` from 1, each `prev` the SHA-256 of the line before.
-    /// Checkpoint signatures are checked by ``verifyCheckpoints(address:)``.
-    public static func read(_ bytes: [UInt8]) -> Result<AuditChain, AuditError> {
+    /// Verifies the chain of `bytes` (consecutive `seq` from 1, each `prev` the SHA-256 of the line before) and
+    /// hands every record for which `wants(event, line)` holds to `visit`, parsed, in order. The first error of
+    /// either stops the reading.
+    public static func read(
+        _ bytes: [UInt8], wants: (String, ArraySlice<UInt8>) -> Bool = { _, _ in false },
+        visit: (AuditEntry) -> AuditError? = { _ in nil }
+    ) -> Result<AuditChain, AuditError> {
         var chain = AuditChain()
         var start = 0
-        var lineNumber = 0
+        var previous: (line: Int, bytes: ArraySlice<UInt8>)?
         while start < bytes.count {
             guard let newline = bytes[start...].firstIndex(of: 0x0A) else {
                 chain.tornTail = bytes.count - start
                 break
             }
-            lineNumber += 1
-            let line = Array(bytes[start..<newline])
-            guard case .success(let root) = StrictJSON.parse(line), let members = root.value.members else {
-                return .failure(.broken(line: lineNumber, why: "not a JSON object"))
+            let number = chain.count + 1
+            let line = bytes[start..<newline]
+            guard let (seq, prev, event) = RecordShape.fields(line) else {
+                return .failure(.broken(line: number, why: "not a record custodian writes (seq, event, prev)"))
             }
-            let entry = AuditEntry(
-                line: lineNumber, seq: members.member("seq")?.value.numberToken.flatMap { UInt64($0) } ?? 0,
-                event: members.member("event")?.value.string ?? "", members: members)
-            guard entry.seq == UInt64(lineNumber) else {
-                return .failure(.broken(line: lineNumber, why: "seq \(entry.seq) where \(lineNumber) was expected"))
+            guard seq == UInt64(number) else {
+                return .failure(.broken(line: number, why: "seq \(seq) where \(number) was expected"))
             }
-            guard entry.string("prev") == chain.head else {
-                // Say which line was edited where the edit can be shown: a decision whose req no longer hashes to
-                // its request_hash.
-                if let previous = chain.entries.last, previous.event == "sign", let req = previous.string("req"),
-                    previous.string("request_hash") != Hex.encode(Keccak256.hash(Array(req.utf8)), prefixed: true)
-                {
-                    return .failure(
-                        .broken(
-                            line: previous.line, why: "request_hash is not the Keccak-256 of req: the record was edited"
-                        ))
+            guard prev == chain.head else {
+                return .failure(locate(number, previous: previous))
+            }
+            if event == "start" || wants(event, line) {
+                guard case .success(let root) = StrictJSON.parse(Array(line)), let members = root.value.members else {
+                    return .failure(.broken(line: number, why: "not a JSON object"))
                 }
-                return .failure(
-                    .broken(
-                        line: lineNumber,
-                        why:
-                            "its prev is not the hash of line \(lineNumber - 1): line \(lineNumber - 1) was edited, or a "
-                            + "line was deleted or moved here"))
+                let entry = AuditEntry(line: number, seq: seq, event: event, members: members)
+                if event == "start", chain.agent == nil {
+                    chain.agent = entry.string("address").flatMap(Address.init(eip55:))
+                }
+                if wants(event, line), let error = visit(entry) { return .failure(error) }
             }
             chain.head = SHA256.hex(line)
-            chain.entries.append(entry)
+            chain.count = number
+            previous = (number, line)
             start = newline + 1
             chain.validLength = start
         }
         return .success(chain)
     }
 
-    /// Checks every record against itself: a decision's `request_hash` is Keccak-256 of its `req`, and an
-    /// allowance's signature recovers to `address` over it. This locates an edited decision exactly, even the last
-    /// line, which no later `prev` covers.
-    public func verifyDecisions(address: Address) -> AuditError? {
-        for entry in entries where entry.event == "sign" {
-            guard let req = entry.string("req") else { continue }  // refused before a req was found
-            let digest = Keccak256.hash(Array(req.utf8))
-            guard entry.string("request_hash") == Hex.encode(digest, prefixed: true) else {
-                return .broken(
-                    line: entry.line, why: "request_hash is not the Keccak-256 of req: the record was edited")
-            }
-            guard entry.string("decision") == "allow" else { continue }
-            guard let signatureText = entry.string("signature"), let signature = Hex.decode(signatureText),
-                Recovery.address(digest: digest, signature: signature) == address
-            else { return .broken(line: entry.line, why: "the signature does not recover to \(address) over req") }
+    /// Why line `number`'s prev does not match: the line before it provably edited, or else the general case.
+    private static func locate(_ number: Int, previous: (line: Int, bytes: ArraySlice<UInt8>)?) -> AuditError {
+        if let previous, case .success(let root) = StrictJSON.parse(Array(previous.bytes)),
+            let members = root.value.members, members.member("event")?.value.string == "sign",
+            let req = members.member("req")?.value.string,
+            members.member("request_hash")?.value.string != Hex.encode(Keccak256.hash(Array(req.utf8)), prefixed: true)
+        {
+            return .broken(line: previous.line, why: "request_hash is not the Keccak-256 of req: the record was edited")
         }
+        return .broken(
+            line: number,
+            why: "its prev is not the hash of line \(number - 1): line \(number - 1) was edited, or a line was deleted "
+                + "or moved here")
+    }
+
+    /// A decision's `request_hash` must be Keccak-256 of its `req`, and an allowance's signature must recover to
+    /// `address` over it. This locates an edited decision exactly, even the last line, which no later prev covers.
+    public static func verifyDecision(_ entry: AuditEntry, address: Address) -> AuditError? {
+        guard entry.event == "sign", let req = entry.string("req") else { return nil }
+        let digest = Keccak256.hash(Array(req.utf8))
+        guard entry.string("request_hash") == Hex.encode(digest, prefixed: true) else {
+            return .broken(line: entry.line, why: "request_hash is not the Keccak-256 of req: the record was edited")
+        }
+        guard entry.string("decision") == "allow" else { return nil }
+        guard let signatureText = entry.string("signature"), let signature = Hex.decode(signatureText),
+            Recovery.address(digest: digest, signature: signature) == address
+        else { return .broken(line: entry.line, why: "the signature does not recover to \(address) over req") }
         return nil
     }
 
-    /// Checks every checkpoint: `head` equals its `prev`, and its EIP-191 signature recovers to `address`.
-    public func verifyCheckpoints(address: Address) -> AuditError? {
-        for entry in entries where entry.event == "checkpoint" {
-            guard let head = entry.string("head"), head == entry.string("prev"), let headBytes = Hex.decode(head),
-                headBytes.count == 32
-            else { return .broken(line: entry.line, why: "checkpoint head differs from its prev") }
-            guard let signatureText = entry.string("signature"), let signature = Hex.decode(signatureText),
-                Recovery.address(digest: SigningKey.personalDigest(headBytes), signature: signature) == address
-            else { return .broken(line: entry.line, why: "checkpoint signature does not recover to \(address)") }
+    /// A checkpoint's `head` must equal its `prev`, and its EIP-191 signature must recover to `address`.
+    public static func verifyCheckpoint(_ entry: AuditEntry, address: Address) -> AuditError? {
+        guard entry.event == "checkpoint" else { return nil }
+        guard let head = entry.string("head"), head == entry.string("prev"), let headBytes = Hex.decode(head),
+            headBytes.count == 32
+        else { return .broken(line: entry.line, why: "checkpoint head differs from its prev") }
+        guard let signatureText = entry.string("signature"), let signature = Hex.decode(signatureText),
+            Recovery.address(digest: SigningKey.personalDigest(headBytes), signature: signature) == address
+        else { return .broken(line: entry.line, why: "checkpoint signature does not recover to \(address)") }
+        return nil
+    }
+}
+
+/// The fields every record has at fixed places, as custodian writes them: `{"seq":N,…,"event":"E",…,"prev":"H"}`.
+/// Read without parsing the whole line, so that verifying a long log costs little more than hashing it.
+public enum RecordShape {
+    static let seqPrefix = Array(#"{"seq":"#.utf8)
+    static let prevKey = Array(#","prev":""#.utf8)
+    static let eventKey = Array(#""event":""#.utf8)
+
+    static func fields(_ line: ArraySlice<UInt8>) -> (UInt64, String, String)? {
+        let base = line.startIndex
+        guard line.count > seqPrefix.count + prevKey.count + 66, line.starts(with: seqPrefix) else { return nil }
+        var seq: UInt64 = 0
+        var index = base + seqPrefix.count
+        while index < line.endIndex, line[index] >= 0x30, line[index] <= 0x39 {
+            let (times, overflow) = seq.multipliedReportingOverflow(by: 10)
+            guard !overflow else { return nil }
+            seq = times + UInt64(line[index] - 0x30)
+            index += 1
+        }
+        guard index < line.endIndex, line[index] == UInt8(ascii: ",") else { return nil }
+        // prev is the last member: ,"prev":"<64 hex>"}
+        let prevStart = line.endIndex - 2 - 64
+        guard line[line.endIndex - 1] == UInt8(ascii: "}"), line[line.endIndex - 2] == UInt8(ascii: "\""),
+            line[(prevStart - prevKey.count)..<prevStart].elementsEqual(prevKey)
+        else { return nil }
+        let prevBytes = line[prevStart..<(line.endIndex - 2)]
+        guard prevBytes.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }) else { return nil }
+        // event is among the first members (after seq, time, time_ms).
+        let window = line[index..<min(line.endIndex, index + 160)]
+        guard let eventAt = firstIndex(of: eventKey, in: window) else { return nil }
+        let valueStart = eventAt + eventKey.count
+        guard let valueEnd = line[valueStart...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
+        return (
+            seq, String(decoding: prevBytes, as: UTF8.self),
+            String(decoding: line[valueStart..<valueEnd], as: UTF8.self)
+        )
+    }
+
+    /// Whether `needle` occurs in `line` (raw bytes: inside a JSON string a quote is always escaped, so a key with
+    /// its quotes cannot be faked by a string's content).
+    public static func contains(_ needle: [UInt8], in line: ArraySlice<UInt8>) -> Bool {
+        firstIndex(of: needle, in: line) != nil
+    }
+
+    static func firstIndex(of needle: [UInt8], in haystack: ArraySlice<UInt8>) -> Int? {
+        guard let first = needle.first, haystack.count >= needle.count else { return nil }
+        var index = haystack.startIndex
+        let last = haystack.endIndex - needle.count
+        while index <= last {
+            if haystack[index] == first, haystack[index..<(index + needle.count)].elementsEqual(needle) { return index }
+            index += 1
         }
         return nil
     }
@@ -162,7 +230,7 @@ public final class AuditLog {
             }
         }
         self.fd = fd
-        self.seq = UInt64(chain.entries.count)
+        self.seq = UInt64(chain.count)
         self.head = chain.head
         self.committedLength = chain.validLength
         self.stagedSeq = seq

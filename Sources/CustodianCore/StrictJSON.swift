@@ -231,42 +231,46 @@ private struct Parser {
         byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")
     }
 
-    /// Parses a string token; the bytes between escapes must be valid UTF-8 (checked by the decoder below).
+    /// Parses a string token. The raw bytes must be valid UTF-8 (no overlong forms, no encoded surrogates) and
+    /// hold no control characters; escapes must name scalars (surrogates only in valid pairs).
     mutating func parseString() throws(StrictJSON.Failure) -> String {
         index += 1  // opening quote
-        var scalars = String.UnicodeScalarView()
-        var runStart = index
+        let start = index
+        // The common case: no escape. One scan, one validating conversion.
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
+                guard let text = String(validating: bytes[start..<index], as: UTF8.self) else {
+                    throw StrictJSON.Failure.malformed("invalid UTF-8 in a string near offset \(start)")
+                }
+                index += 1
+                return text
+            }
+            if byte == UInt8(ascii: "\\") { break }
+            if byte < 0x20 { throw fail("raw control character in a string") }
+            index += 1
+        }
+        // With escapes: collect UTF-8 bytes, validate once at the end.
+        var decoded = Array(bytes[start..<index])
         while true {
             guard index < bytes.count else { throw fail("unterminated string") }
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                try appendRun(runStart..<index, to: &scalars)
+                guard let text = String(validating: decoded, as: UTF8.self) else {
+                    throw StrictJSON.Failure.malformed("invalid UTF-8 in a string near offset \(start)")
+                }
                 index += 1
-                return String(scalars)
+                return text
             }
             if byte < 0x20 { throw fail("raw control character in a string") }
             if byte == UInt8(ascii: "\\") {
-                try appendRun(runStart..<index, to: &scalars)
                 index += 1
-                scalars.append(try parseEscape())
-                runStart = index
+                let scalar = try parseEscape()
+                decoded.append(contentsOf: String(scalar).utf8)
                 continue
             }
+            decoded.append(byte)
             index += 1
-        }
-    }
-
-    /// Appends a run of raw bytes, refusing invalid UTF-8 (overlong forms, surrogates, truncated sequences).
-    func appendRun(_ range: Range<Int>, to scalars: inout String.UnicodeScalarView) throws(StrictJSON.Failure) {
-        if range.isEmpty { return }
-        var iterator = bytes[range].makeIterator()
-        var decoder = UTF8()
-        while true {
-            switch decoder.decode(&iterator) {
-            case .scalarValue(let scalar): scalars.append(scalar)
-            case .emptyInput: return
-            case .error: throw StrictJSON.Failure.malformed("invalid UTF-8 in a string near offset \(range.lowerBound)")
-            }
         }
     }
 

@@ -16,41 +16,53 @@ struct AuditCommand: ParsableCommand {
         func run() throws {
             let bytes: [UInt8]
             do { bytes = try FileIO.readAll(log) } catch { throw CLIFailure("\(error)") }
+            // The address: given, or the one the first start record names (read from the first line).
+            var expected: Address?
+            if let address {
+                guard let parsed = Address(eip55: address) else { throw CLIFailure("--address must be EIP-55") }
+                expected = parsed
+            } else if let firstLine = bytes.split(separator: 0x0A, maxSplits: 1).first,
+                case .success(let root) = StrictJSON.parse(Array(firstLine)),
+                let named = root.value.members?.member("address")?.value.string
+            {
+                expected = Address(eip55: named)
+            }
+            var checkpoints = 0
+            var decisions = 0
+            let result = AuditChain.read(
+                bytes, wants: { event, _ in event == "sign" || event == "checkpoint" || event == "start" },
+                visit: { entry in
+                    guard let expected else {
+                        return entry.event == "checkpoint"
+                            ? .broken(line: entry.line, why: "a checkpoint, but no address to check it against") : nil
+                    }
+                    switch entry.event {
+                    case "start":
+                        if let named = entry.string("address"), named != expected.checksummed {
+                            return .broken(line: entry.line, why: "starts an agent of \(named), not \(expected)")
+                        }
+                        return nil
+                    case "checkpoint":
+                        checkpoints += 1
+                        return AuditChain.verifyCheckpoint(entry, address: expected)
+                    default:
+                        decisions += 1
+                        return AuditChain.verifyDecision(entry, address: expected)
+                    }
+                })
             let chain: AuditChain
-            switch AuditChain.read(bytes) {
+            switch result {
             case .success(let read): chain = read
             case .failure(let error): throw CLIFailure("\(log): \(error)", exitCode: 2)
             }
             if chain.tornTail > 0 {
                 throw CLIFailure(
-                    "\(log): line \(chain.entries.count + 1): truncated, \(chain.tornTail) bytes without a newline (a write "
+                    "\(log): line \(chain.count + 1): truncated, \(chain.tornTail) bytes without a newline (a write "
                         + "cut short, or the file cut)",
                     exitCode: 2)
             }
-            var expected: Address?
-            if let address {
-                guard let parsed = Address(eip55: address) else { throw CLIFailure("--address must be EIP-55") }
-                expected = parsed
-            } else {
-                expected = Replay.agentAddress(in: chain)
-            }
-            for entry in chain.entries where entry.event == "start" {
-                if let named = entry.string("address"), let expected, named != expected.checksummed {
-                    throw CLIFailure(
-                        "\(log): line \(entry.line) starts an agent of \(named), not \(expected)", exitCode: 2)
-                }
-            }
-            let checkpoints = chain.entries.filter { $0.event == "checkpoint" }.count
-            if let expected,
-                let error = chain.verifyDecisions(address: expected) ?? chain.verifyCheckpoints(address: expected)
-            {
-                throw CLIFailure("\(log): \(error)", exitCode: 2)
-            }
-            if checkpoints > 0 && expected == nil {
-                throw CLIFailure("\(log): checkpoints present but no address to check them against", exitCode: 2)
-            }
             print(
-                "ok: \(chain.entries.count) records, \(checkpoints) checkpoints signed by "
+                "ok: \(chain.count) records (\(decisions) decisions), \(checkpoints) checkpoints signed by "
                     + "\(expected?.checksummed ?? "nobody"), head \(chain.head)")
         }
     }

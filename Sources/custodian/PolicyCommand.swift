@@ -37,27 +37,27 @@ struct PolicyCommand: ParsableCommand {
             let loaded: LoadedPolicy
             do { loaded = try PolicyFile.load(path: file) } catch { throw CLIFailure("\(file): \(error)") }
             let bytes = try CLI.readInput(message)
-            var chain = AuditChain()
+            var logBytes: [UInt8] = []
             if let stateDir {
                 let path = stateDir + "/audit.log"
                 if FileIO.exists(path) {
-                    let logBytes: [UInt8]
                     do { logBytes = try FileIO.readAll(path) } catch { throw CLIFailure("\(error)") }
-                    switch AuditChain.read(logBytes) {
-                    case .success(let read): chain = read
-                    case .failure(let error): throw CLIFailure("\(path): \(error)", exitCode: 2)
-                    }
                 }
             }
-            guard let agent = address.flatMap({ Address(eip55: $0) }) ?? Replay.agentAddress(in: chain) else {
+            let given = address.flatMap { Address(eip55: $0) }
+            if address != nil && given == nil { throw CLIFailure("--address must be an EIP-55 address") }
+            let chain: AuditChain
+            let state: LedgerState
+            switch Replay.ledger(from: logBytes, agent: given) {
+            case .success(let (read, replayed)):
+                chain = read
+                state = replayed
+            case .failure(let error): throw CLIFailure("\(error)", exitCode: 2)
+            }
+            guard let agent = given ?? chain.agent else {
                 throw CLIFailure(
                     "policy test needs the agent's address",
                     hint: "give --address 0x… (EIP-55) or --state-dir of an agent that has run")
-            }
-            let state: LedgerState
-            switch Replay.ledger(from: chain, agent: agent) {
-            case .success(let replayed): state = replayed
-            case .failure(let error): throw CLIFailure("\(error)", exitCode: 2)
             }
             let now = nowMs ?? Engine.systemClock()
             var writer = JSONWriter()

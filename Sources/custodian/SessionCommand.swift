@@ -11,19 +11,13 @@ struct SessionCommand: ParsableCommand {
         commandName: "session", abstract: "Inspect the sessions an agent signed for; release a stuck one.",
         subcommands: [List.self, Show.self, Release.self])
 
-    /// The verified log of a state directory, its agent's address, and the ledger it implies.
-    static func load(_ stateDir: String) throws(CLIFailure) -> (AuditChain, Address, LedgerState) {
+    /// The log of a state directory (verified), and the ledger it implies.
+    static func load(_ stateDir: String) throws(CLIFailure) -> ([UInt8], AuditChain, LedgerState) {
         let path = stateDir + "/audit.log"
         let bytes: [UInt8]
         do { bytes = try FileIO.readAll(path) } catch { throw CLIFailure("\(error)") }
-        let chain: AuditChain
-        switch AuditChain.read(bytes) {
-        case .success(let read): chain = read
-        case .failure(let error): throw CLIFailure("\(path): \(error)", exitCode: 2)
-        }
-        guard let address = Replay.agentAddress(in: chain) else { throw CLIFailure("\(path) names no agent") }
-        switch Replay.ledger(from: chain, agent: address) {
-        case .success(let state): return (chain, address, state)
+        switch Replay.ledger(from: bytes) {
+        case .success(let (chain, state)): return (bytes, chain, state)
         case .failure(let error): throw CLIFailure("\(path): \(error)", exitCode: 2)
         }
     }
@@ -85,16 +79,24 @@ struct SessionCommand: ParsableCommand {
         @Option(help: "The agent's state directory.") var stateDir: String
 
         func run() throws {
-            let (chain, _, state) = try SessionCommand.load(stateDir)
+            let (bytes, _, state) = try SessionCommand.load(stateDir)
             guard let session = state.session(id) else {
                 throw CLIFailure("no session \(id) in \(stateDir)", exitCode: 2)
             }
+            var history: [AuditEntry] = []
+            let needle = Array("\"app_session_id\":\"\(id)\"".utf8)
+            _ = AuditChain.read(
+                bytes, wants: { _, line in RecordShape.contains(needle, in: line) },
+                visit: { entry in
+                    if entry.string("app_session_id") == id { history.append(entry) }
+                    return nil
+                })
             var writer = JSONWriter()
             writer.beginObject()
             SessionCommand.write(session, full: true, &writer)
             writer.key("history")
             writer.beginArray()
-            for entry in chain.entries where entry.string("app_session_id") == id {
+            for entry in history {
                 writer.beginObject()
                 writer.field("seq", entry.seq)
                 writer.field("time", entry.string("time") ?? "")
@@ -128,10 +130,17 @@ struct SessionCommand: ParsableCommand {
                         + "agent writes")
             }
             defer { withExtendedLifetime(lock) {} }
-            let (chain, _, state) = try SessionCommand.load(stateDir)
+            let (bytes, chain, state) = try SessionCommand.load(stateDir)
             guard let session = state.session(id) else {
                 throw CLIFailure("no session \(id) in \(stateDir)", exitCode: 2)
             }
+            var policyHash = ""
+            _ = AuditChain.read(
+                bytes, wants: { event, _ in event == "policy_loaded" || event == "policy_reloaded" },
+                visit: { entry in
+                    policyHash = entry.string("policy_hash") ?? policyHash
+                    return nil
+                })
             var after = state
             _ = after.release(id)
             let restored = after.session(id)
@@ -141,7 +150,6 @@ struct SessionCommand: ParsableCommand {
             }
             let now = Engine.systemClock()
             let reasonText = reason
-            let policyHash = chain.entries.last { $0.string("policy_hash") != nil }?.string("policy_hash") ?? ""
             log.stage(event: "operator", timeMs: now) { writer in
                 writer.key("peer")
                 writer.beginObject()

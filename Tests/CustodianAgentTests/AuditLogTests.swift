@@ -38,11 +38,18 @@ struct AuditLogTests {
         let directory = try TemporaryDirectory()
         let path = try Self.makeLog(directory, records: 5)
         let bytes = try FileIO.readAll(path)
-        let chain = try AuditChain.read(bytes).get()
-        #expect(chain.entries.count == 5)
+        var entries: [AuditEntry] = []
+        let chain = try AuditChain.read(
+            bytes, wants: { _, _ in true },
+            visit: {
+                entries.append($0); return nil
+            }
+        ).get()
+        #expect(chain.count == 5)
+        #expect(entries.count == 5)
         let lines = bytes.split(separator: 0x0A)
-        #expect(chain.entries[1].string("prev") == SHA256.hex(lines[0]))
-        #expect(chain.entries[0].string("prev") == AuditChain.genesis)
+        #expect(entries[1].string("prev") == SHA256.hex(lines[0]))
+        #expect(entries[0].string("prev") == AuditChain.genesis)
         #expect(chain.head == SHA256.hex(lines[4]))
     }
 
@@ -87,12 +94,12 @@ struct AuditLogTests {
         handle.closeFile()
         let chain = try AuditChain.read(try FileIO.readAll(path)).get()
         #expect(chain.tornTail == 12)
-        #expect(chain.entries.count == 3)
+        #expect(chain.count == 3)
         let log = try AuditLog(path: path, chain: chain)
         log.stage(event: "start", timeMs: 1) { _ in }
         try log.commit()
         let again = try AuditChain.read(try FileIO.readAll(path)).get()
-        #expect(again.entries.count == 4)
+        #expect(again.count == 4)
         #expect(again.tornTail == 0)
     }
 }

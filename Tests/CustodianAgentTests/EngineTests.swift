@@ -85,14 +85,21 @@ struct EngineTests {
         #expect(denial.reason == .sessionClosed)
         let status = engine.status()
         engine.stop()
-        let chain = try AuditChain.read(try FileIO.readAll(directory.path + "/audit.log")).get()
-        let address = try #require(Replay.agentAddress(in: chain))
-        let state = try Replay.ledger(from: chain, agent: address).get()
+        let bytes = try FileIO.readAll(directory.path + "/audit.log")
+        let (chain, state) = try Replay.ledger(from: bytes).get()
+        let address = try #require(chain.agent)
         #expect(state.counts.open == status.openSessions)
         #expect(state.counts.closed == status.closedSessions)
         #expect(state.counts.closed == 1)
-        #expect(chain.verifyCheckpoints(address: address) == nil)
-        #expect(chain.entries.last?.event == "checkpoint")
+        var checkpoints: [AuditEntry] = []
+        _ = AuditChain.read(
+            bytes, wants: { event, _ in event == "checkpoint" },
+            visit: {
+                checkpoints.append($0); return nil
+            })
+        #expect(checkpoints.count == 1)
+        #expect(checkpoints.allSatisfy { AuditChain.verifyCheckpoint($0, address: address) == nil })
+        #expect(checkpoints.last?.seq == UInt64(chain.count), "the last record is the checkpoint of the stop")
     }
 
     @Test("warn mode: the request is signed and the refusal it would have been is in its audit record")
@@ -110,8 +117,13 @@ struct EngineTests {
             return
         }
         engine.stop()
-        let chain = try AuditChain.read(try FileIO.readAll(directory.path + "/audit.log")).get()
-        let record = try #require(chain.entries.first { $0.seq == seq })
+        var records: [AuditEntry] = []
+        _ = AuditChain.read(
+            try FileIO.readAll(directory.path + "/audit.log"), wants: { _, _ in true },
+            visit: {
+                records.append($0); return nil
+            })
+        let record = try #require(records.first { $0.seq == seq })
         #expect(record.string("decision") == "allow")
         let warnings = try #require(record.members.member("warnings")?.value.elements)
         #expect(warnings.count == 1)

@@ -1,0 +1,119 @@
+// custodian-bench: tools for bench/ (not part of the agent).
+//   custodian-bench fill-log --key-file K --passphrase-file P --policy F --state-dir D --records N
+//       writes N real decisions (creates and closes of two-party sessions) through the engine into D/audit.log
+//   custodian-bench replay --state-dir D
+//       reads, verifies and replays D/audit.log as the agent does at start; prints the seconds it took
+//   custodian-bench keccak --bytes B --iterations N
+//       prints nanoseconds per Keccak-256 of B bytes
+import CustodianAgent
+import CustodianCore
+import CustodianCrypto
+import Dispatch
+import Foundation
+
+func option(_ name: String) -> String? {
+    let arguments = CommandLine.arguments
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return nil }
+    return arguments[index + 1]
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("custodian-bench: \(message)\n".utf8))
+    exit(1)
+}
+
+func seconds(since start: DispatchTime) -> Double {
+    Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+}
+
+let a = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+
+switch CommandLine.arguments.dropFirst().first {
+case "fill-log":
+    guard let keyFile = option("--key-file"), let passphraseFile = option("--passphrase-file"),
+        let policyFile = option("--policy"), let stateDir = option("--state-dir"),
+        let records = option("--records").flatMap({ Int($0) })
+    else { fail("fill-log --key-file K --passphrase-file P --policy F --state-dir D --records N") }
+    do {
+        let key = try KeyFile.open(try FileIO.readAll(keyFile), passphrase: try SecretFile.read(passphraseFile))
+        let agent = key.address.checksummed
+        try FileIO.ensurePrivateDirectory(stateDir)
+        let log = try AuditLog(path: stateDir + "/audit.log", chain: AuditChain())
+        let start: UInt64 = 1_733_000_000_000
+        final class Clock: @unchecked Sendable { var now: UInt64 = 1_733_000_000_000 }
+        let clock = Clock()
+        let engine = Engine(
+            key: key, policy: try PolicyFile.load(path: policyFile), state: LedgerState(), log: log,
+            checkpointEvery: 1000, clock: { clock.now })
+        try engine.start(version: "bench")
+        let group = DispatchGroup()
+        var pending = 0
+        let began = DispatchTime.now()
+        for index in 0..<(records / 2) {
+            let nonce = start + UInt64(index)
+            let definition =
+                "{\"application\":\"chess\",\"protocol\":\"NitroRPC/0.4\",\"participants\":[\"\(agent)\",\"\(a)\"],"
+                + "\"weights\":[50,50],\"quorum\":100,\"challenge\":86400,\"nonce\":\(nonce)}"
+            let create =
+                "{\"req\":[\(2 * index + 1),\"create_app_session\",{\"definition\":\(definition),\"allocations\":["
+                + "{\"participant\":\"\(agent)\",\"asset\":\"usdc\",\"amount\":\"100\"},"
+                + "{\"participant\":\"\(a)\",\"asset\":\"usdc\",\"amount\":\"50\"}]},\(clock.now)],\"sig\":[]}"
+            let id = Hex.encode(
+                Keccak256.hash(
+                    Array(
+                        ("{\"application\":\"chess\",\"protocol\":\"NitroRPC/0.4\",\"participants\":[\"\(agent)\",\"\(a)\"],"
+                            + "\"weights\":[50,50],\"quorum\":100,\"challenge\":86400,\"nonce\":\(nonce)}").utf8)),
+                prefixed: true)
+            let close =
+                "{\"req\":[\(2 * index + 2),\"close_app_session\",{\"app_session_id\":\"\(id)\",\"allocations\":["
+                + "{\"participant\":\"\(agent)\",\"asset\":\"usdc\",\"amount\":\"75.5\"},"
+                + "{\"participant\":\"\(a)\",\"asset\":\"usdc\",\"amount\":\"74.5\"}]},\(clock.now)],\"sig\":[]}"
+            for message in [create, close] {
+                group.enter()
+                pending += 1
+                engine.sign(message: Array(message.utf8), peer: nil) { outcome in
+                    if case .signed = outcome {} else { fail("a fill request was not signed: \(outcome)") }
+                    group.leave()
+                }
+            }
+            if pending >= 2000 {
+                group.wait()
+                pending = 0
+            }
+        }
+        group.wait()
+        engine.stop()
+        print(String(format: "fill-log: %d records in %.1f s", records, seconds(since: began)))
+    } catch {
+        fail("\(error)")
+    }
+case "replay":
+    guard let stateDir = option("--state-dir") else { fail("replay --state-dir D") }
+    let began = DispatchTime.now()
+    do {
+        let bytes = try FileIO.readAll(stateDir + "/audit.log")
+        let read = DispatchTime.now()
+        let (chain, state) = try Replay.ledger(from: bytes).get()
+        let total = seconds(since: began)
+        print(
+            String(
+                format: "replay: %d records, %d sessions; read %.2f s, verify and replay %.2f s, total %.2f s",
+                chain.count, state.sessions.count, Double(read.uptimeNanoseconds - began.uptimeNanoseconds) / 1e9,
+                seconds(since: read), total))
+    } catch {
+        fail("\(error)")
+    }
+case "keccak":
+    let size = option("--bytes").flatMap { Int($0) } ?? 500
+    let iterations = option("--iterations").flatMap { Int($0) } ?? 200_000
+    var input = [UInt8](repeating: 0xA3, count: size)
+    let began = DispatchTime.now()
+    for index in 0..<iterations {
+        input[index % size] &+= 1
+        let digest = Keccak256.hash(input)
+        input[0] ^= digest[0]
+    }
+    print(String(format: "keccak: %d bytes, %.0f ns per hash", size, seconds(since: began) * 1e9 / Double(iterations)))
+default:
+    fail("usage: custodian-bench fill-log|replay|keccak …")
+}
