@@ -86,7 +86,13 @@ public enum KeyFile {
     public static func seal(
         _ key: borrowing SigningKey, passphrase: borrowing SecureBytes, cost: KDFCost = .moderate
     ) throws(KeyFileError) -> [UInt8] {
-        let (ops, mem) = cost.limits
+        try seal(key, passphrase: passphrase, opsLimit: cost.limits.ops, memLimit: cost.limits.mem)
+    }
+
+    /// Seals `key` with explicit Argon2id limits (to keep a file's cost when its passphrase changes).
+    public static func seal(
+        _ key: borrowing SigningKey, passphrase: borrowing SecureBytes, opsLimit ops: UInt64, memLimit mem: UInt64
+    ) throws(KeyFileError) -> [UInt8] {
         let header = Header(
             opsLimit: ops, memLimit: mem, salt: Sodium.randomBytes(Int(crypto_pwhash_SALTBYTES)),
             nonce: Sodium.randomBytes(Int(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)), address: key.address)

@@ -2,7 +2,10 @@
 
     oracle.py recover REQ_FILE SIGNATURE   prints the EIP-55 address that signed keccak256(file bytes)
     oracle.py checkpoint HEAD SIGNATURE    prints the address of an EIP-191 personal_sign over the 32 bytes of HEAD
+    oracle.py encrypt KEY PASSWORD KDF N   prints a V3 keystore of KEY written by eth-account (KDF scrypt or pbkdf2,
+                                           N its work factor)
 """
+import json
 import sys
 
 from eth_account import Account
@@ -27,6 +30,8 @@ def recover(path, signature_hex):
 def main():
     if sys.argv[1] == "recover":
         print(recover(sys.argv[2], sys.argv[3]))
+    elif sys.argv[1] == "encrypt":
+        print(json.dumps(Account.encrypt(sys.argv[2], sys.argv[3], kdf=sys.argv[4], iterations=int(sys.argv[5]))))
     elif sys.argv[1] == "checkpoint":
         print(Account.recover_message(encode_defunct(hexstr=sys.argv[2]), signature=sys.argv[3]))
     else:
