@@ -1,4 +1,5 @@
 import CustodianCore
+import Foundation
 
 #if canImport(Glibc)
     import Glibc
@@ -186,6 +187,31 @@ public final class CustodianClient {
             if count < 0 { throw .protocolError("read: \(String(cString: strerror(errno)))") }
             if count == 0 { throw .protocolError("the agent closed the connection") }
             pending.append(contentsOf: chunk[0..<count])
+        }
+    }
+}
+
+extension CustodianClient {
+    /// Signs `message` without blocking the caller's task: the socket I/O runs on its own thread.
+    public static func sign(message: [UInt8], socketPath: String, timeoutSeconds: Int = 30) async throws -> SignResult {
+        try await offload {
+            try CustodianClient(socketPath: socketPath, timeoutSeconds: timeoutSeconds).sign(message: message)
+        }
+    }
+
+    /// The agent's status as JSON text, without blocking the caller's task.
+    public static func status(socketPath: String, timeoutSeconds: Int = 30) async throws -> String {
+        try await offload {
+            String(
+                decoding: try CustodianClient(socketPath: socketPath, timeoutSeconds: timeoutSeconds).statusJSON(),
+                as: UTF8.self)
+        }
+    }
+
+    private static func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread { continuation.resume(with: Result { try work() }) }
+            thread.start()
         }
     }
 }

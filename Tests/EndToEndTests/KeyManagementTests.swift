@@ -1,3 +1,4 @@
+import CustodianClient
 import Foundation
 import Testing
 
@@ -112,6 +113,37 @@ struct KeyManagementTests {
                 newPassphrase,
             ], socket: socket, logFile: workspace.path + "/agent.log")
         #expect(try Harness.custodian(["status", "--socket", socket]).stdout.contains(EndToEndTests.addressA))
+        #expect(agent.stop() == 0)
+    }
+}
+
+@Suite("The Swift client library's async API")
+struct SwiftClientTests {
+    @Test("CustodianClient.sign and status, concurrently, from async code")
+    func asyncClient() async throws {
+        let workspace = try Workspace()
+        let (keyFile, passphrase) = try EndToEndTests.importKeyA(workspace)
+        let policy = try workspace.write("policy.toml", DurabilityTests.policy)
+        let socket = workspace.path + "/agent.sock"
+        let agent = try RunningAgent(
+            arguments: [
+                "--key-file", keyFile, "--policy", policy, "--state-dir", workspace.path + "/state",
+                "--passphrase-file",
+                passphrase,
+            ], socket: socket, logFile: workspace.path + "/agent.log")
+        let nonce = Messages.nowMs()
+        let results = try await withThrowingTaskGroup(of: SignResult.self) { group in
+            for index in 0..<8 {
+                let message = Array(Messages.create(nonce: nonce + UInt64(index)).utf8)
+                group.addTask { try await CustodianClient.sign(message: message, socketPath: socket) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.count == 8)
+        #expect(results.allSatisfy { $0.address == EndToEndTests.addressA })
+        #expect(Set(results.map(\.signature)).count == 8)
+        let status = try await CustodianClient.status(socketPath: socket)
+        #expect(status.contains("\"open\":8"), "\(status)")
         #expect(agent.stop() == 0)
     }
 }

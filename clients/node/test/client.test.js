@@ -1,0 +1,146 @@
+// Tests of the Node client against the real agent, started here (CUSTODIAN_BIN, default the debug build).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync, chmodSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createCustodianSigner, signMessage, CustodianError, serializePayload, closeCustodianConnections } from '../index.js';
+
+const repository = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const binary = process.env.CUSTODIAN_BIN || join(repository, '.build', 'debug', 'custodian');
+const vector = (path) => JSON.parse(readFileSync(join(repository, 'Tests', 'Vectors', path), 'utf8'));
+const keyA = vector('keys/key_A.json');
+
+let workspace;
+let socketPath;
+let agent;
+let serveArguments;
+
+async function startAgent() {
+  agent = spawn(binary, serveArguments, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  agent.stderr.on('data', (chunk) => (log += chunk));
+  for (let attempt = 0; attempt < 400; attempt++) {
+    if (log.includes('serving ')) return;
+    if (agent.exitCode !== null) throw new Error(`the agent exited: ${log}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`the agent did not start: ${log}`);
+}
+
+async function stopAgent() {
+  const exited = new Promise((resolve) => agent.once('exit', resolve));
+  agent.kill('SIGTERM');
+  await exited;
+}
+
+before(async () => {
+  assert.ok(existsSync(binary), `no custodian binary at ${binary}: run swift build first`);
+  workspace = mkdtempSync('/tmp/cust-node-');
+  chmodSync(workspace, 0o700);
+  writeFileSync(join(workspace, 'key.hex'), keyA.private_key + '\n', { mode: 0o600 });
+  writeFileSync(join(workspace, 'passphrase'), 'node client test\n', { mode: 0o600 });
+  execFileSync(binary, [
+    'key', 'import', '--key-file', join(workspace, 'key'), '--private-key-file', join(workspace, 'key.hex'),
+    '--passphrase-file', join(workspace, 'passphrase'), '--kdf', 'interactive',
+  ]);
+  // The vectors are from 2024: a wide window.
+  writeFileSync(join(workspace, 'policy.toml'), [
+    'version = 1', '[requests]', 'methods = ["create_app_session", "submit_app_state", "close_app_session"]',
+    'max_age_ms = 100000000000000', '[assets.usdc]', 'decimals = 6', '',
+  ].join('\n'));
+  socketPath = join(workspace, 'agent.sock');
+  serveArguments = [
+    'serve', '--socket', socketPath, '--key-file', join(workspace, 'key'), '--policy', join(workspace, 'policy.toml'),
+    '--state-dir', join(workspace, 'state'), '--passphrase-file', join(workspace, 'passphrase'),
+  ];
+  await startAgent();
+});
+
+after(async () => {
+  closeCustodianConnections();
+  if (agent && agent.exitCode === null) await stopAgent();
+  rmSync(workspace, { recursive: true, force: true });
+});
+
+test('the signer signs the SDK serialization: JSON.stringify({req, sig}) carries the signed bytes', async () => {
+  const v1 = vector('sign/create_v1.json');
+  const req = JSON.parse(v1.req);
+  assert.equal(serializePayload(req), v1.req, 'the SDK serialization of the payload is the vector text');
+  const signer = createCustodianSigner({ socketPath, timeoutMs: 5000 });
+  const signature = await signer(req);
+  const expected = v1.signatures.find((s) => s.signer === 'A');
+  // RFC 6979 makes the signature deterministic: the vector's (made by coincurve and eth-keys) is the oracle.
+  assert.equal(signature, expected.signature);
+  const other = v1.signatures.find((s) => s.signer === 'B').signature;
+  assert.equal(JSON.stringify({ req, sig: [signature, other] }), v1.wire);
+});
+
+test('bigints are serialized as the SDK does, and signMessage returns the envelope', async () => {
+  const v2 = vector('sign/close_v2.json');
+  const req = JSON.parse(v2.req);
+  req[0] = BigInt(req[0]);
+  req[3] = BigInt(req[3]);
+  assert.equal(serializePayload(req), v2.req.replace('[1002,', '["1002",').replace(',1733000060000]', ',"1733000060000"]'));
+  const result = await signMessage(v2.req, { socketPath });
+  assert.equal(result.address, keyA.address);
+  assert.equal(result.signature, v2.signatures.find((s) => s.signer === 'A').signature);
+  assert.equal(result.message, `{"req":${v2.req},"sig":["${result.signature}"]}`);
+});
+
+test('a refusal surfaces its reason code', async () => {
+  const refused = vector('close_policy/reject_sum_off_by_one_unit.json');
+  await assert.rejects(signMessage(refused.message, { socketPath }), (error) => {
+    assert.ok(error instanceof CustodianError);
+    // The V2 close above closed this session: another close of it conflicts.
+    assert.equal(error.reason, 'policy.session_closed');
+    assert.equal(error.code, -32001);
+    assert.equal(typeof error.auditSeq, 'number');
+    return true;
+  });
+  await assert.rejects(signMessage('{"req":[1,"transfer",{},1],"sig":[]}', { socketPath }), (error) => {
+    assert.equal(error.reason, 'payload.method_not_allowed');
+    return true;
+  });
+});
+
+test('many requests in flight on one connection', async () => {
+  const signer = createCustodianSigner({ socketPath });
+  const base = JSON.parse(vector('sign/create_v1.json').req);
+  const payloads = Array.from({ length: 40 }, (_, index) => {
+    const payload = structuredClone(base);
+    payload[0] = 5000 + index;
+    payload[2].definition.nonce = 1733000000000 + 1000 + index;
+    return payload;
+  });
+  const signatures = await Promise.all(payloads.map((payload) => signer(payload)));
+  assert.equal(new Set(signatures).size, 40);
+  for (const signature of signatures) assert.match(signature, /^0x[0-9a-f]{130}$/);
+});
+
+test('a restart of the agent mid-run is survived', async () => {
+  const signer = createCustodianSigner({ socketPath, timeoutMs: 15000 });
+  const base = JSON.parse(vector('sign/create_v1.json').req);
+  const payload = (index) => {
+    const copy = structuredClone(base);
+    copy[0] = 9000 + index;
+    copy[2].definition.nonce = 1733000000000 + 9000 + index;
+    return copy;
+  };
+  await signer(payload(1));
+  await stopAgent();
+  // The agent is down: the next request waits (with backoff) for it to come back, within its timeout.
+  const pending = signer(payload(2));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await startAgent();
+  assert.match(await pending, /^0x[0-9a-f]{130}$/);
+  assert.match(await signer(payload(3)), /^0x[0-9a-f]{130}$/);
+});
+
+test('an unreachable agent is a CustodianError with code unreachable', async () => {
+  await assert.rejects(signMessage('[]', { socketPath: join(workspace, 'none.sock'), timeoutMs: 200 }), (error) => {
+    assert.equal(error.code, 'unreachable');
+    return true;
+  });
+});
