@@ -52,6 +52,17 @@ struct ServeCommand: ParsableCommand {
 enum Serving {
     static func run(_ settings: AgentSettings) throws {
         for signalNumber in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { signal(signalNumber, SIG_IGN) }
+        // The stop signals are watched before the agent starts: the socket answers before start() returns, and a
+        // SIGTERM sent in between must not be lost.
+        let done = DispatchSemaphore(value: 0)
+        let queue = DispatchQueue(label: "custodian.signals")
+        var sources: [DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+            source.setEventHandler { done.signal() }
+            source.resume()
+            sources.append(source)
+        }
         let agent: RunningAgent
         do {
             agent = try RunningAgent.start(
@@ -61,15 +72,6 @@ enum Serving {
                 }, log: { CLI.info($0) })
         } catch let error as AgentStartError {
             throw CLIFailure(error.description, hint: error.hint, exitCode: error.exitCode)
-        }
-        let done = DispatchSemaphore(value: 0)
-        let queue = DispatchQueue(label: "custodian.signals")
-        var sources: [DispatchSourceSignal] = []
-        for signalNumber in [SIGTERM, SIGINT] {
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
-            source.setEventHandler { done.signal() }
-            source.resume()
-            sources.append(source)
         }
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
         hangup.setEventHandler { agent.reloadPolicy(log: { CLI.info($0) }) }

@@ -359,3 +359,65 @@ struct OperatorTests {
         #expect((operatorRecord?["policy_hash"] as? String)?.count == 64)
     }
 }
+
+@Suite("Signals")
+struct SignalTests {
+    /// Whether the process handles or ignores SIGTERM yet (bit 14 of SigCgt or SigIgn).
+    static func sigtermDisposed(_ pid: Int32) -> Bool {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
+        for line in status.split(separator: "\n") where line.hasPrefix("SigCgt:") || line.hasPrefix("SigIgn:") {
+            if let mask = UInt64(line.split(separator: "\t").last ?? "", radix: 16), mask & (1 << 14) != 0 {
+                return true
+            }
+        }
+        return false
+    }
+
+    @Test("a SIGTERM that arrives while the agent starts is not lost: the agent stops cleanly once started")
+    func sigtermDuringStart() throws {
+        let workspace = try Workspace()
+        // A key with the moderate Argon2id cost: unsealing takes about a second, the window for the signal.
+        let passphrase = try workspace.write("passphrase", "slow to unseal\n")
+        let keyFile = workspace.path + "/key.sealed"
+        let created = try Harness.custodian([
+            "key", "new", "--key-file", keyFile, "--passphrase-file", passphrase, "--kdf", "moderate",
+        ])
+        #expect(created.status == 0)
+        let key = (keyFile, passphrase)
+        let stateDir = workspace.path + "/state"
+        // Launched detached, as a service manager would (and with no descriptor of this process inherited:
+        // Foundation's Process would otherwise wait for it).
+        let arguments =
+            [try Harness.binary(), "serve", "--socket", workspace.path + "/agent.sock"]
+            + (try DurabilityTests.agentArguments(workspace, key: key, stateDir: stateDir))
+        let launcher = """
+            import signal, subprocess, sys
+            log = open(sys.argv[1], "w")
+            # An empty signal mask, as systemd gives a service: a blocked SIGTERM would wait, pending, for a handler.
+            p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                 start_new_session=True, close_fds=True,
+                                 preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, []))
+            print(p.pid)
+            """
+        let launched = try Harness.run("/usr/bin/python3", ["-c", launcher, workspace.path + "/agent.log"] + arguments)
+        let pid = try #require(Int32(launched.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        defer { kill(pid, SIGKILL) }
+        let deadline = Date().addingTimeInterval(10)
+        while !Self.sigtermDisposed(pid) && Date() < deadline { usleep(200) }
+        Thread.sleep(forTimeInterval: 0.3)  // now inside the unsealing
+        #expect(!FileManager.default.fileExists(atPath: workspace.path + "/agent.sock"), "still starting")
+        kill(pid, SIGTERM)
+        let stopped = Date().addingTimeInterval(15)
+        while kill(pid, 0) == 0 && Date() < stopped {
+            // A zombie (exited, not yet reaped by init) counts as stopped.
+            if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                status.contains("State:\tZ")
+            {
+                break
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let log = (try? String(contentsOfFile: workspace.path + "/agent.log", encoding: .utf8)) ?? ""
+        #expect(log.contains("custodian: stopped"), "the agent ignored a SIGTERM sent during its start: \(log)")
+    }
+}
