@@ -39,8 +39,8 @@ max_age_ms = 100000000000000
 decimals = 6
 POLICY
 python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["req"], end="")' Tests/Vectors/sign/create_v1.json >"$work/v1.json"
-serve() { # serve STATE_DIR SOCKET
-    "$bin/custodian" serve --socket "$2" --key-file "$work/key" --policy "$work/policy.toml" \
+serve() { # serve STATE_DIR SOCKET (run in the background: exec, so that $! is the agent itself)
+    exec "$bin/custodian" serve --socket "$2" --key-file "$work/key" --policy "$work/policy.toml" \
         --passphrase-file "$work/passphrase" --state-dir "$1"
 }
 wait_for() { until "$bin/custodian" status --socket "$1" >/dev/null 2>&1; do sleep 0.01; done; }

@@ -44,7 +44,9 @@ public struct StatusSnapshot: Sendable {
 /// batch's state changes are undone and every reply in it says `audit.unavailable`: no signature leaves unrecorded.
 public final class Engine: @unchecked Sendable {
     private enum Job {
-        case sign(message: [UInt8], peer: Peer?, reply: @Sendable (SignOutcome) -> Void)
+        case sign(
+            message: [UInt8], parsed: Result<SignableRequest, Denial>, peer: Peer?,
+            reply: @Sendable (SignOutcome) -> Void)
         case reload(LoadedPolicy?, error: String?, reply: @Sendable (Bool) -> Void)
         case event(name: String, peer: Peer?, fields: @Sendable (inout JSONWriter) -> Void)
     }
@@ -115,8 +117,12 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Queues a message for signing; `reply` runs on the committer thread once the decision is durable.
+    ///
+    /// The message is read (parsed, checked, hashed) here, on the caller's thread, so that this work runs beside
+    /// the committer's; only the decision, the signature and the record are serialized.
     public func sign(message: [UInt8], peer: Peer?, reply: @escaping @Sendable (SignOutcome) -> Void) {
-        enqueue(.sign(message: message, peer: peer, reply: reply)) {
+        let parsed = reader.read(message)
+        enqueue(.sign(message: message, parsed: parsed, peer: peer, reply: reply)) {
             reply(.unavailable("the agent is stopping"))
         }
     }
@@ -194,8 +200,8 @@ public final class Engine: @unchecked Sendable {
         for job in batch {
             let now = clock()
             switch job {
-            case .sign(let message, let peer, let reply):
-                let outcome = decide(message, peer: peer, now: now)
+            case .sign(let message, let parsed, let peer, let reply):
+                let outcome = decide(message, parsed: parsed, peer: peer, now: now)
                 replies.append { reply(outcome) }
                 failures.append { reply(.unavailable("the decision could not be recorded")) }
             case .reload(let loaded, let error, let reply):
@@ -238,9 +244,11 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Checks, signs and stages the record of one request; nothing is sent before the batch commits.
-    private func decide(_ message: [UInt8], peer: Peer?, now: UInt64) -> SignOutcome {
+    private func decide(
+        _ message: [UInt8], parsed: Result<SignableRequest, Denial>, peer: Peer?, now: UInt64
+    ) -> SignOutcome {
         let request: SignableRequest
-        switch reader.read(message) {
+        switch parsed {
         case .failure(let denial):
             let seq = log.stage(event: "sign", timeMs: now) { writer in
                 writePeer(peer, &writer)
