@@ -93,7 +93,9 @@ public final class RunningAgent: Sendable {
         // One pass: verify the chain and rebuild the ledger from it.
         let chain: AuditChain
         let state: LedgerState
-        switch Replay.ledger(from: existing, agent: keyHeader.address) {
+        let snapshotPath = settings.stateDirectory + "/ledger.snapshot"
+        let snapshot = FileIO.exists(snapshotPath) ? try? FileIO.readAll(snapshotPath) : nil
+        switch Replay.ledger(from: existing, agent: keyHeader.address, snapshot: snapshot) {
         case .success(let (read, replayed)):
             chain = read
             state = replayed
@@ -122,7 +124,8 @@ public final class RunningAgent: Sendable {
         let auditLog: AuditLog
         do { auditLog = try AuditLog(path: logPath, chain: chain) } catch { throw AgentStartError("\(error)") }
         let engine = Engine(
-            key: key, policy: policy, state: state, log: auditLog, checkpointEvery: settings.checkpointEvery)
+            key: key, policy: policy, state: state, log: auditLog, checkpointEvery: settings.checkpointEvery,
+            snapshotPath: snapshotPath)
         let server: Server
         do { server = try Server.start(settings: settings.server, engine: engine) } catch {
             throw AgentStartError("\(error)")

@@ -61,7 +61,7 @@ public struct AuditChain: Sendable {
     /// hands every record for which `wants(event, line)` holds to `visit`, parsed, in order. The first error of
     /// either stops the reading.
     public static func read(
-        _ bytes: [UInt8], wants: (String, ArraySlice<UInt8>) -> Bool = { _, _ in false },
+        _ bytes: [UInt8], wants: (UInt64, String, ArraySlice<UInt8>) -> Bool = { _, _, _ in false },
         visit: (AuditEntry) -> AuditError? = { _ in nil }
     ) -> Result<AuditChain, AuditError> {
         var chain = AuditChain()
@@ -83,7 +83,8 @@ public struct AuditChain: Sendable {
             guard prev == chain.head else {
                 return .failure(locate(number, previous: previous))
             }
-            if event == "start" || wants(event, line) {
+            let wanted = wants(seq, event, line)
+            if event == "start" || wanted {
                 guard case .success(let root) = StrictJSON.parse(Array(line)), let members = root.value.members else {
                     return .failure(.broken(line: number, why: "not a JSON object"))
                 }
@@ -91,7 +92,7 @@ public struct AuditChain: Sendable {
                 if event == "start", chain.agent == nil {
                     chain.agent = entry.string("address").flatMap(Address.init(eip55:))
                 }
-                if wants(event, line), let error = visit(entry) { return .failure(error) }
+                if wanted, let error = visit(entry) { return .failure(error) }
             }
             chain.head = SHA256.hex(line)
             chain.count = number

@@ -61,6 +61,8 @@ public final class Engine: @unchecked Sendable {
     private let clock: @Sendable () -> UInt64
     private let checkpointEvery: UInt64
     private let startedAtMs: UInt64
+    /// Where a clean stop writes the ledger snapshot (nil: none).
+    private let snapshotPath: String?
 
     private let condition = NSCondition()
     private var queue: [Job] = []
@@ -72,8 +74,9 @@ public final class Engine: @unchecked Sendable {
     /// Takes ownership of the key; replays nothing itself (the caller passes the rebuilt `state`).
     public init(
         key: consuming SigningKey, policy: LoadedPolicy, state: LedgerState, log: AuditLog, checkpointEvery: UInt64,
-        clock: @escaping @Sendable () -> UInt64 = Engine.systemClock
+        snapshotPath: String? = nil, clock: @escaping @Sendable () -> UInt64 = Engine.systemClock
     ) {
+        self.snapshotPath = snapshotPath
         self.address = key.address
         self.key = key
         self.policy = policy
@@ -177,8 +180,22 @@ public final class Engine: @unchecked Sendable {
             process(batch)
         }
         let now = clock()
+        // The ledger as of this stop, so that the next start need not replay the whole log; the stop record
+        // carries its hash, which binds the snapshot to the chain.
+        var snapshotHash: String?
+        if let snapshotPath {
+            let snapshot = state.encodeSnapshot(seq: log.seq + log.stagedCount + 1)  // the stop record's seq
+            do {
+                try SecretFile.writeAtomically(snapshot, to: snapshotPath, replace: true)
+                snapshotHash = SHA256.hex(snapshot)
+            } catch {
+                FileHandle.standardError.write(
+                    Data("custodian: error: could not write \(snapshotPath): \(error)\n".utf8))
+            }
+        }
         log.stage(event: "stop", timeMs: now) { writer in
             writer.field("policy_hash", policy.hash)
+            if let snapshotHash { writer.field("snapshot_sha256", snapshotHash) }
         }
         stageCheckpoint(now: now)
         do { try log.commit() } catch {

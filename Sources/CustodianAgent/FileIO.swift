@@ -27,7 +27,11 @@ public enum FileIO {
         guard fd >= 0 else { throw SystemError("open", path) }
         defer { close(fd) }
         var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        var info = stat()
+        if fstat(fd, &info) == 0, info.st_size > 0, Int(info.st_size) <= limit {
+            out.reserveCapacity(Int(info.st_size))
+        }
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
         while true {
             let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count < 0 {

@@ -65,10 +65,10 @@ public protocol LedgerStore: LedgerView {
 /// It is rebuilt at start-up by replaying the allowed decisions (and operator releases) of the audit log, so the
 /// state always equals what the log implies.
 public struct LedgerState: LedgerStore, Sendable {
-    public private(set) var sessions: [String: SessionRecord] = [:]
+    public internal(set) var sessions: [String: SessionRecord] = [:]
     /// Each session's state before its latest signed one, for an operator's release.
-    private var previous: [String: SessionRecord] = [:]
-    public private(set) var losses: [LossEvent] = []
+    var previous: [String: SessionRecord] = [:]
+    public internal(set) var losses: [LossEvent] = []
     private var undo: [(String, SessionRecord?, SessionRecord?)] = []
     private var lossMark = 0
     private var inBatch = false

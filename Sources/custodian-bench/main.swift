@@ -93,7 +93,9 @@ case "replay":
     do {
         let bytes = try FileIO.readAll(stateDir + "/audit.log")
         let read = DispatchTime.now()
-        let (chain, state) = try Replay.ledger(from: bytes).get()
+        let snapshotPath = stateDir + "/ledger.snapshot"
+        let snapshot = FileIO.exists(snapshotPath) ? try FileIO.readAll(snapshotPath) : nil
+        let (chain, state) = try Replay.ledger(from: bytes, snapshot: snapshot).get()
         let total = seconds(since: began)
         print(
             String(

@@ -30,7 +30,7 @@ struct AuditCommand: ParsableCommand {
             var checkpoints = 0
             var decisions = 0
             let result = AuditChain.read(
-                bytes, wants: { event, _ in event == "sign" || event == "checkpoint" || event == "start" },
+                bytes, wants: { _, event, _ in event == "sign" || event == "checkpoint" || event == "start" },
                 visit: { entry in
                     guard let expected else {
                         return entry.event == "checkpoint"

@@ -86,7 +86,7 @@ struct SessionCommand: ParsableCommand {
             var history: [AuditEntry] = []
             let needle = Array("\"app_session_id\":\"\(id)\"".utf8)
             _ = AuditChain.read(
-                bytes, wants: { _, line in RecordShape.contains(needle, in: line) },
+                bytes, wants: { _, _, line in RecordShape.contains(needle, in: line) },
                 visit: { entry in
                     if entry.string("app_session_id") == id { history.append(entry) }
                     return nil
@@ -136,7 +136,7 @@ struct SessionCommand: ParsableCommand {
             }
             var policyHash = ""
             _ = AuditChain.read(
-                bytes, wants: { event, _ in event == "policy_loaded" || event == "policy_reloaded" },
+                bytes, wants: { _, event, _ in event == "policy_loaded" || event == "policy_reloaded" },
                 visit: { entry in
                     policyHash = entry.string("policy_hash") ?? policyHash
                     return nil

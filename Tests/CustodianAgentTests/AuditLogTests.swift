@@ -40,7 +40,7 @@ struct AuditLogTests {
         let bytes = try FileIO.readAll(path)
         var entries: [AuditEntry] = []
         let chain = try AuditChain.read(
-            bytes, wants: { _, _ in true },
+            bytes, wants: { _, _, _ in true },
             visit: {
                 entries.append($0); return nil
             }

@@ -93,7 +93,7 @@ struct EngineTests {
         #expect(state.counts.closed == 1)
         var checkpoints: [AuditEntry] = []
         _ = AuditChain.read(
-            bytes, wants: { event, _ in event == "checkpoint" },
+            bytes, wants: { _, event, _ in event == "checkpoint" },
             visit: {
                 checkpoints.append($0); return nil
             })
@@ -119,7 +119,7 @@ struct EngineTests {
         engine.stop()
         var records: [AuditEntry] = []
         _ = AuditChain.read(
-            try FileIO.readAll(directory.path + "/audit.log"), wants: { _, _ in true },
+            try FileIO.readAll(directory.path + "/audit.log"), wants: { _, _, _ in true },
             visit: {
                 records.append($0); return nil
             })
@@ -129,5 +129,59 @@ struct EngineTests {
         #expect(warnings.count == 1)
         #expect(warnings.first?.value.members?.member("reason")?.value.string == "policy.cap_exceeded")
         #expect(warnings.first?.value.members?.member("figures")?.value.members?.member("cap")?.value.string == "100")
+    }
+
+    @Test("a clean stop writes a snapshot the log vouches for; starting from it equals a full replay, also after more")
+    func snapshot() throws {
+        let directory = try TemporaryDirectory()
+        let logPath = directory.path + "/audit.log"
+        let snapshotPath = directory.path + "/ledger.snapshot"
+        let policy = try PolicyFile.parse(Array(Self.wide.utf8))
+        let first = Engine(
+            key: try signingKey(hex: keyAHex), policy: policy, state: LedgerState(),
+            log: try AuditLog(path: logPath, chain: AuditChain()), checkpointEvery: 1000, snapshotPath: snapshotPath)
+        try first.start(version: "test")
+        let create = try Self.vectorText("sign", "create_v1.json", "req")
+        _ = Self.sign(first, create)
+        _ = Self.sign(first, try Self.vectorText("sign", "close_v2.json", "req"))
+        first.stop()
+        let bytes = try FileIO.readAll(logPath)
+        let snapshot = try FileIO.readAll(snapshotPath)
+        let (chain, full) = try Replay.ledger(from: bytes).get()
+        let (_, fast) = try Replay.ledger(from: bytes, snapshot: snapshot).get()
+        #expect(fast.sessions == full.sessions)
+        #expect(fast.losses == full.losses)
+        #expect(fast.counts.closed == 1)
+        var stops: [AuditEntry] = []
+        _ = AuditChain.read(
+            bytes, wants: { _, event, _ in event == "stop" },
+            visit: {
+                stops.append($0); return nil
+            })
+        #expect(stops.last?.string("snapshot_sha256") == SHA256.hex(snapshot))
+
+        // A snapshot the log does not vouch for (here: an empty ledger at the same seq) is not used.
+        let forged = LedgerState().encodeSnapshot(seq: try #require(stops.last?.seq))
+        let (_, fromForged) = try Replay.ledger(from: bytes, snapshot: forged).get()
+        #expect(fromForged.sessions == full.sessions)
+
+        // Start from the snapshot, sign more, crash (no new snapshot): snapshot + tail = a full replay.
+        let second = Engine(
+            key: try signingKey(hex: keyAHex), policy: policy, state: fast,
+            log: try AuditLog(path: logPath, chain: chain), checkpointEvery: 1000, snapshotPath: snapshotPath)
+        try second.start(version: "test")
+        let another = String(decoding: create, as: UTF8.self)
+            .replacingOccurrences(of: "\"nonce\":1733000000000}", with: "\"nonce\":1733000000001}")
+        #expect(Array(another.utf8) != create)
+        guard case .signed = Self.sign(second, Array(another.utf8)) else {
+            Issue.record("the second create was refused")
+            return
+        }
+        let crashed = try FileIO.readAll(logPath)
+        second.stop()
+        let (_, tail) = try Replay.ledger(from: crashed, snapshot: snapshot).get()
+        let (_, everything) = try Replay.ledger(from: crashed).get()
+        #expect(tail.sessions == everything.sessions)
+        #expect(tail.counts.open == 1 && tail.counts.closed == 1)
     }
 }

@@ -1,0 +1,246 @@
+/// A compact encoding of the whole ledger, written at a clean stop so that the next start need not replay every
+/// decision. Its SHA-256 is recorded in the audit log's stop record: a snapshot is used only when the chain
+/// vouches for it, and otherwise the ledger is replayed from the log as before.
+///
+/// Layout: the magic line, then length-prefixed fields (LEB128 integers, UTF-8 strings, 20-byte addresses,
+/// amounts as their decimal text). Decoding refuses anything malformed or left over.
+extension LedgerState {
+    static let snapshotMagic = Array("custodian ledger snapshot v1\n".utf8)
+
+    /// The snapshot of this ledger, as of the audit record `seq` (the stop record that will carry its hash).
+    public func encodeSnapshot(seq: UInt64) -> [UInt8] {
+        var out = SnapshotWriter()
+        out.bytes = Self.snapshotMagic
+        out.uint(seq)
+        let ids = sessions.keys.sorted()
+        out.uint(UInt64(ids.count))
+        for id in ids {
+            guard let session = sessions[id] else { continue }
+            out.record(session)
+            if let before = previous[id] {
+                out.uint(1)
+                out.record(before)
+            } else {
+                out.uint(0)
+            }
+        }
+        out.uint(UInt64(losses.count))
+        for loss in losses {
+            out.uint(loss.timeMs)
+            out.string(loss.asset.value)
+            out.amount(loss.amount)
+            out.string(loss.sessionID)
+        }
+        return out.bytes
+    }
+
+    /// The ledger a snapshot holds and the seq of the record it was taken at, or nil if it is not one this build
+    /// wrote.
+    public static func decodeSnapshot(_ bytes: [UInt8]) -> (state: LedgerState, seq: UInt64)? {
+        guard bytes.starts(with: snapshotMagic) else { return nil }
+        var input = SnapshotReader(bytes: bytes, index: snapshotMagic.count)
+        var state = LedgerState()
+        guard let seq = input.uint(), let count = input.uint() else { return nil }
+        for _ in 0..<count {
+            guard let session = input.record(), let hasPrevious = input.uint() else { return nil }
+            state.sessions[session.appSessionID] = session
+            if hasPrevious == 1 {
+                guard let before = input.record() else { return nil }
+                state.previous[session.appSessionID] = before
+            }
+        }
+        guard let lossCount = input.uint() else { return nil }
+        for _ in 0..<lossCount {
+            guard let time = input.uint(), let asset = input.string(), let amount = input.amount(),
+                let id = input.string()
+            else { return nil }
+            state.losses.append(LossEvent(timeMs: time, asset: ExactString(asset), amount: amount, sessionID: id))
+        }
+        guard input.index == bytes.count else { return nil }
+        return (state, seq)
+    }
+}
+
+private struct SnapshotWriter {
+    var bytes: [UInt8] = []
+
+    mutating func uint(_ value: UInt64) {
+        var value = value
+        repeat {
+            var byte = UInt8(value & 0x7F)
+            value >>= 7
+            if value != 0 { byte |= 0x80 }
+            bytes.append(byte)
+        } while value != 0
+    }
+
+    mutating func string(_ text: String) {
+        uint(UInt64(text.utf8.count))
+        bytes.append(contentsOf: text.utf8)
+    }
+
+    mutating func optionalString(_ text: String?) {
+        if let text {
+            uint(1)
+            string(text)
+        } else {
+            uint(0)
+        }
+    }
+
+    mutating func amount(_ amount: Amount) { string(amount.description) }
+
+    mutating func address(_ address: Address) { bytes.append(contentsOf: address.bytes) }
+
+    mutating func allocations(_ allocations: [Allocation]) {
+        uint(UInt64(allocations.count))
+        for allocation in allocations {
+            address(allocation.participant)
+            string(allocation.asset.value)
+            amount(allocation.amount)
+        }
+    }
+
+    mutating func amounts(_ amounts: [ExactString: Amount]) {
+        uint(UInt64(amounts.count))
+        for (asset, value) in amounts.sorted(by: { $0.key < $1.key }) {
+            string(asset.value)
+            amount(value)
+        }
+    }
+
+    mutating func record(_ session: SessionRecord) {
+        string(session.appSessionID)
+        let definition = session.definition
+        optionalString(definition.application)
+        string(definition.protocolName)
+        uint(UInt64(definition.participants.count))
+        for participant in definition.participants { address(participant) }
+        uint(UInt64(definition.weights.count))
+        for weight in definition.weights { uint(UInt64(bitPattern: weight)) }
+        uint(definition.quorum)
+        uint(definition.challenge)
+        uint(definition.nonce)
+        uint(session.status == .open ? 0 : 1)
+        uint(session.version)
+        allocations(session.allocations)
+        optionalString(session.sessionData)
+        amounts(session.totals)
+        amounts(session.funding)
+        amounts(session.withdrawn)
+        allocations(session.creation)
+        optionalString(session.creationSessionData)
+    }
+}
+
+private struct SnapshotReader {
+    let bytes: [UInt8]
+    var index: Int
+    /// Addresses repeat (participants, allocations): their EIP-55 form is computed once.
+    var addresses: [[UInt8]: Address] = [:]
+    var amounts: [String: Amount] = [:]
+
+    init(bytes: [UInt8], index: Int) {
+        self.bytes = bytes
+        self.index = index
+    }
+
+    mutating func uint() -> UInt64? {
+        var value: UInt64 = 0
+        var shift: UInt64 = 0
+        while index < bytes.count, shift < 64 {
+            let byte = bytes[index]
+            index += 1
+            value |= UInt64(byte & 0x7F) << shift
+            if byte & 0x80 == 0 { return value }
+            shift += 7
+        }
+        return nil
+    }
+
+    mutating func count(limit: Int = 1 << 24) -> Int? {
+        guard let value = uint(), value <= UInt64(limit) else { return nil }
+        return Int(value)
+    }
+
+    mutating func string() -> String? {
+        guard let length = count(), bytes.count - index >= length else { return nil }
+        defer { index += length }
+        return String(validating: bytes[index..<(index + length)], as: UTF8.self)
+    }
+
+    mutating func optionalString() -> String?? {
+        guard let flag = uint() else { return nil }
+        if flag == 0 { return .some(nil) }
+        guard let text = string() else { return nil }
+        return .some(text)
+    }
+
+    mutating func amount() -> Amount? {
+        guard let text = string() else { return nil }
+        if let known = amounts[text] { return known }
+        guard let parsed = Amount(text) else { return nil }
+        amounts[text] = parsed
+        return parsed
+    }
+
+    mutating func address() -> Address? {
+        guard bytes.count - index >= 20 else { return nil }
+        let raw = Array(bytes[index..<(index + 20)])
+        index += 20
+        if let known = addresses[raw] { return known }
+        guard let parsed = Address(bytes: raw) else { return nil }
+        addresses[raw] = parsed
+        return parsed
+    }
+
+    mutating func allocationList() -> [Allocation]? {
+        guard let count = count() else { return nil }
+        var result: [Allocation] = []
+        result.reserveCapacity(count)
+        for _ in 0..<count {
+            guard let participant = address(), let asset = string(), let amount = amount() else { return nil }
+            result.append(Allocation(participant: participant, asset: ExactString(asset), amount: amount))
+        }
+        return result
+    }
+
+    mutating func amountMap() -> [ExactString: Amount]? {
+        guard let count = count() else { return nil }
+        var result: [ExactString: Amount] = [:]
+        for _ in 0..<count {
+            guard let asset = string(), let value = amount() else { return nil }
+            result[ExactString(asset)] = value
+        }
+        return result
+    }
+
+    mutating func record() -> SessionRecord? {
+        guard let id = string(), let application = optionalString(), let protocolName = string(),
+            let participantCount = count(limit: 4096)
+        else { return nil }
+        var participants: [Address] = []
+        for _ in 0..<participantCount {
+            guard let participant = address() else { return nil }
+            participants.append(participant)
+        }
+        guard let weightCount = count(limit: 4096) else { return nil }
+        var weights: [Int64] = []
+        for _ in 0..<weightCount {
+            guard let weight = uint() else { return nil }
+            weights.append(Int64(bitPattern: weight))
+        }
+        guard let quorum = uint(), let challenge = uint(), let nonce = uint(), let status = uint(), status <= 1,
+            let version = uint(), let allocations = allocationList(), let sessionData = optionalString(),
+            let totals = amountMap(), let funding = amountMap(), let withdrawn = amountMap(),
+            let creation = allocationList(), let creationSessionData = optionalString()
+        else { return nil }
+        let definition = AppDefinition(
+            application: application, protocolName: protocolName, participants: participants, weights: weights,
+            quorum: quorum, challenge: challenge, nonce: nonce)
+        return SessionRecord(
+            appSessionID: id, definition: definition, status: status == 0 ? .open : .closed, version: version,
+            allocations: allocations, sessionData: sessionData, totals: totals, funding: funding, withdrawn: withdrawn,
+            creation: creation, creationSessionData: creationSessionData)
+    }
+}
