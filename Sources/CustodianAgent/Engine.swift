@@ -353,8 +353,8 @@ public final class Engine: @unchecked Sendable {
     }
 }
 
-/// `reason`, `detail` and `figures` of a denial, as record fields.
-func writeDenial(_ denial: Denial, _ writer: inout JSONWriter) {
+/// `reason`, `detail` and `figures` of a denial, as fields of the object being written (audit records, dry runs).
+public func writeDenial(_ denial: Denial, _ writer: inout JSONWriter) {
     writer.field("reason", denial.reason.rawValue)
     writer.field("detail", denial.detail)
     if !denial.figures.isEmpty {

@@ -103,13 +103,3 @@ struct PolicyCommand: ParsableCommand {
         }
     }
 }
-
-/// `reason`, `detail` and `figures`, as fields of the object being written.
-func writeDenial(_ denial: Denial, _ writer: inout JSONWriter) {
-    writer.field("reason", denial.reason.rawValue)
-    writer.field("detail", denial.detail)
-    writer.key("figures")
-    writer.beginObject()
-    for figure in denial.figures { writer.field(figure.name, figure.value) }
-    writer.endObject()
-}
