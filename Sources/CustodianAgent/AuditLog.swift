@@ -67,6 +67,8 @@ public struct AuditChain: Sendable {
         var chain = AuditChain()
         var start = 0
         var previous: (line: Int, bytes: ArraySlice<UInt8>)?
+        let hasher = SHA256.Hasher()
+        var head = [UInt8](repeating: 0, count: 32)
         while start < bytes.count {
             guard let newline = bytes[start...].firstIndex(of: 0x0A) else {
                 chain.tornTail = bytes.count - start
@@ -80,7 +82,8 @@ public struct AuditChain: Sendable {
             guard seq == UInt64(number) else {
                 return .failure(.broken(line: number, why: "seq \(seq) where \(number) was expected"))
             }
-            guard prev == chain.head else {
+            guard RecordShape.hexEquals(prev, head) else {
+                chain.head = Hex.encode(head)
                 return .failure(locate(number, previous: previous))
             }
             let wanted = wants(seq, event, line)
@@ -94,12 +97,13 @@ public struct AuditChain: Sendable {
                 }
                 if wanted, let error = visit(entry) { return .failure(error) }
             }
-            chain.head = SHA256.hex(line)
+            hasher.hash(line, into: &head)
             chain.count = number
             previous = (number, line)
             start = newline + 1
             chain.validLength = start
         }
+        chain.head = Hex.encode(head)
         return .success(chain)
     }
 
@@ -153,7 +157,7 @@ public enum RecordShape {
     static let prevKey = Array(#","prev":""#.utf8)
     static let eventKey = Array(#""event":""#.utf8)
 
-    static func fields(_ line: ArraySlice<UInt8>) -> (UInt64, String, String)? {
+    static func fields(_ line: ArraySlice<UInt8>) -> (UInt64, ArraySlice<UInt8>, String)? {
         let base = line.startIndex
         guard line.count > seqPrefix.count + prevKey.count + 66, line.starts(with: seqPrefix) else { return nil }
         var seq: UInt64 = 0
@@ -177,10 +181,23 @@ public enum RecordShape {
         guard let eventAt = firstIndex(of: eventKey, in: window) else { return nil }
         let valueStart = eventAt + eventKey.count
         guard let valueEnd = line[valueStart...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
-        return (
-            seq, String(decoding: prevBytes, as: UTF8.self),
-            String(decoding: line[valueStart..<valueEnd], as: UTF8.self)
-        )
+        return (seq, prevBytes, String(decoding: line[valueStart..<valueEnd], as: UTF8.self))
+    }
+
+    /// Whether 64 lower-case hex digits spell these 32 bytes.
+    static func hexEquals(_ hex: ArraySlice<UInt8>, _ bytes: [UInt8]) -> Bool {
+        guard hex.count == 64, bytes.count == 32 else { return false }
+        var index = hex.startIndex
+        for byte in bytes {
+            guard hexValue(hex[index]) == byte >> 4, hexValue(hex[index + 1]) == byte & 0x0F else { return false }
+            index += 2
+        }
+        return true
+    }
+
+    @inline(__always)
+    private static func hexValue(_ char: UInt8) -> UInt8 {
+        char <= 0x39 ? char &- 0x30 : char &- 0x61 &+ 10
     }
 
     /// Whether `needle` occurs in `line` (raw bytes: inside a JSON string a quote is always escaped, so a key with

@@ -1,5 +1,6 @@
 import CustodianCore
 import CustodianCrypto
+import Foundation
 
 /// Rebuilds the ledger from an audit log: every allowed signing decision is applied again, in order, with the
 /// clock it was decided at, and every operator release. The state therefore always equals what the log implies.
@@ -15,68 +16,127 @@ public enum Replay {
     public static func ledger(
         from bytes: [UInt8], agent: Address? = nil, snapshot: [UInt8]? = nil
     ) -> Result<(AuditChain, LedgerState), AuditError> {
-        if let snapshot, let (restored, seq) = LedgerState.decodeSnapshot(snapshot) {
-            switch replay(bytes, agent: agent, from: restored, after: seq, vouching: SHA256.hex(snapshot)) {
+        if let snapshot, let seq = LedgerState.snapshotSeq(snapshot) {
+            switch replay(bytes, agent: agent, snapshot: snapshot, seq: seq) {
             case .success(let result): return .success(result)
             case .failure(.unavailable):
-                break  // the chain does not vouch for this snapshot: replay everything
+                break  // the log does not vouch for this snapshot, or an operator changed the ledger since
             case .failure(let error): return .failure(error)
             }
         }
-        return replay(bytes, agent: agent, from: LedgerState(), after: 0, vouching: nil)
+        var state = LedgerState()
+        var address = agent
+        let reader = NitroRPCv0Reader()
+        let read = AuditChain.read(
+            bytes,
+            wants: { _, event, line in
+                event == "start" || event == "operator" || (event == "sign" && RecordShape.contains(allowed, in: line))
+            },
+            visit: { apply($0, to: &state, address: &address, reader: reader) })
+        return read.map { ($0, state) }
     }
 
-    private static func replay(
-        _ bytes: [UInt8], agent: Address?, from initial: LedgerState, after: UInt64, vouching hash: String?
-    ) -> Result<(AuditChain, LedgerState), AuditError> {
-        var state = initial
-        var vouched = hash == nil
-        let reader = NitroRPCv0Reader()
+    /// Starts from the snapshot taken at record `seq`: its decoding runs on another thread while this one verifies
+    /// the chain; the records after `seq` are kept and applied once both are done.
+    private static func replay(_ bytes: [UInt8], agent: Address?, snapshot: [UInt8], seq: UInt64)
+        -> Result<(AuditChain, LedgerState), AuditError>
+    {
+        let hash = SHA256.hex(snapshot)
+        let decoded = Decoded()
+        let thread = Thread { decoded.set(LedgerState.decodeSnapshot(snapshot)?.state) }
+        thread.start()
+        var vouched = false
+        var tail: [AuditEntry] = []
         var address = agent
         let read = AuditChain.read(
             bytes,
-            wants: { seq, event, line in
-                event == "start" || (hash != nil && seq == after)
-                    || (seq > after
+            wants: { recordSeq, event, line in
+                event == "start" || recordSeq == seq
+                    || (recordSeq > seq
                         && (event == "operator" || (event == "sign" && RecordShape.contains(allowed, in: line))))
             },
             visit: { entry in
-                if let hash, entry.seq == after, entry.event != "start" {
+                if entry.event == "start", address == nil {
+                    address = entry.string("address").flatMap(Address.init(eip55:))
+                }
+                if entry.seq == seq {
                     guard entry.event == "stop", entry.string("snapshot_sha256") == hash else {
                         return .unavailable("the log does not vouch for the snapshot")
                     }
                     vouched = true
-                    return nil
+                } else if entry.seq > seq && entry.event != "start" {
+                    // A release needs the sessions' previous states, which snapshots do not keep.
+                    if entry.event == "operator" { return .unavailable("an operator action after the snapshot") }
+                    tail.append(entry)
                 }
-                switch entry.event {
-                case "start":
-                    if address == nil { address = entry.string("address").flatMap(Address.init(eip55:)) }
-                    return nil
-                case "operator":
-                    guard entry.string("action") == "session_release" else { return nil }
-                    guard let id = entry.string("app_session_id"), state.release(id) else {
-                        return .broken(line: entry.line, why: "a release of a session the ledger does not hold")
-                    }
-                    return nil
-                default:
-                    guard entry.string("decision") == "allow" else { return nil }
-                    guard let agent = address else {
-                        return .broken(line: entry.line, why: "a decision before any start record names the agent")
-                    }
-                    guard let req = entry.string("req"), let timeMs = entry.integer("time_ms") else {
-                        return .broken(line: entry.line, why: "an allowance without req or time_ms")
-                    }
-                    guard case .success(let request) = reader.read(Array(req.utf8)) else {
-                        return .broken(line: entry.line, why: "an allowance whose req does not parse")
-                    }
-                    guard let effect = Policy.replay(request, state: state, agent: agent) else {
-                        return .broken(line: entry.line, why: "an allowance that does not apply to the ledger")
-                    }
-                    state.apply(effect, atMs: timeMs)
-                    return nil
-                }
+                return nil
             })
+        guard var state = decoded.wait() else { return .failure(.unavailable("the snapshot does not decode")) }
+        let chain: AuditChain
+        switch read {
+        case .success(let value): chain = value
+        case .failure(let error): return .failure(error)
+        }
         guard vouched else { return .failure(.unavailable("the snapshot's stop record is not in the log")) }
-        return read.map { ($0, state) }
+        let reader = NitroRPCv0Reader()
+        for entry in tail {
+            if let error = apply(entry, to: &state, address: &address, reader: reader) { return .failure(error) }
+        }
+        return .success((chain, state))
+    }
+
+    /// Applies one allowance, operator action or start record to the ledger.
+    private static func apply(
+        _ entry: AuditEntry, to state: inout LedgerState, address: inout Address?, reader: NitroRPCv0Reader
+    ) -> AuditError? {
+        switch entry.event {
+        case "start":
+            if address == nil { address = entry.string("address").flatMap(Address.init(eip55:)) }
+            return nil
+        case "operator":
+            guard entry.string("action") == "session_release" else { return nil }
+            guard let id = entry.string("app_session_id"), state.release(id) else {
+                return .broken(line: entry.line, why: "a release of a session the ledger does not hold")
+            }
+            return nil
+        default:
+            guard entry.string("decision") == "allow" else { return nil }
+            guard let agent = address else {
+                return .broken(line: entry.line, why: "a decision before any start record names the agent")
+            }
+            guard let req = entry.string("req"), let timeMs = entry.integer("time_ms") else {
+                return .broken(line: entry.line, why: "an allowance without req or time_ms")
+            }
+            guard case .success(let request) = reader.read(Array(req.utf8)) else {
+                return .broken(line: entry.line, why: "an allowance whose req does not parse")
+            }
+            guard let effect = Policy.replay(request, state: state, agent: agent) else {
+                return .broken(line: entry.line, why: "an allowance that does not apply to the ledger")
+            }
+            state.apply(effect, atMs: timeMs)
+            return nil
+        }
+    }
+
+    /// A value handed from the decoding thread.
+    private final class Decoded: @unchecked Sendable {
+        private let condition = NSCondition()
+        private var done = false
+        private var value: LedgerState?
+
+        func set(_ state: LedgerState?) {
+            condition.lock()
+            value = state
+            done = true
+            condition.signal()
+            condition.unlock()
+        }
+
+        func wait() -> LedgerState? {
+            condition.lock()
+            defer { condition.unlock() }
+            while !done { condition.wait() }
+            return value
+        }
     }
 }

@@ -2,10 +2,10 @@
 /// decision. Its SHA-256 is recorded in the audit log's stop record: a snapshot is used only when the chain
 /// vouches for it, and otherwise the ledger is replayed from the log as before.
 ///
-/// Layout: the magic line, then length-prefixed fields (LEB128 integers, UTF-8 strings, 20-byte addresses,
+/// Layout (v2): the magic line, the seq, then length-prefixed fields (LEB128 integers, UTF-8 strings, 20-byte addresses,
 /// amounts as their decimal text). Decoding refuses anything malformed or left over.
 extension LedgerState {
-    static let snapshotMagic = Array("custodian ledger snapshot v1\n".utf8)
+    static let snapshotMagic = Array("custodian ledger snapshot v2\n".utf8)
 
     /// The snapshot of this ledger, as of the audit record `seq` (the stop record that will carry its hash).
     public func encodeSnapshot(seq: UInt64) -> [UInt8] {
@@ -14,15 +14,11 @@ extension LedgerState {
         out.uint(seq)
         let ids = sessions.keys.sorted()
         out.uint(UInt64(ids.count))
+        // Sessions' previous states are not kept: only an operator's release needs them, and a release is written
+        // with the agent stopped, after a full replay, and makes the next start replay in full.
         for id in ids {
             guard let session = sessions[id] else { continue }
             out.record(session)
-            if let before = previous[id] {
-                out.uint(1)
-                out.record(before)
-            } else {
-                out.uint(0)
-            }
         }
         out.uint(UInt64(losses.count))
         for loss in losses {
@@ -34,6 +30,13 @@ extension LedgerState {
         return out.bytes
     }
 
+    /// The seq a snapshot was taken at, read from its header without decoding it.
+    public static func snapshotSeq(_ bytes: [UInt8]) -> UInt64? {
+        guard bytes.starts(with: snapshotMagic) else { return nil }
+        var input = SnapshotReader(bytes: bytes, index: snapshotMagic.count)
+        return input.uint()
+    }
+
     /// The ledger a snapshot holds and the seq of the record it was taken at, or nil if it is not one this build
     /// wrote.
     public static func decodeSnapshot(_ bytes: [UInt8]) -> (state: LedgerState, seq: UInt64)? {
@@ -41,13 +44,10 @@ extension LedgerState {
         var input = SnapshotReader(bytes: bytes, index: snapshotMagic.count)
         var state = LedgerState()
         guard let seq = input.uint(), let count = input.uint() else { return nil }
+        state.sessions.reserveCapacity(Int(min(count, 1 << 24)))
         for _ in 0..<count {
-            guard let session = input.record(), let hasPrevious = input.uint() else { return nil }
+            guard let session = input.record() else { return nil }
             state.sessions[session.appSessionID] = session
-            if hasPrevious == 1 {
-                guard let before = input.record() else { return nil }
-                state.previous[session.appSessionID] = before
-            }
         }
         guard let lossCount = input.uint() else { return nil }
         for _ in 0..<lossCount {

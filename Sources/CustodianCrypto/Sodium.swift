@@ -124,6 +124,27 @@ public enum SHA256 {
         return out
     }
 
+    /// A reusable hashing context, for hashing many lines in a row (a log's chain) without an allocation each.
+    public final class Hasher {
+        private let context: OpaquePointer? = EVP_MD_CTX_new()
+
+        public init() {}
+
+        deinit { EVP_MD_CTX_free(context) }
+
+        /// Writes the digest of `bytes` into `out` (32 bytes).
+        public func hash(_ bytes: ArraySlice<UInt8>, into out: inout [UInt8]) {
+            var length: UInt32 = 0
+            bytes.withUnsafeBytes { buffer in
+                out.withUnsafeMutableBytes { digest in
+                    _ = EVP_DigestInit_ex(context, Algorithm.shared.md, nil)
+                    _ = EVP_DigestUpdate(context, buffer.baseAddress, buffer.count)
+                    _ = EVP_DigestFinal_ex(context, digest.baseAddress?.assumingMemoryBound(to: UInt8.self), &length)
+                }
+            }
+        }
+    }
+
     /// Lower-case hex of the digest.
     public static func hex(_ bytes: some Collection<UInt8>) -> String {
         CustodianCoreHex.encode(hash(bytes))
