@@ -139,6 +139,8 @@ private struct SnapshotReader {
     /// Addresses repeat (participants, allocations): their EIP-55 form is computed once.
     var addresses: [[UInt8]: Address] = [:]
     var amounts: [String: Amount] = [:]
+    /// Short strings repeat (asset symbols, applications, protocols): each is built once.
+    var strings: [ArraySlice<UInt8>: String] = [:]
 
     init(bytes: [UInt8], index: Int) {
         self.bytes = bytes
@@ -165,8 +167,14 @@ private struct SnapshotReader {
 
     mutating func string() -> String? {
         guard let length = count(), bytes.count - index >= length else { return nil }
-        defer { index += length }
-        return String(validating: bytes[index..<(index + length)], as: UTF8.self)
+        let slice = bytes[index..<(index + length)]
+        index += length
+        if length <= 16, let known = strings[slice] { return known }
+        // No re-validation: a snapshot is used only when the log vouches for its hash, so these are the bytes
+        // custodian wrote from its own Strings (and a malformed sequence would only become U+FFFD).
+        let text = String(decoding: slice, as: UTF8.self)
+        if length <= 16 { strings[slice] = text }
+        return text
     }
 
     mutating func optionalString() -> String?? {
