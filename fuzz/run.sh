@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Fuzz the request reader and policy evaluation with libFuzzer.
+#
+#   fuzz/run.sh [SECONDS]      default 60; the corpus grows in fuzz/corpus (seeded from the vectors' messages)
+#
+# Builds CustodianCore's sources alone (plus BigInt) with -sanitize=fuzzer,address. A crash is written as
+# crash-* in the current directory: add it as a regression vector.
+set -euo pipefail
+seconds=${1:-60}
+cd "$(dirname "$0")/.."
+scripts/setup
+swift package resolve >/dev/null
+work=$(mktemp -d /tmp/custodian-fuzz-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+bigint=.build/checkouts/BigInt/Sources
+swiftc -O -parse-as-library -module-name BigInt -emit-module -emit-module-path "$work/BigInt.swiftmodule" \
+    -emit-library -static -o "$work/libBigInt.a" "$bigint"/*.swift
+swiftc -O -parse-as-library -sanitize=fuzzer,address -I "$work" -L "$work" -lBigInt -module-name CustodianCore \
+    Sources/CustodianCore/*.swift fuzz/RequestFuzzer.swift -o "$work/fuzz-request"
+mkdir -p fuzz/corpus
+python3 - <<'PY'
+import json, pathlib, hashlib
+out = pathlib.Path("fuzz/corpus")
+for path in pathlib.Path("Tests/Vectors").rglob("*.json"):
+    data = json.loads(path.read_text())
+    for key in ("message", "req", "wire"):
+        if isinstance(data.get(key), str):
+            text = data[key].encode()
+            (out / hashlib.sha256(text).hexdigest()[:16]).write_bytes(text)
+    if isinstance(data.get("message_hex"), str):
+        raw = bytes.fromhex(data["message_hex"])
+        (out / hashlib.sha256(raw).hexdigest()[:16]).write_bytes(raw)
+PY
+SWIFT_BACKTRACE=enable=no "$work/fuzz-request" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
+    fuzz/corpus 2>&1 | tail -25
