@@ -47,12 +47,6 @@ struct ClosePropertyTests {
             let members = Array(Self.participants.prefix(size))
             let funding = members.map { _ in Int64.random(in: 0...200, using: &random) * 500_000 }
             let total = funding.reduce(0, +)
-            let cap = Int64.random(in: 1...400, using: &random) * 500_000
-            let maxLoss = Int64.random(in: 0...150, using: &random) * 500_000
-            var policy = Policy(assets: ["usdc": Policy.AssetRule(decimals: 6, maxAllocation: nil, maxOwnLoss: nil)])
-            policy.maxAgeMs = .max
-            policy.assets["usdc"]?.maxAllocation = Amount(Self.text(cap, extraDigit: false))
-            policy.assets["usdc"]?.maxOwnLoss = Amount(Self.text(maxLoss, extraDigit: false))
             let weights = [100] + Array(repeating: 0, count: size - 1)
             let createAllocations = zip(members, funding).map {
                 "{\"participant\":\"\($0)\",\"asset\":\"usdc\",\"amount\":\"\(Self.text($1, extraDigit: false))\"}"
@@ -90,6 +84,24 @@ struct ClosePropertyTests {
             default: break
             }
             entries.shuffle(using: &random)
+
+            // Limits: random, or exactly at the boundary of this close, or one micro-unit below it.
+            let largest = entries.map(\.micro).max() ?? 0
+            let ownShare = entries.filter { $0.participant == members[0] }.reduce(Int64(0)) { $0 + $1.micro }
+            let lossHere = max(funding[0] - ownShare, 0)
+            func limit(_ boundary: Int64, _ random: inout SplitMix64) -> Int64 {
+                switch Int.random(in: 0..<4, using: &random) {
+                case 0: boundary
+                case 1: max(boundary - 1, 0)
+                default: Int64.random(in: 0...400, using: &random) * 500_000
+                }
+            }
+            let cap = limit(largest, &random)
+            let maxLoss = limit(lossHere, &random)
+            var policy = Policy(assets: ["usdc": Policy.AssetRule(decimals: 6)])
+            policy.maxAgeMs = .max
+            policy.assets["usdc"]?.maxAllocation = Amount(Self.text(cap, extraDigit: false))
+            policy.assets["usdc"]?.maxOwnLoss = Amount(Self.text(maxLoss, extraDigit: false))
 
             // The oracle, in integers.
             let sum = entries.reduce(Int64(0)) { $0 + $1.micro * 10 + ($1.extraDigit ? 1 : 0) }
