@@ -313,17 +313,8 @@ public final class Engine: @unchecked Sendable {
                 common(&writer)
                 writer.field("decision", "allow")
                 writer.field("signature", signature)
-                if !effect.warnings.isEmpty {
-                    // Warn mode: signed, and the refusal it would have been is on record.
-                    writer.key("warnings")
-                    writer.beginArray()
-                    for warning in effect.warnings {
-                        writer.beginObject()
-                        writeDenial(warning, &writer)
-                        writer.endObject()
-                    }
-                    writer.endArray()
-                }
+                // Warn mode: signed, and the refusal it would have been is on record.
+                writeWarnings(effect.warnings, &writer)
             }
             state.apply(effect, atMs: now)
             let envelope = NitroRPCv0Reader.envelope(for: request, appending: signature)
@@ -363,6 +354,19 @@ public func writeDenial(_ denial: Denial, _ writer: inout JSONWriter) {
         for figure in denial.figures { writer.field(figure.name, figure.value) }
         writer.endObject()
     }
+}
+
+/// The `warnings` array of an allowance under warn mode (nothing when there are none).
+public func writeWarnings(_ warnings: [Denial], _ writer: inout JSONWriter) {
+    guard !warnings.isEmpty else { return }
+    writer.key("warnings")
+    writer.beginArray()
+    for warning in warnings {
+        writer.beginObject()
+        writeDenial(warning, &writer)
+        writer.endObject()
+    }
+    writer.endArray()
 }
 
 private func writePeer(_ peer: Peer?, _ writer: inout JSONWriter) {

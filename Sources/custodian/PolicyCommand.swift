@@ -78,16 +78,7 @@ struct PolicyCommand: ParsableCommand {
                 switch loaded.policy.evaluate(request, state: state, agent: agent, nowMs: now) {
                 case .allow(let effect):
                     writer.field("decision", "allow")
-                    if !effect.warnings.isEmpty {
-                        writer.key("warnings")
-                        writer.beginArray()
-                        for warning in effect.warnings {
-                            writer.beginObject()
-                            writeDenial(warning, &writer)
-                            writer.endObject()
-                        }
-                        writer.endArray()
-                    }
+                    writeWarnings(effect.warnings, &writer)
                     allowed = true
                 case .deny(let denial):
                     writer.field("decision", "deny")
