@@ -218,21 +218,37 @@ public enum RecordShape {
     }
 }
 
+/// Records taken from the log's stage for one write: the bytes, and the seq and head the log has once they are
+/// durable.
+public struct AuditBatch: Sendable {
+    public fileprivate(set) var bytes: [UInt8]
+    public let lastSeq: UInt64
+    public let lastHead: String
+}
+
 /// The append-only, hash-chained audit log (CONTRACT §6).
 ///
-/// Records are staged, then committed together with one write and one fdatasync (group commit); a failed commit
-/// truncates the file back and forgets the staged records, so the log never holds a record whose decision was
-/// not delivered as recorded.
+/// Records are staged, then written together with one write and one fdatasync (group commit). Staging and
+/// writing can overlap: ``takeStaged()`` hands the staged records to one writer while later records are staged
+/// behind them. A failed write cuts the file back and forgets every record after the last durable one, so the
+/// log never holds a record whose decision was not delivered as recorded.
+///
+/// Not thread-safe: the owner serializes staging, ``takeStaged()`` and ``finish(_:durable:)``; ``write(_:)`` may
+/// run beside staging, one batch at a time.
 public final class AuditLog {
     public let path: String
-    private var fd: Int32
-    /// The seq of the last committed record.
+    private let fd: Int32
+    /// The seq of the last durable record.
     public private(set) var seq: UInt64
-    /// The hash of the last committed line.
+    /// The hash of the last durable line.
     public private(set) var head: String
     private var committedLength: Int
     private var staged: [UInt8] = []
-    private var stagedSeq: UInt64
+    /// The buffer of the last finished batch, reused for the next stage.
+    private var spare: [UInt8] = []
+    private var writer = JSONWriter(capacity: 2048)
+    /// The seq of the last staged record (durable, being written, or staged).
+    public private(set) var stagedSeq: UInt64
     private var stagedHead: String
 
     /// Opens the log at `path` (mode 0600, created if missing) after `chain` was read from it.
@@ -257,7 +273,7 @@ public final class AuditLog {
 
     deinit { close(fd) }
 
-    /// The number of staged, uncommitted records.
+    /// The number of records staged or being written, not yet durable.
     public var stagedCount: UInt64 { stagedSeq - seq }
 
     /// The hash the next staged record will name as `prev`.
@@ -267,7 +283,7 @@ public final class AuditLog {
     @discardableResult
     public func stage(event: String, timeMs: UInt64, _ fields: (inout JSONWriter) -> Void) -> UInt64 {
         let next = stagedSeq + 1
-        var writer = JSONWriter(capacity: 512)
+        writer.reset()
         writer.beginObject()
         writer.field("seq", next)
         writer.field("time", RFC3339.format(ms: timeMs))
@@ -283,24 +299,17 @@ public final class AuditLog {
         return next
     }
 
-    /// Writes and syncs everything staged. On failure the file is cut back and the staged records are dropped.
-    public func commit() throws(AuditError) {
-        guard !staged.isEmpty else { return }
-        defer { staged.removeAll(keepingCapacity: true) }
-        do {
-            try writeAndSync()
-        } catch {
-            _ = ftruncate(fd, off_t(committedLength))
-            stagedSeq = seq
-            stagedHead = head
-            throw error
-        }
-        committedLength += staged.count
-        seq = stagedSeq
-        head = stagedHead
+    /// Takes every staged record for one write (nil when none is staged); later records stage behind them.
+    public func takeStaged() -> AuditBatch? {
+        guard !staged.isEmpty else { return nil }
+        let batch = AuditBatch(bytes: staged, lastSeq: stagedSeq, lastHead: stagedHead)
+        staged = spare
+        spare = []
+        return batch
     }
 
-    private func writeAndSync() throws(AuditError) {
+    /// Writes and syncs one batch at the end of the durable log. Touches nothing that staging does.
+    public func write(_ batch: AuditBatch) throws(AuditError) {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw .unavailable("fstat failed") }
         // A log unlinked or replaced under us would swallow records no auditor will ever read.
@@ -310,16 +319,47 @@ public final class AuditLog {
                 throw .unavailable("cannot restore the log's length")
             }
         }
+        let total = batch.bytes.count
         var written = 0
-        while written < staged.count {
-            let count = staged.withUnsafeBytes { buffer -> Int in
+        while written < total {
+            let count = batch.bytes.withUnsafeBytes { buffer -> Int in
                 guard let base = buffer.baseAddress else { return 0 }
-                return pwrite(fd, base + written, staged.count - written, off_t(committedLength + written))
+                return pwrite(fd, base + written, total - written, off_t(committedLength + written))
             }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { throw .unavailable("write failed: \(String(cString: strerror(errno)))") }
             written += count
         }
         guard fdatasync(fd) == 0 else { throw .unavailable("fdatasync failed: \(String(cString: strerror(errno)))") }
+    }
+
+    /// Settles a written batch: durable, it becomes the log's end; failed, the file is cut back to the last durable
+    /// record and everything staged after it is dropped too (it chains on the failed records).
+    public func finish(_ batch: consuming AuditBatch, durable: Bool) {
+        if durable {
+            committedLength += batch.bytes.count
+            seq = batch.lastSeq
+            head = batch.lastHead
+        } else {
+            _ = ftruncate(fd, off_t(committedLength))
+            staged.removeAll(keepingCapacity: true)
+            stagedSeq = seq
+            stagedHead = head
+        }
+        batch.bytes.removeAll(keepingCapacity: true)
+        spare = batch.bytes
+    }
+
+    /// Writes and syncs everything staged (take, write, finish). On failure the file is cut back and the staged
+    /// records are dropped.
+    public func commit() throws(AuditError) {
+        guard let batch = takeStaged() else { return }
+        do {
+            try write(batch)
+        } catch {
+            finish(batch, durable: false)
+            throw error
+        }
+        finish(batch, durable: true)
     }
 }

@@ -38,23 +38,22 @@ public struct StatusSnapshot: Sendable {
 
 /// The single owner of the key, the policy, the ledger and the audit log.
 ///
-/// Requests are queued to one committer thread, which takes every queued request at once, decides each in order
-/// against the state the previous ones left (check, sign and record with no other request in between), writes
-/// all their records with one write and one fdatasync, and only then releases the replies. If the sync fails, the
-/// batch's state changes are undone and every reply in it says `audit.unavailable`: no signature leaves unrecorded.
+/// Each request is decided on the thread that submits it (an event loop's), under the engine's lock: checked
+/// against the state every earlier request left, signed, its record staged, the ledger changed. Nothing is sent
+/// then. Records are made durable in batches (group commit): one write and one fdatasync for every record staged
+/// since the last, outside the lock, so that later requests are decided while a batch syncs. When no batch is
+/// syncing, the submitting thread writes its own at once (a lone client pays no thread hand-off); one that finds
+/// more records staged after its batch hands them to the syncer thread, which writes batches back to back while
+/// there are any. Replies run only after their batch is durable. If a write fails, every batch not yet durable
+/// is undone (the ledger and the policy go back to what the log holds) and each reply says `audit.unavailable`:
+/// no signature leaves unrecorded.
 public final class Engine: @unchecked Sendable {
-    private enum Job {
-        case sign(
-            message: [UInt8], parsed: Result<SignableRequest, Denial>, peer: Peer?,
-            reply: @Sendable (SignOutcome) -> Void)
-        case reload(LoadedPolicy?, error: String?, reply: @Sendable (Bool) -> Void)
-        case event(name: String, peer: Peer?, fields: @Sendable (inout JSONWriter) -> Void)
-    }
-
     private let key: SigningKey
     /// The agent's address.
     public let address: Address
     private var policy: LoadedPolicy
+    /// The policy in force as of the last durable record, restored when a batch fails.
+    private var durablePolicy: LoadedPolicy
     private var state: LedgerState
     private let log: AuditLog
     private let reader = NitroRPCv0Reader()
@@ -64,12 +63,23 @@ public final class Engine: @unchecked Sendable {
     /// Where a clean stop writes the ledger snapshot (nil: none).
     private let snapshotPath: String?
 
+    /// Guards everything above that changes, and the fields below.
     private let condition = NSCondition()
-    private var queue: [Job] = []
+    /// What runs once the records staged so far are durable (success) or dropped (failure), in staging order.
+    private var staged: [Completion] = []
+    /// Whether the ledger has a batch open for the records staged so far.
+    private var batchOpen = false
+    /// Whether a batch is being written (by a submitting thread or the syncer).
+    private var writing = false
+    /// Whether the syncer is asked to write what is staged.
+    private var syncerWanted = false
     private var stopping = false
     private var stopped = false
-    private var snapshot: StatusSnapshot
-    private var thread: Thread?
+
+    private struct Completion {
+        let durable: () -> Void
+        let dropped: () -> Void
+    }
 
     /// Takes ownership of the key; replays nothing itself (the caller passes the rebuilt `state`).
     public init(
@@ -80,16 +90,12 @@ public final class Engine: @unchecked Sendable {
         self.address = key.address
         self.key = key
         self.policy = policy
+        self.durablePolicy = policy
         self.state = state
         self.log = log
         self.clock = clock
         self.checkpointEvery = max(checkpointEvery, 1)
-        let now = clock()
-        self.startedAtMs = now
-        let counts = state.counts
-        self.snapshot = StatusSnapshot(
-            address: address.checksummed, policyHash: policy.hash, auditSeq: log.seq, auditHead: log.head,
-            openSessions: counts.open, closedSessions: counts.closed, startedAtMs: now)
+        self.startedAtMs = clock()
     }
 
     /// Unix milliseconds from the system clock.
@@ -99,9 +105,11 @@ public final class Engine: @unchecked Sendable {
         return UInt64(spec.tv_sec) * 1000 + UInt64(spec.tv_nsec / 1_000_000)
     }
 
-    /// Records the start (and the policy in force) durably, then starts the committer thread.
+    /// Records the start (and the policy in force) durably, then starts the syncer thread.
     public func start(version: String) throws(AuditError) {
         let now = clock()
+        condition.lock()
+        defer { condition.unlock() }
         log.stage(event: "start", timeMs: now) { writer in
             writer.field("address", address.checksummed)
             writer.field("version", version)
@@ -112,79 +120,196 @@ public final class Engine: @unchecked Sendable {
             if let path = policy.path { writer.field("path", path) }
         }
         try log.commit()
-        publishSnapshot()
-        let thread = Thread { [self] in run() }
-        thread.name = "custodian-committer"
-        self.thread = thread
+        // The thread ends when the engine stops; it holds the engine until then.
+        let thread = Thread { [self] in runSyncer() }
+        thread.name = "custodian-syncer"
         thread.start()
     }
 
-    /// Queues a message for signing; `reply` runs on the committer thread once the decision is durable.
+    /// Decides a message and replies once the decision is durable; `reply` runs on the thread that wrote the
+    /// batch (this one when no other batch was being written).
     ///
-    /// The message is read (parsed, checked, hashed) here, on the caller's thread, so that this work runs beside
-    /// the committer's; only the decision, the signature and the record are serialized.
+    /// The message is read (parsed, checked, hashed) before the lock is taken.
     public func sign(message: [UInt8], peer: Peer?, reply: @escaping @Sendable (SignOutcome) -> Void) {
         let parsed = reader.read(message)
-        enqueue(.sign(message: message, parsed: parsed, peer: peer, reply: reply)) {
-            reply(.unavailable("the agent is stopping"))
+        submit(orElse: { reply(.unavailable("the agent is stopping")) }) { now in
+            let outcome = decide(message, parsed: parsed, peer: peer, now: now)
+            return Completion(
+                durable: { reply(outcome) },
+                dropped: { reply(.unavailable("the decision could not be recorded")) })
         }
     }
 
     /// Replaces the policy (after SIGHUP), in order with the requests around it; a nil policy records the failure.
     public func reload(_ loaded: LoadedPolicy?, error: String?, reply: @escaping @Sendable (Bool) -> Void) {
-        enqueue(.reload(loaded, error: error, reply: reply)) { reply(false) }
+        submit(orElse: { reply(false) }) { now in
+            let old = policy.hash
+            if let loaded {
+                policy = loaded
+                log.stage(event: "policy_reloaded", timeMs: now) { writer in
+                    writer.field("policy_hash", loaded.hash)
+                    writer.field("previous_policy_hash", old)
+                }
+            } else {
+                log.stage(event: "policy_reload_failed", timeMs: now) { writer in
+                    writer.field("policy_hash", old)
+                    writer.field("error", error ?? "unknown")
+                }
+            }
+            return Completion(durable: { reply(loaded != nil) }, dropped: { reply(false) })
+        }
     }
 
     /// Records a lifecycle or security event (a refused caller, an operator action) in order with the decisions.
     public func record(event name: String, peer: Peer?, _ fields: @escaping @Sendable (inout JSONWriter) -> Void) {
-        enqueue(.event(name: name, peer: peer, fields: fields)) {}
+        submit(orElse: {}) { now in
+            log.stage(event: name, timeMs: now) { writer in
+                writePeer(peer, &writer)
+                writer.field("policy_hash", policy.hash)
+                fields(&writer)
+            }
+            return nil
+        }
     }
 
-    private func enqueue(_ job: Job, orElse refuse: () -> Void) {
+    /// Stages one job under the lock, then writes the batch here if no other write is under way.
+    private func submit(orElse refuse: () -> Void, _ job: (UInt64) -> Completion?) {
         condition.lock()
         if stopping {
             condition.unlock()
             refuse()
             return
         }
-        queue.append(job)
-        condition.signal()
+        if !batchOpen {
+            state.beginBatch()
+            batchOpen = true
+        }
+        let now = clock()
+        if let completion = job(now) { staged.append(completion) }
+        if log.stagedSeq % checkpointEvery == 0 { stageCheckpoint(now: now) }
+        guard !writing else {
+            condition.unlock()
+            return
+        }
+        writing = true
+        let batch = takeBatch()
+        condition.unlock()
+        let completions = writeBatch(batch, handingOn: true)
+        for completion in completions { completion() }
+    }
+
+    private struct Batch {
+        var records: AuditBatch?
+        var completions: [Completion]
+        var policy: LoadedPolicy
+    }
+
+    /// Takes what is staged for one write. Under the lock.
+    private func takeBatch() -> Batch {
+        let batch = Batch(records: log.takeStaged(), completions: staged, policy: policy)
+        staged = []
+        batchOpen = false
+        return batch
+    }
+
+    /// Writes a taken batch without the lock, then settles it under the lock. Returns the replies to run (after
+    /// the lock is released). `handingOn`: a submitting thread, which passes any later records to the syncer and
+    /// clears `writing` if there are none; the syncer keeps `writing` and loops itself.
+    private func writeBatch(_ batch: Batch, handingOn: Bool) -> [() -> Void] {
+        var failure: AuditError?
+        if let records = batch.records {
+            do { try log.write(records) } catch { failure = error }
+        }
+        condition.lock()
+        defer { condition.unlock() }
+        var replies: [() -> Void] = []
+        if let failure {
+            // Every batch not yet durable goes: the ledger and the policy must equal what the log holds.
+            if let records = batch.records { log.finish(records, durable: false) }
+            state.rollbackBatches()
+            batchOpen = false
+            policy = durablePolicy
+            FileHandle.standardError.write(
+                Data("custodian: error: \(failure); refusing until it is writable\n".utf8))
+            replies = (batch.completions + staged).map(\.dropped)
+            staged = []
+        } else {
+            if let records = batch.records { log.finish(records, durable: true) }
+            if batch.records != nil { state.commitBatch() }
+            durablePolicy = batch.policy
+            replies = batch.completions.map(\.durable)
+        }
+        if handingOn {
+            if log.stagedCount > 0 || !staged.isEmpty {
+                syncerWanted = true
+                condition.broadcast()
+            } else {
+                writing = false
+                // Only a stop waits for the end of a write.
+                if stopping { condition.broadcast() }
+            }
+        }
+        return replies
+    }
+
+    /// Writes batches back to back while records are staged; idle otherwise.
+    private func runSyncer() {
+        condition.lock()
+        while true {
+            while !syncerWanted && !(stopping && !writing) { condition.wait() }
+            if !syncerWanted { break }  // stopping, and nothing is being written
+            syncerWanted = false
+            while log.stagedCount > 0 || !staged.isEmpty {
+                let batch = takeBatch()
+                condition.unlock()
+                let replies = writeBatch(batch, handingOn: false)
+                for reply in replies { reply() }
+                condition.lock()
+            }
+            writing = false
+            if stopping { condition.broadcast() }
+        }
         condition.unlock()
     }
 
-    /// The latest committed status.
+    /// The latest durable status (the session counts include decisions still being written).
     public func status() -> StatusSnapshot {
         condition.lock()
         defer { condition.unlock() }
-        return snapshot
+        let counts = state.counts
+        return StatusSnapshot(
+            address: address.checksummed, policyHash: durablePolicy.hash, auditSeq: log.seq, auditHead: log.head,
+            openSessions: counts.open, closedSessions: counts.closed, startedAtMs: startedAtMs)
     }
 
-    /// Finishes the queued requests, writes a checkpoint and a stop record, and stops the committer.
+    /// Waits for the batches under way, writes a ledger snapshot, a checkpoint and a stop record, and stops the
+    /// syncer. Requests submitted from then on are refused.
     public func stop() {
         condition.lock()
+        defer { condition.unlock() }
+        guard !stopping else {
+            while !stopped { condition.wait() }
+            return
+        }
         stopping = true
-        condition.signal()
-        while !stopped { condition.wait() }
-        condition.unlock()
-    }
-
-    private func run() {
-        while true {
-            condition.lock()
-            while queue.isEmpty && !stopping { condition.wait() }
-            let batch = queue
-            queue.removeAll(keepingCapacity: true)
-            let finishing = stopping && batch.isEmpty
+        condition.broadcast()
+        while writing { condition.wait() }
+        // Anything staged while the last write ran (a submitter that found `writing` set) is written here.
+        if log.stagedCount > 0 || !staged.isEmpty {
+            writing = true
+            let batch = takeBatch()
             condition.unlock()
-            if finishing { break }
-            process(batch)
+            let replies = writeBatch(batch, handingOn: false)
+            for reply in replies { reply() }
+            condition.lock()
+            writing = false
         }
         let now = clock()
         // The ledger as of this stop, so that the next start need not replay the whole log; the stop record
         // carries its hash, which binds the snapshot to the chain.
         var snapshotHash: String?
         if let snapshotPath {
-            let snapshot = state.encodeSnapshot(seq: log.seq + log.stagedCount + 1)  // the stop record's seq
+            let snapshot = state.encodeSnapshot(seq: log.stagedSeq + 1)  // the stop record's seq
             do {
                 try SecretFile.writeAtomically(snapshot, to: snapshotPath, replace: true)
                 snapshotHash = SHA256.hex(snapshot)
@@ -201,63 +326,8 @@ public final class Engine: @unchecked Sendable {
         do { try log.commit() } catch {
             FileHandle.standardError.write(Data("custodian: error: could not record the stop: \(error)\n".utf8))
         }
-        publishSnapshot()
-        condition.lock()
         stopped = true
         condition.broadcast()
-        condition.unlock()
-    }
-
-    /// Decides every job of a batch in order, commits once, then replies.
-    private func process(_ batch: [Job]) {
-        state.beginBatch()
-        let policyBefore = policy
-        var replies: [() -> Void] = []
-        var failures: [() -> Void] = []
-        for job in batch {
-            let now = clock()
-            switch job {
-            case .sign(let message, let parsed, let peer, let reply):
-                let outcome = decide(message, parsed: parsed, peer: peer, now: now)
-                replies.append { reply(outcome) }
-                failures.append { reply(.unavailable("the decision could not be recorded")) }
-            case .reload(let loaded, let error, let reply):
-                let old = policy.hash
-                if let loaded {
-                    policy = loaded
-                    log.stage(event: "policy_reloaded", timeMs: now) { writer in
-                        writer.field("policy_hash", loaded.hash)
-                        writer.field("previous_policy_hash", old)
-                    }
-                } else {
-                    log.stage(event: "policy_reload_failed", timeMs: now) { writer in
-                        writer.field("policy_hash", old)
-                        writer.field("error", error ?? "unknown")
-                    }
-                }
-                replies.append { reply(loaded != nil) }
-                failures.append { reply(false) }
-            case .event(let name, let peer, let fields):
-                log.stage(event: name, timeMs: now) { writer in
-                    writePeer(peer, &writer)
-                    writer.field("policy_hash", policy.hash)
-                    fields(&writer)
-                }
-            }
-            if (log.seq + log.stagedCount) % checkpointEvery == 0 { stageCheckpoint(now: now) }
-        }
-        do {
-            try log.commit()
-        } catch {
-            // Undo the batch: the ledger must equal what the (unchanged) log implies.
-            state.rollbackBatch()
-            policy = policyBefore
-            FileHandle.standardError.write(Data("custodian: error: \(error); refusing until it is writable\n".utf8))
-            for failure in failures { failure() }
-            return
-        }
-        publishSnapshot()
-        for reply in replies { reply() }
     }
 
     /// Checks, signs and stages the record of one request; nothing is sent before the batch commits.
@@ -331,16 +401,6 @@ public final class Engine: @unchecked Sendable {
             writer.field("head", head)
             writer.field("signature", Hex.encode(signature, prefixed: true))
         }
-    }
-
-    private func publishSnapshot() {
-        let counts = state.counts
-        let next = StatusSnapshot(
-            address: address.checksummed, policyHash: policy.hash, auditSeq: log.seq, auditHead: log.head,
-            openSessions: counts.open, closedSessions: counts.closed, startedAtMs: startedAtMs)
-        condition.lock()
-        snapshot = next
-        condition.unlock()
     }
 }
 

@@ -59,7 +59,7 @@ public final class Server: Sendable {
     public static func start(settings: ServerSettings, engine: Engine) throws -> Server {
         let inherited = SocketActivation.listeningSocket()
         if inherited == nil { try prepareSocketPath(settings.socketPath) }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let connections = NIOLockedValueBox(0)
         let callers = CallerBook(rate: settings.rateLimit)
         let bootstrap = ServerBootstrap(group: group)

@@ -1,17 +1,40 @@
 /// Lower-case hexadecimal, the form Ethereum tools print.
 public enum Hex {
-    private static let digits = Array("0123456789abcdef".utf8)
+    /// `bytes` as lower-case hex, with the `0x` prefix when `prefixed`.
+    public static func encode(_ bytes: [UInt8], prefixed: Bool = false) -> String {
+        bytes.withUnsafeBufferPointer { encode(buffer: $0, prefixed: prefixed) }
+    }
+
+    /// `bytes` as lower-case hex, with the `0x` prefix when `prefixed`.
+    public static func encode(_ bytes: ArraySlice<UInt8>, prefixed: Bool = false) -> String {
+        bytes.withUnsafeBufferPointer { encode(buffer: $0, prefixed: prefixed) }
+    }
 
     /// `bytes` as lower-case hex, with the `0x` prefix when `prefixed`.
     public static func encode<Bytes: Sequence<UInt8>>(_ bytes: Bytes, prefixed: Bool = false) -> String {
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.underestimatedCount * 2 + 2)
-        if prefixed { out.append(contentsOf: [UInt8(ascii: "0"), UInt8(ascii: "x")]) }
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0F)])
+        encode(Array(bytes), prefixed: prefixed)
+    }
+
+    private static func encode(buffer: UnsafeBufferPointer<UInt8>, prefixed: Bool) -> String {
+        let prefix = prefixed ? 2 : 0
+        return String(unsafeUninitializedCapacity: buffer.count * 2 + prefix) { out in
+            if prefixed {
+                out[0] = UInt8(ascii: "0")
+                out[1] = UInt8(ascii: "x")
+            }
+            var index = prefix
+            for byte in buffer {
+                out[index] = hexDigit(byte >> 4)
+                out[index + 1] = hexDigit(byte & 0x0F)
+                index += 2
+            }
+            return index
         }
-        return String(decoding: out, as: UTF8.self)
+    }
+
+    @inline(__always)
+    private static func hexDigit(_ nibble: UInt8) -> UInt8 {
+        nibble < 10 ? nibble &+ 0x30 : nibble &+ 0x57
     }
 
     /// The bytes of `text`, which holds an even number of hex digits, optionally after `0x`. Nil otherwise.

@@ -12,6 +12,13 @@ public struct JSONWriter {
         bytes.reserveCapacity(capacity)
     }
 
+    /// Empties the writer for the next document, keeping its storage.
+    public mutating func reset() {
+        bytes.removeAll(keepingCapacity: true)
+        hasMember.removeAll(keepingCapacity: true)
+        afterKey = false
+    }
+
     /// The text written so far.
     public var text: String { String(decoding: bytes, as: UTF8.self) }
 
@@ -99,27 +106,53 @@ public struct JSONWriter {
     /// they are, for a receiver to refuse.
     public static func appendBytes(_ bytes: [UInt8], to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        for byte in bytes { appendEscaped(byte, to: &out) }
+        bytes.withUnsafeBufferPointer { appendEscaped($0, to: &out) }
         out.append(UInt8(ascii: "\""))
     }
 
     /// RFC 8259 string escaping: quote, backslash and controls; everything else raw UTF-8.
     public static func appendString(_ text: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        for byte in text.utf8 { appendEscaped(byte, to: &out) }
+        let done: Void? = text.utf8.withContiguousStorageIfAvailable { appendEscaped($0, to: &out) }
+        if done == nil {
+            for byte in text.utf8 { appendEscaped(byte, to: &out) }
+        }
         out.append(UInt8(ascii: "\""))
+    }
+
+    /// Copies runs of bytes that need no escape at once; escapes the rest one by one.
+    private static func appendEscaped(_ run: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        var start = 0
+        for index in run.indices {
+            let byte = run[index]
+            if byte >= 0x20 && byte != 0x22 && byte != 0x5C { continue }
+            if start < index { out.append(contentsOf: UnsafeBufferPointer(rebasing: run[start..<index])) }
+            appendEscaped(byte, to: &out)
+            start = index + 1
+        }
+        if start < run.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: run[start...])) }
     }
 
     @inline(__always)
     private static func appendEscaped(_ byte: UInt8, to out: inout [UInt8]) {
         switch byte {
-        case 0x22: out.append(contentsOf: [0x5C, 0x22])
-        case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
-        case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-        case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-        case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+        case 0x22, 0x5C:
+            out.append(0x5C)
+            out.append(byte)
+        case 0x0A:
+            out.append(0x5C)
+            out.append(UInt8(ascii: "n"))
+        case 0x0D:
+            out.append(0x5C)
+            out.append(UInt8(ascii: "r"))
+        case 0x09:
+            out.append(0x5C)
+            out.append(UInt8(ascii: "t"))
         case 0x00..<0x20:
-            out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30])
+            out.append(0x5C)
+            out.append(UInt8(ascii: "u"))
+            out.append(0x30)
+            out.append(0x30)
             out.append(hexDigits[Int(byte >> 4)])
             out.append(hexDigits[Int(byte & 0xF)])
         default: out.append(byte)

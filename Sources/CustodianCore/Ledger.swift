@@ -46,14 +46,20 @@ public protocol LedgerView {
     func realizedLoss(asset: ExactString, sinceMs: UInt64) -> Amount
 }
 
-/// The ledger's write side: applying decisions, undoing a batch that could not be made durable, and releasing a
-/// session by an operator.
+/// The ledger's write side: applying decisions, undoing the batches that could not be made durable, and releasing
+/// a session by an operator.
+///
+/// Decisions come in batches, one per write of the audit log. Several batches can be pending at once (one being
+/// synced while the next is decided on top of it); they become durable oldest first, and a failed write undoes
+/// every pending batch, since each later one was decided on the state the failed one left.
 public protocol LedgerStore: LedgerView {
     mutating func apply(_ effect: Effect, atMs timeMs: UInt64)
-    /// Marks the start of a batch of decisions that may be undone together.
+    /// Marks the start of a batch of decisions that may be undone.
     mutating func beginBatch()
-    /// Undoes every change since ``beginBatch()``.
-    mutating func rollbackBatch()
+    /// The oldest pending batch is durable: it can no longer be undone.
+    mutating func commitBatch()
+    /// Undoes every pending batch, newest change first.
+    mutating func rollbackBatches()
     /// Forgets the latest signed state of a session (an operator's release), returning to the one before it.
     mutating func release(_ id: String) -> Bool
     /// Counts of open and closed sessions.
@@ -70,8 +76,8 @@ public struct LedgerState: LedgerStore, Sendable {
     var previous: [String: SessionRecord] = [:]
     public internal(set) var losses: [LossEvent] = []
     private var undo: [(String, SessionRecord?, SessionRecord?)] = []
-    private var lossMark = 0
-    private var inBatch = false
+    /// Where each pending batch starts in `undo` and in `losses`, oldest first.
+    private var batches: [(undo: Int, losses: Int)] = []
 
     public init() {}
 
@@ -89,7 +95,7 @@ public struct LedgerState: LedgerStore, Sendable {
     public mutating func apply(_ effect: Effect, atMs timeMs: UInt64) {
         guard let session = effect.session else { return }
         let id = session.appSessionID
-        if inBatch { undo.append((id, sessions[id], previous[id])) }
+        if !batches.isEmpty { undo.append((id, sessions[id], previous[id])) }
         previous[id] = sessions[id]
         sessions[id] = session
         for (asset, amount) in effect.realizedLoss.sorted(by: { $0.key < $1.key }) where !amount.isZero {
@@ -98,19 +104,25 @@ public struct LedgerState: LedgerStore, Sendable {
     }
 
     public mutating func beginBatch() {
-        undo.removeAll(keepingCapacity: true)
-        lossMark = losses.count
-        inBatch = true
+        batches.append((undo.count, losses.count))
     }
 
-    public mutating func rollbackBatch() {
-        for (id, session, before) in undo.reversed() {
+    public mutating func commitBatch() {
+        guard !batches.isEmpty else { return }
+        batches.removeFirst()
+        // The entries before the oldest pending batch are no longer needed; drop them once none is pending.
+        if batches.isEmpty { undo.removeAll(keepingCapacity: true) }
+    }
+
+    public mutating func rollbackBatches() {
+        guard let oldest = batches.first else { return }
+        for (id, session, before) in undo[oldest.undo...].reversed() {
             sessions[id] = session
             previous[id] = before
         }
-        losses.removeSubrange(lossMark...)
+        losses.removeSubrange(oldest.losses...)
         undo.removeAll(keepingCapacity: true)
-        inBatch = false
+        batches.removeAll(keepingCapacity: true)
     }
 
     public mutating func release(_ id: String) -> Bool {

@@ -56,8 +56,8 @@ public struct SigningKey: ~Copyable {
         var length = 65
         _ = secp256k1_ec_pubkey_serialize(context, &serialized, &length, &pubkey, UInt32(SECP256K1_EC_UNCOMPRESSED))
         guard let address = Address(publicKey: serialized) else { throw CryptoError.invalidSecretKey }
-        // The secret is readable only while it signs; the committer thread alone signs in the agent.
-        secret.protectBetweenUses()
+        // Nothing writes the secret from here on.
+        secret.makeReadOnly()
         self.secret = secret
         self.publicKey = serialized
         self.address = address

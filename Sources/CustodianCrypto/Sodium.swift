@@ -42,8 +42,8 @@ public struct SecureBytes: ~Copyable {
     private let pointer: UnsafeMutableRawPointer
     /// The number of bytes.
     public let count: Int
-    /// Whether the pages are kept inaccessible between uses (``protectBetweenUses()``).
-    private var guarded = false
+    /// Whether the pages are read-only (``makeReadOnly()``).
+    private var readOnly = false
 
     /// Zero-filled guarded memory of `count` bytes.
     public init(count: Int) throws(CryptoError) {
@@ -75,30 +75,31 @@ public struct SecureBytes: ~Copyable {
     }
 
     deinit {
-        if guarded { _ = sodium_mprotect_readwrite(pointer) }
+        if readOnly { _ = sodium_mprotect_readwrite(pointer) }
         sodium_free(pointer)  // wipes before freeing
     }
 
-    /// From now on the pages are inaccessible (PROT_NONE) except inside the `with…` calls: a stray read elsewhere
-    /// in the process faults instead of leaking the secret. For a value used by one thread at a time.
-    public mutating func protectBetweenUses() {
-        guarded = sodium_mprotect_noaccess(pointer) == 0
+    /// From now on the pages are read-only (PROT_READ): a stray write anywhere in the process faults instead of
+    /// changing the secret, and readers on any thread need no system call. (Not PROT_NONE between uses: two
+    /// mprotect calls per signature, each a TLB shootdown across the agent's threads, cost about 8 % of the CPU at
+    /// 16 clients; the guard pages, the lock and MADV_DONTDUMP are what keep the secret out of overreads, swap
+    /// and core files.)
+    public mutating func makeReadOnly() {
+        readOnly = sodium_mprotect_readonly(pointer) == 0
     }
 
     /// Reads the bytes.
     public func withUnsafeBytes<R: ~Copyable, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R
     {
-        if guarded { _ = sodium_mprotect_readonly(pointer) }
-        defer { if guarded { _ = sodium_mprotect_noaccess(pointer) } }
-        return try body(UnsafeRawBufferPointer(start: pointer, count: count))
+        try body(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 
-    /// Writes the bytes.
+    /// Writes the bytes (the pages are writable again for the call if they were made read-only).
     public mutating func withUnsafeMutableBytes<R: ~Copyable, E: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
-        if guarded { _ = sodium_mprotect_readwrite(pointer) }
-        defer { if guarded { _ = sodium_mprotect_noaccess(pointer) } }
+        if readOnly { _ = sodium_mprotect_readwrite(pointer) }
+        defer { if readOnly { _ = sodium_mprotect_readonly(pointer) } }
         return try body(UnsafeMutableRawBufferPointer(start: pointer, count: count))
     }
 }
