@@ -38,21 +38,22 @@ public struct StatusSnapshot: Sendable {
 
 /// The single owner of the key, the policy, the ledger and the audit log.
 ///
-/// Each request is decided on the thread that submits it (an event loop's), under the engine's lock: checked
-/// against the state every earlier request left, signed, its record staged, the ledger changed. Nothing is sent
-/// then. Records are made durable in batches (group commit): one write and one fdatasync for every record staged
-/// since the last, outside the lock, so that later requests are decided while a batch syncs. When no batch is
-/// syncing, the submitting thread writes its own at once (a lone client pays no thread hand-off); one that finds
-/// more records staged after its batch hands them to the syncer thread, which writes batches back to back while
-/// there are any. Replies run only after their batch is durable. If a write fails, every batch not yet durable
-/// is undone (the ledger and the policy go back to what the log holds) and each reply says `audit.unavailable`:
-/// no signature leaves unrecorded.
+/// Each request is decided on the thread that submits it (an event loop's) and takes a ticket: under the engine's
+/// lock it is checked against the state every earlier ticket left and its effect is applied to the ledger; the
+/// signature is made outside the lock (two requests sign at once on two cores); then, under the lock again, the
+/// records are staged strictly in ticket order, so the log's order is the order of the decisions. Records are made
+/// durable in batches (group commit): one write and one fdatasync for everything staged since the last, outside
+/// the lock, while later requests are decided. When no batch is being written, the thread that staged writes at
+/// once (a lone client pays no thread hand-off); one that finds more records staged after its batch hands them to
+/// the syncer thread, which writes batches back to back while there are any. Replies run only after their batch
+/// is durable. If a write fails, every decision not yet durable is undone (the ledger and the policy go back to
+/// what the log holds) and each of their replies says `audit.unavailable`: no signature leaves unrecorded.
 public final class Engine: @unchecked Sendable {
     private let key: SigningKey
     /// The agent's address.
     public let address: Address
     private var policy: LoadedPolicy
-    /// The policy in force as of the last durable record, restored when a batch fails.
+    /// The policy in force as of the last durable record, restored when a write fails.
     private var durablePolicy: LoadedPolicy
     private var state: LedgerState
     private let log: AuditLog
@@ -65,10 +66,18 @@ public final class Engine: @unchecked Sendable {
 
     /// Guards everything above that changes, and the fields below.
     private let condition = NSCondition()
-    /// What runs once the records staged so far are durable (success) or dropped (failure), in staging order.
+    /// The next ticket to hand out, and the next to stage.
+    private var nextTicket: UInt64 = 0
+    private var nextToStage: UInt64 = 0
+    /// Decided jobs waiting for their turn to stage (an earlier ticket is still signing).
+    private var parked: [UInt64: Entry] = [:]
+    /// Bumped when a failed write undoes the pending decisions; a job decided before it is void.
+    private var epoch: UInt64 = 0
+    /// The ledger position and the policy after the last staged job.
+    private var stagedMark: LedgerMark
+    private var stagedPolicy: LoadedPolicy
+    /// What runs once the records staged so far are durable (or dropped), in staging order.
     private var staged: [Completion] = []
-    /// Whether the ledger has a batch open for the records staged so far.
-    private var batchOpen = false
     /// Whether a batch is being written (by a submitting thread or the syncer).
     private var writing = false
     /// Whether the syncer is asked to write what is staged.
@@ -81,6 +90,22 @@ public final class Engine: @unchecked Sendable {
         let dropped: () -> Void
     }
 
+    /// A decided job: stages its records (in ticket order) and returns what to run once they are durable.
+    private struct Entry {
+        let stage: () -> Completion?
+        let dropped: () -> Void
+        let mark: LedgerMark
+        let policy: LoadedPolicy
+    }
+
+    /// What deciding a job leaves to do.
+    private enum Plan {
+        /// Records to stage as they are.
+        case ready(stage: () -> Completion?, dropped: () -> Void)
+        /// A digest to sign first (outside the lock), then records to stage with the signature.
+        case sign(digest: [UInt8], stage: (String) -> () -> Completion?, dropped: () -> Void)
+    }
+
     /// Takes ownership of the key; replays nothing itself (the caller passes the rebuilt `state`).
     public init(
         key: consuming SigningKey, policy: LoadedPolicy, state: LedgerState, log: AuditLog, checkpointEvery: UInt64,
@@ -91,6 +116,10 @@ public final class Engine: @unchecked Sendable {
         self.key = key
         self.policy = policy
         self.durablePolicy = policy
+        self.stagedPolicy = policy
+        var state = state
+        state.startTracking()
+        self.stagedMark = state.mark()
         self.state = state
         self.log = log
         self.clock = clock
@@ -133,10 +162,7 @@ public final class Engine: @unchecked Sendable {
     public func sign(message: [UInt8], peer: Peer?, reply: @escaping @Sendable (SignOutcome) -> Void) {
         let parsed = reader.read(message)
         submit(orElse: { reply(.unavailable("the agent is stopping")) }) { now in
-            let outcome = decide(message, parsed: parsed, peer: peer, now: now)
-            return Completion(
-                durable: { reply(outcome) },
-                dropped: { reply(.unavailable("the decision could not be recorded")) })
+            plan(message, parsed: parsed, peer: peer, now: now, reply: reply)
         }
     }
 
@@ -144,72 +170,137 @@ public final class Engine: @unchecked Sendable {
     public func reload(_ loaded: LoadedPolicy?, error: String?, reply: @escaping @Sendable (Bool) -> Void) {
         submit(orElse: { reply(false) }) { now in
             let old = policy.hash
-            if let loaded {
-                policy = loaded
-                log.stage(event: "policy_reloaded", timeMs: now) { writer in
-                    writer.field("policy_hash", loaded.hash)
-                    writer.field("previous_policy_hash", old)
-                }
-            } else {
-                log.stage(event: "policy_reload_failed", timeMs: now) { writer in
-                    writer.field("policy_hash", old)
-                    writer.field("error", error ?? "unknown")
-                }
-            }
-            return Completion(durable: { reply(loaded != nil) }, dropped: { reply(false) })
+            if let loaded { policy = loaded }
+            return .ready(
+                stage: { [log] in
+                    if let loaded {
+                        log.stage(event: "policy_reloaded", timeMs: now) { writer in
+                            writer.field("policy_hash", loaded.hash)
+                            writer.field("previous_policy_hash", old)
+                        }
+                    } else {
+                        log.stage(event: "policy_reload_failed", timeMs: now) { writer in
+                            writer.field("policy_hash", old)
+                            writer.field("error", error ?? "unknown")
+                        }
+                    }
+                    return Completion(durable: { reply(loaded != nil) }, dropped: { reply(false) })
+                },
+                dropped: { reply(false) })
         }
     }
 
     /// Records a lifecycle or security event (a refused caller, an operator action) in order with the decisions.
     public func record(event name: String, peer: Peer?, _ fields: @escaping @Sendable (inout JSONWriter) -> Void) {
         submit(orElse: {}) { now in
-            log.stage(event: name, timeMs: now) { writer in
-                writePeer(peer, &writer)
-                writer.field("policy_hash", policy.hash)
-                fields(&writer)
-            }
-            return nil
+            let policyHash = policy.hash
+            return .ready(
+                stage: { [log] in
+                    log.stage(event: name, timeMs: now) { writer in
+                        writePeer(peer, &writer)
+                        writer.field("policy_hash", policyHash)
+                        fields(&writer)
+                    }
+                    return nil
+                },
+                dropped: {})
         }
     }
 
-    /// Stages one job under the lock, then writes the batch here if no other write is under way.
-    private func submit(orElse refuse: () -> Void, _ job: (UInt64) -> Completion?) {
+    /// Decides one job under the lock with the next ticket, signs outside it if the job asks, stages in ticket
+    /// order, then writes the batch here if no other write is under way.
+    private func submit(orElse refuse: () -> Void, _ decide: (UInt64) -> Plan) {
         condition.lock()
         if stopping {
             condition.unlock()
             refuse()
             return
         }
-        if !batchOpen {
-            state.beginBatch()
-            batchOpen = true
+        let ticket = nextTicket
+        nextTicket += 1
+        switch decide(clock()) {
+        case .ready(let stage, let dropped):
+            parked[ticket] = Entry(stage: stage, dropped: dropped, mark: state.mark(), policy: policy)
+        case .sign(let digest, let stage, let dropped):
+            let mark = state.mark()
+            let decidedPolicy = policy
+            let decidedEpoch = epoch
+            condition.unlock()
+            let signature = try? key.sign(digest: digest)
+            condition.lock()
+            guard epoch == decidedEpoch else {
+                // A write failed meanwhile: this decision was undone with the rest.
+                condition.unlock()
+                dropped()
+                return
+            }
+            guard let signature else {
+                // Cannot happen with a valid key and a 32-byte digest; if it does, nothing decided since the
+                // last durable record can stand (later tickets were decided on this one's effect).
+                let replies = failPending("signing failed")
+                condition.unlock()
+                dropped()
+                for reply in replies { reply() }
+                return
+            }
+            parked[ticket] = Entry(
+                stage: stage(Hex.encode(signature, prefixed: true)), dropped: dropped, mark: mark,
+                policy: decidedPolicy)
         }
-        let now = clock()
-        if let completion = job(now) { staged.append(completion) }
-        if log.stagedSeq % checkpointEvery == 0 { stageCheckpoint(now: now) }
-        guard !writing else {
+        stageParked()
+        guard !writing, log.stagedCount > 0 else {
             condition.unlock()
             return
         }
         writing = true
         let batch = takeBatch()
         condition.unlock()
-        let completions = writeBatch(batch, handingOn: true)
-        for completion in completions { completion() }
+        let replies = writeBatch(batch, handingOn: true)
+        for reply in replies { reply() }
+    }
+
+    /// Stages every parked job whose turn has come. Under the lock.
+    private func stageParked() {
+        while let entry = parked.removeValue(forKey: nextToStage) {
+            nextToStage += 1
+            if let completion = entry.stage() { staged.append(completion) }
+            stagedMark = entry.mark
+            stagedPolicy = entry.policy
+            if log.stagedSeq % checkpointEvery == 0 { stageCheckpoint(now: clock()) }
+        }
     }
 
     private struct Batch {
         var records: AuditBatch?
         var completions: [Completion]
+        var mark: LedgerMark
         var policy: LoadedPolicy
     }
 
     /// Takes what is staged for one write. Under the lock.
     private func takeBatch() -> Batch {
-        let batch = Batch(records: log.takeStaged(), completions: staged, policy: policy)
+        let batch = Batch(records: log.takeStaged(), completions: staged, mark: stagedMark, policy: stagedPolicy)
         staged = []
-        batchOpen = false
         return batch
+    }
+
+    /// Undoes every decision not yet durable and returns the replies that say so. Under the lock.
+    private func failPending(_ why: String) -> [() -> Void] {
+        state.rollbackPending()
+        policy = durablePolicy
+        epoch += 1
+        var replies = staged.map(\.dropped)
+        staged = []
+        for ticket in parked.keys.sorted() {
+            if let entry = parked[ticket] { replies.append(entry.dropped) }
+        }
+        parked.removeAll()
+        // Tickets still signing find the epoch changed and drop themselves.
+        nextToStage = nextTicket
+        stagedMark = state.mark()
+        stagedPolicy = policy
+        FileHandle.standardError.write(Data("custodian: error: \(why); refusing until it is writable\n".utf8))
+        return replies
     }
 
     /// Writes a taken batch without the lock, then settles it under the lock. Returns the replies to run (after
@@ -222,25 +313,18 @@ public final class Engine: @unchecked Sendable {
         }
         condition.lock()
         defer { condition.unlock() }
-        var replies: [() -> Void] = []
+        var replies: [() -> Void]
         if let failure {
-            // Every batch not yet durable goes: the ledger and the policy must equal what the log holds.
             if let records = batch.records { log.finish(records, durable: false) }
-            state.rollbackBatches()
-            batchOpen = false
-            policy = durablePolicy
-            FileHandle.standardError.write(
-                Data("custodian: error: \(failure); refusing until it is writable\n".utf8))
-            replies = (batch.completions + staged).map(\.dropped)
-            staged = []
+            replies = batch.completions.map(\.dropped) + failPending("\(failure)")
         } else {
             if let records = batch.records { log.finish(records, durable: true) }
-            if batch.records != nil { state.commitBatch() }
+            state.forget(through: batch.mark)
             durablePolicy = batch.policy
             replies = batch.completions.map(\.durable)
         }
         if handingOn {
-            if log.stagedCount > 0 || !staged.isEmpty {
+            if log.stagedCount > 0 {
                 syncerWanted = true
                 condition.broadcast()
             } else {
@@ -259,7 +343,7 @@ public final class Engine: @unchecked Sendable {
             while !syncerWanted && !(stopping && !writing) { condition.wait() }
             if !syncerWanted { break }  // stopping, and nothing is being written
             syncerWanted = false
-            while log.stagedCount > 0 || !staged.isEmpty {
+            while log.stagedCount > 0 {
                 let batch = takeBatch()
                 condition.unlock()
                 let replies = writeBatch(batch, handingOn: false)
@@ -282,7 +366,7 @@ public final class Engine: @unchecked Sendable {
             openSessions: counts.open, closedSessions: counts.closed, startedAtMs: startedAtMs)
     }
 
-    /// Waits for the batches under way, writes a ledger snapshot, a checkpoint and a stop record, and stops the
+    /// Waits for the decisions under way, writes a ledger snapshot, a checkpoint and a stop record, and stops the
     /// syncer. Requests submitted from then on are refused.
     public func stop() {
         condition.lock()
@@ -293,9 +377,13 @@ public final class Engine: @unchecked Sendable {
         }
         stopping = true
         condition.broadcast()
-        while writing { condition.wait() }
-        // Anything staged while the last write ran (a submitter that found `writing` set) is written here.
-        if log.stagedCount > 0 || !staged.isEmpty {
+        while writing || nextToStage != nextTicket {
+            // A ticket still signing stages (and may write) when it is done; the timeout covers a signer that
+            // staged while nothing was being written and left its batch for nobody.
+            _ = condition.wait(until: Date(timeIntervalSinceNow: 0.01))
+            if !writing && nextToStage == nextTicket { break }
+        }
+        if log.stagedCount > 0 {
             writing = true
             let batch = takeBatch()
             condition.unlock()
@@ -330,65 +418,77 @@ public final class Engine: @unchecked Sendable {
         condition.broadcast()
     }
 
-    /// Checks, signs and stages the record of one request; nothing is sent before the batch commits.
-    private func decide(
-        _ message: [UInt8], parsed: Result<SignableRequest, Denial>, peer: Peer?, now: UInt64
-    ) -> SignOutcome {
+    /// Checks a request and applies its effect to the ledger (under the lock); what is left is to sign (for an
+    /// allowance) and to stage the record.
+    private func plan(
+        _ message: [UInt8], parsed: Result<SignableRequest, Denial>, peer: Peer?, now: UInt64,
+        reply: @escaping @Sendable (SignOutcome) -> Void
+    ) -> Plan {
+        let dropped = { reply(.unavailable("the decision could not be recorded")) }
+        let policyHash = policy.hash
         let request: SignableRequest
         switch parsed {
         case .failure(let denial):
-            let seq = log.stage(event: "sign", timeMs: now) { writer in
-                writePeer(peer, &writer)
-                writer.field("policy_hash", policy.hash)
-                writer.field("message_sha256", SHA256.hex(message))
-                writer.field("message_bytes", message.count)
-                writer.field("decision", "deny")
-                writeDenial(denial, &writer)
-            }
-            return .refused(denial, auditSeq: seq)
+            return .ready(
+                stage: { [log] in
+                    let seq = log.stage(event: "sign", timeMs: now) { writer in
+                        writePeer(peer, &writer)
+                        writer.field("policy_hash", policyHash)
+                        writer.field("message_sha256", SHA256.hex(message))
+                        writer.field("message_bytes", message.count)
+                        writer.field("decision", "deny")
+                        writeDenial(denial, &writer)
+                    }
+                    return Completion(durable: { reply(.refused(denial, auditSeq: seq)) }, dropped: dropped)
+                }, dropped: dropped)
         case .success(let parsed):
             request = parsed
         }
-        let requestHash = Hex.encode(request.digest, prefixed: true)
-        let sessionID: String =
-            switch request.body {
-            case .create(let definition, _, _): definition.appSessionID
-            default: request.namedSessionID ?? ""
-            }
         let decision = policy.policy.evaluate(request, state: state, agent: address, nowMs: now)
-        let common: (inout JSONWriter) -> Void = { [policy] writer in
+        let common: (inout JSONWriter) -> Void = { writer in
             writePeer(peer, &writer)
-            writer.field("policy_hash", policy.hash)
+            writer.field("policy_hash", policyHash)
             writer.field("method", request.body.method.rawValue)
+            let sessionID: String =
+                switch request.body {
+                case .create(let definition, _, _): definition.appSessionID
+                default: request.namedSessionID ?? ""
+                }
             writer.field("app_session_id", sessionID)
-            writer.field("request_hash", requestHash)
-            writer.field("req", String(decoding: request.signedBytes, as: UTF8.self))
+            writer.field("request_hash", Hex.encode(request.digest, prefixed: true))
+            writer.field("req", utf8: request.signedBytes)
         }
         switch decision {
         case .deny(let denial):
-            let seq = log.stage(event: "sign", timeMs: now) { writer in
-                common(&writer)
-                writer.field("decision", "deny")
-                writeDenial(denial, &writer)
-            }
-            return .refused(denial, auditSeq: seq)
+            return .ready(
+                stage: { [log] in
+                    let seq = log.stage(event: "sign", timeMs: now) { writer in
+                        common(&writer)
+                        writer.field("decision", "deny")
+                        writeDenial(denial, &writer)
+                    }
+                    return Completion(durable: { reply(.refused(denial, auditSeq: seq)) }, dropped: dropped)
+                }, dropped: dropped)
         case .allow(let effect):
-            let signature: String
-            do {
-                signature = Hex.encode(try key.sign(digest: request.digest), prefixed: true)
-            } catch {
-                return .unavailable("signing failed: \(error)")
-            }
-            let seq = log.stage(event: "sign", timeMs: now) { writer in
-                common(&writer)
-                writer.field("decision", "allow")
-                writer.field("signature", signature)
-                // Warn mode: signed, and the refusal it would have been is on record.
-                writeWarnings(effect.warnings, &writer)
-            }
             state.apply(effect, atMs: now)
-            let envelope = NitroRPCv0Reader.envelope(for: request, appending: signature)
-            return .signed(signature: signature, envelope: envelope, requestHash: requestHash, auditSeq: seq)
+            return .sign(
+                digest: request.digest,
+                stage: { [log] signature in
+                    {
+                        let seq = log.stage(event: "sign", timeMs: now) { writer in
+                            common(&writer)
+                            writer.field("decision", "allow")
+                            writer.field("signature", signature)
+                            // Warn mode: signed, and the refusal it would have been is on record.
+                            writeWarnings(effect.warnings, &writer)
+                        }
+                        let envelope = NitroRPCv0Reader.envelope(for: request, appending: signature)
+                        let outcome = SignOutcome.signed(
+                            signature: signature, envelope: envelope,
+                            requestHash: Hex.encode(request.digest, prefixed: true), auditSeq: seq)
+                        return Completion(durable: { reply(outcome) }, dropped: dropped)
+                    }
+                }, dropped: dropped)
         }
     }
 

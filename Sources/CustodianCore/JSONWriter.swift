@@ -97,6 +97,13 @@ public struct JSONWriter {
         string(value)
     }
 
+    /// A string member from bytes that are already valid UTF-8 (a request the strict reader accepted).
+    public mutating func field(_ name: String, utf8 value: [UInt8]) {
+        key(name)
+        beforeValue()
+        Self.appendBytes(value, to: &bytes)
+    }
+
     public mutating func field<T: BinaryInteger>(_ name: String, _ value: T) {
         key(name)
         number(value)

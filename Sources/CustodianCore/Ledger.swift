@@ -46,24 +46,33 @@ public protocol LedgerView {
     func realizedLoss(asset: ExactString, sinceMs: UInt64) -> Amount
 }
 
-/// The ledger's write side: applying decisions, undoing the batches that could not be made durable, and releasing
-/// a session by an operator.
+/// The ledger's write side: applying decisions, undoing those that could not be made durable, and releasing a
+/// session by an operator.
 ///
-/// Decisions come in batches, one per write of the audit log. Several batches can be pending at once (one being
-/// synced while the next is decided on top of it); they become durable oldest first, and a failed write undoes
-/// every pending batch, since each later one was decided on the state the failed one left.
+/// Decisions become durable in order, in batches (one per write of the audit log), while later ones are already
+/// applied on top: ``mark()`` names the point after a decision, ``forget(through:)`` makes everything up to a mark
+/// permanent, and ``rollbackPending()`` undoes everything after the last forgotten mark, newest change first (a
+/// failed write takes every later decision with it, since each was made on the state the failed ones left).
 public protocol LedgerStore: LedgerView {
     mutating func apply(_ effect: Effect, atMs timeMs: UInt64)
-    /// Marks the start of a batch of decisions that may be undone.
-    mutating func beginBatch()
-    /// The oldest pending batch is durable: it can no longer be undone.
-    mutating func commitBatch()
-    /// Undoes every pending batch, newest change first.
-    mutating func rollbackBatches()
+    /// The point after every change applied so far.
+    func mark() -> LedgerMark
+    /// The changes up to `mark` are durable: they can no longer be undone.
+    mutating func forget(through mark: LedgerMark)
+    /// Undoes every change not yet forgotten.
+    mutating func rollbackPending()
     /// Forgets the latest signed state of a session (an operator's release), returning to the one before it.
     mutating func release(_ id: String) -> Bool
     /// Counts of open and closed sessions.
     var counts: (open: Int, closed: Int) { get }
+}
+
+/// A point in the sequence of a ledger's changes.
+public struct LedgerMark: Sendable, Equatable {
+    /// Changes applied since the ledger was built.
+    let changes: Int
+    /// Loss events recorded at that point.
+    let losses: Int
 }
 
 /// The in-memory ledger: every session this key signed for, and its recent losses.
@@ -75,9 +84,14 @@ public struct LedgerState: LedgerStore, Sendable {
     /// Each session's state before its latest signed one, for an operator's release.
     var previous: [String: SessionRecord] = [:]
     public internal(set) var losses: [LossEvent] = []
+    /// The changes not yet forgotten, oldest first: the session's record and previous record before each.
     private var undo: [(String, SessionRecord?, SessionRecord?)] = []
-    /// Where each pending batch starts in `undo` and in `losses`, oldest first.
-    private var batches: [(undo: Int, losses: Int)] = []
+    /// Changes forgotten so far (the count of `undo`'s first entry).
+    private var forgotten = 0
+    /// The loss events that are durable.
+    private var durableLosses = 0
+    /// Whether changes are kept for undoing (an agent's ledger; not a replay's).
+    private var tracking = false
 
     public init() {}
 
@@ -95,7 +109,7 @@ public struct LedgerState: LedgerStore, Sendable {
     public mutating func apply(_ effect: Effect, atMs timeMs: UInt64) {
         guard let session = effect.session else { return }
         let id = session.appSessionID
-        if !batches.isEmpty { undo.append((id, sessions[id], previous[id])) }
+        if tracking { undo.append((id, sessions[id], previous[id])) }
         previous[id] = sessions[id]
         sessions[id] = session
         for (asset, amount) in effect.realizedLoss.sorted(by: { $0.key < $1.key }) where !amount.isZero {
@@ -103,26 +117,32 @@ public struct LedgerState: LedgerStore, Sendable {
         }
     }
 
-    public mutating func beginBatch() {
-        batches.append((undo.count, losses.count))
+    /// From now on changes can be undone until forgotten; everything so far is durable.
+    public mutating func startTracking() {
+        tracking = true
+        undo.removeAll()
+        forgotten = 0
+        durableLosses = losses.count
     }
 
-    public mutating func commitBatch() {
-        guard !batches.isEmpty else { return }
-        batches.removeFirst()
-        // The entries before the oldest pending batch are no longer needed; drop them once none is pending.
-        if batches.isEmpty { undo.removeAll(keepingCapacity: true) }
+    public func mark() -> LedgerMark {
+        LedgerMark(changes: forgotten + undo.count, losses: losses.count)
     }
 
-    public mutating func rollbackBatches() {
-        guard let oldest = batches.first else { return }
-        for (id, session, before) in undo[oldest.undo...].reversed() {
+    public mutating func forget(through mark: LedgerMark) {
+        let count = min(max(mark.changes - forgotten, 0), undo.count)
+        undo.removeFirst(count)
+        forgotten += count
+        durableLosses = max(durableLosses, min(mark.losses, losses.count))
+    }
+
+    public mutating func rollbackPending() {
+        for (id, session, before) in undo.reversed() {
             sessions[id] = session
             previous[id] = before
         }
-        losses.removeSubrange(oldest.losses...)
         undo.removeAll(keepingCapacity: true)
-        batches.removeAll(keepingCapacity: true)
+        if durableLosses < losses.count { losses.removeSubrange(durableLosses...) }
     }
 
     public mutating func release(_ id: String) -> Bool {

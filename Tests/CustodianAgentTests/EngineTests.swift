@@ -184,4 +184,84 @@ struct EngineTests {
         #expect(tail.sessions == everything.sessions)
         #expect(tail.counts.open == 1 && tail.counts.closed == 1)
     }
+
+    @Test("many threads at once: each session closes once, records follow decisions, the log replays to the same state")
+    func concurrentSubmitters() throws {
+        let directory = try TemporaryDirectory()
+        let engine = try Self.startEngine(directory)
+        let create = String(decoding: try Self.vectorText("sign", "create_v1.json", "req"), as: UTF8.self)
+        let close = String(decoding: try Self.vectorText("sign", "close_v2.json", "req"), as: UTF8.self)
+        let sessions = 24
+        var creates: [[UInt8]] = []
+        var closes: [[UInt8]] = []
+        var ids: [String] = []
+        for index in 0..<sessions {
+            let text = create.replacingOccurrences(
+                of: "\"nonce\":1733000000000}", with: "\"nonce\":\(1_733_000_000_000 + index)}")
+            guard case .success(let request) = NitroRPCv0Reader().read(Array(text.utf8)),
+                case .create(let definition, _, _) = request.body
+            else {
+                Issue.record("the create does not read")
+                return
+            }
+            creates.append(Array(text.utf8))
+            ids.append(definition.appSessionID)
+            let closing = close.replacingOccurrences(
+                of: "0x3186abf9003acc50f21f6436ec0e92a3ca67e54bc77e07c0b0f44d841cb419af", with: definition.appSessionID)
+            // Two conflicting final splits of the same funds.
+            closes.append(Array(closing.utf8))
+            closes.append(
+                Array(
+                    closing.replacingOccurrences(of: "\"amount\":\"0\"", with: "\"amount\":\"x\"")
+                        .replacingOccurrences(of: "\"amount\":\"150\"", with: "\"amount\":\"0\"")
+                        .replacingOccurrences(of: "\"amount\":\"x\"", with: "\"amount\":\"150\"").utf8))
+        }
+        let submit: @Sendable ([[UInt8]]) -> [SignOutcome?] = { messages in
+            let replies = messages.map { _ in Reply<SignOutcome>() }
+            DispatchQueue.concurrentPerform(iterations: messages.count) { index in
+                engine.sign(message: messages[index], peer: nil) { replies[index].set($0) }
+            }
+            return replies.map { $0.wait() }
+        }
+        let created = submit(creates)
+        #expect(created.allSatisfy { if case .signed = $0 { true } else { false } })
+        let closed = submit(closes)
+        var allowedSeqs: [String: UInt64] = [:]
+        for index in 0..<sessions {
+            var allowed = 0
+            for outcome in [closed[2 * index], closed[2 * index + 1]] {
+                switch outcome {
+                case .signed(_, _, _, let seq):
+                    allowed += 1
+                    allowedSeqs[ids[index]] = seq
+                case .refused(let denial, _):
+                    #expect(denial.reason == .sessionClosed)
+                default: Issue.record("a close got \(String(describing: outcome))")
+                }
+            }
+            #expect(allowed == 1, "session \(index): \(allowed) closes signed")
+        }
+        let status = engine.status()
+        engine.stop()
+
+        // The log, read back: every allowed close after its session's create; the replay equals the live ledger.
+        let bytes = try FileIO.readAll(directory.path + "/audit.log")
+        var createSeq: [String: UInt64] = [:]
+        _ = AuditChain.read(
+            bytes, wants: { _, event, _ in event == "sign" },
+            visit: { entry in
+                if entry.string("method") == "create_app_session", entry.string("decision") == "allow",
+                    let id = entry.string("app_session_id")
+                {
+                    createSeq[id] = entry.seq
+                }
+                return nil
+            })
+        for (id, seq) in allowedSeqs {
+            #expect((createSeq[id] ?? .max) < seq)
+        }
+        let (_, replayed) = try Replay.ledger(from: bytes).get()
+        #expect(replayed.counts.closed == sessions && replayed.counts.open == 0)
+        #expect(status.closedSessions == sessions && status.openSessions == 0)
+    }
 }
