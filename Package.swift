@@ -57,10 +57,12 @@ let package = Package(
             name: "CustodianClient",
             dependencies: ["CustodianCore"],
             swiftSettings: strict),
+        // The custodian binary's default sanitizer options (a hardened process cannot run LeakSanitizer's check).
+        .target(name: "CCustodianSanitizerDefaults", path: "Sources/CCustodianSanitizerDefaults"),
         .executableTarget(
             name: "custodian",
             dependencies: [
-                "CustodianAgent", "CustodianClient", "CustodianCrypto", "CustodianCore",
+                "CustodianAgent", "CustodianClient", "CustodianCrypto", "CustodianCore", "CCustodianSanitizerDefaults",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
