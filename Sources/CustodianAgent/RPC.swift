@@ -87,7 +87,8 @@ enum RPC {
         writer.key("result")
         result(&writer)
         writer.endObject()
-        return writer.bytes + [0x0A]
+        writer.newline()
+        return writer.bytes
     }
 
     /// An error reply, with `data.reason` and `data.audit_seq` when a decision was recorded.
@@ -119,7 +120,8 @@ enum RPC {
         }
         writer.endObject()
         writer.endObject()
-        return writer.bytes + [0x0A]
+        writer.newline()
+        return writer.bytes
     }
 
     /// The reply to a `sign` outcome.
@@ -131,7 +133,7 @@ enum RPC {
                 writer.field("signature", signature)
                 writer.field("address", address)
                 writer.field("request_hash", requestHash)
-                writer.field("message", String(decoding: envelope, as: UTF8.self))
+                writer.field("message", utf8: envelope)
                 writer.field("audit_seq", auditSeq)
                 writer.endObject()
             }

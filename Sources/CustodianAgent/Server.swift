@@ -248,8 +248,15 @@ private final class ConnectionHandler: ChannelInboundHandler {
     private var allowed = false
     private var counted = false
     private var closing = false
-    /// Completes when every reply so far has been written: replies leave in request order.
-    private var tail: EventLoopFuture<Void>?
+    /// Replies in request order: a slot per request, filled when its reply is ready, written from the front.
+    private var replies = CircularBuffer<Reply?>()
+    /// The number of slots taken before the first one in `replies`.
+    private var repliesTaken = 0
+
+    private struct Reply {
+        var bytes: [UInt8]
+        var thenClose: Bool
+    }
 
     init(engine: Engine, settings: ServerSettings, connections: NIOLockedValueBox<Int>, callers: CallerBook) {
         self.engine = engine
@@ -296,7 +303,7 @@ private final class ConnectionHandler: ChannelInboundHandler {
                 }
             }
             let reply = RPC.error(id: nil, .callerNotAllowed, "caller not allowed")
-            send(context.eventLoop.makeSucceededFuture(reply), context: context, thenClose: true)
+            send(reply, context: context, thenClose: true)
             return
         }
         processBuffered(context: context)
@@ -345,7 +352,7 @@ private final class ConnectionHandler: ChannelInboundHandler {
             // The rate is checked before any parsing: a flooding caller costs a counter, not a parse.
             if let peer, !callers.admit(peer.uid) {
                 let reply = RPC.error(id: nil, .rateLimited, "rate limited: more than \(settings.rateLimit) requests/s")
-                send(context.eventLoop.makeSucceededFuture(reply), context: context)
+                send(reply, context: context)
                 continue
             }
             handle(line: line, context: context)
@@ -361,14 +368,14 @@ private final class ConnectionHandler: ChannelInboundHandler {
         closing = true
         buffer.clear()
         let reply = RPC.error(id: nil, .invalidRequest, "line longer than \(settings.maxLineBytes) bytes")
-        send(context.eventLoop.makeSucceededFuture(reply), context: context, thenClose: true)
+        send(reply, context: context, thenClose: true)
     }
 
     private func handle(line: [UInt8], context: ChannelHandlerContext) {
         let request: RPCRequest
         switch RPC.parse(line) {
         case .failure(let reply):
-            send(context.eventLoop.makeSucceededFuture(reply.bytes), context: context)
+            send(reply.bytes, context: context)
             return
         case .success(let parsed):
             request = parsed
@@ -378,39 +385,74 @@ private final class ConnectionHandler: ChannelInboundHandler {
         case "sign":
             guard request.params.count == 1, let message = request.params.member("message")?.value.string else {
                 let reply = RPC.error(id: request.id, .invalidParams, "invalid params: expected {\"message\": string}")
-                send(context.eventLoop.makeSucceededFuture(reply), context: context)
+                send(reply, context: context)
                 return
             }
-            let promise = context.eventLoop.makePromise(of: [UInt8].self)
+            let slot = reserveReply()
             let id = request.id
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let eventLoop = context.eventLoop
             engine.sign(message: Array(message.utf8), peer: peer) { outcome in
-                promise.succeed(RPC.reply(id: id, address: address, outcome))
+                let bytes = RPC.reply(id: id, address: address, outcome)
+                // Inline when the batch was written on this connection's own event loop (a lone client).
+                if eventLoop.inEventLoop {
+                    let (handler, context) = bound.value
+                    handler.fill(slot, Reply(bytes: bytes, thenClose: false), context: context)
+                } else {
+                    eventLoop.execute {
+                        let (handler, context) = bound.value
+                        handler.fill(slot, Reply(bytes: bytes, thenClose: false), context: context)
+                    }
+                }
             }
-            send(promise.futureResult, context: context)
         case "address":
             let reply = RPC.result(id: request.id) { writer in
                 writer.beginObject()
                 writer.field("address", address)
                 writer.endObject()
             }
-            send(context.eventLoop.makeSucceededFuture(reply), context: context)
+            send(reply, context: context)
         case "status":
             let reply = RPC.status(id: request.id, engine.status(), nowMs: Engine.systemClock())
-            send(context.eventLoop.makeSucceededFuture(reply), context: context)
+            send(reply, context: context)
         default:
             let reply = RPC.error(id: request.id, .methodNotFound, "method not found: \(request.method)")
-            send(context.eventLoop.makeSucceededFuture(reply), context: context)
+            send(reply, context: context)
         }
     }
 
     /// Writes `reply` after every earlier reply of this connection.
-    private func send(_ reply: EventLoopFuture<[UInt8]>, context: ChannelHandlerContext, thenClose: Bool = false) {
-        let channel = context.channel
-        let previous = tail ?? context.eventLoop.makeSucceededVoidFuture()
-        tail = previous.flatMap { reply }.flatMap { bytes in
-            let written = channel.writeAndFlush(ByteBuffer(bytes: bytes))
-            if thenClose { written.whenComplete { _ in channel.close(promise: nil) } }
-            return written
-        }.recover { _ in }
+    private func send(_ reply: [UInt8], context: ChannelHandlerContext, thenClose: Bool = false) {
+        fill(reserveReply(), Reply(bytes: reply, thenClose: thenClose), context: context)
+    }
+
+    /// Takes the next reply slot.
+    private func reserveReply() -> Int {
+        replies.append(nil)
+        return repliesTaken + replies.count - 1
+    }
+
+    /// Fills a slot, then writes every reply that is ready at the front, with one flush.
+    private func fill(_ slot: Int, _ reply: Reply, context: ChannelHandlerContext) {
+        let index = slot - repliesTaken
+        guard index >= 0, index < replies.count else { return }
+        replies[replies.index(replies.startIndex, offsetBy: index)] = reply
+        var wrote = false
+        while let first = replies.first, let ready = first {
+            replies.removeFirst()
+            repliesTaken += 1
+            if ready.thenClose {
+                // The last reply: close once it is written (a close would drop a write still pending).
+                replies.removeAll()
+                let channel = context.channel
+                let written = context.eventLoop.makePromise(of: Void.self)
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: ready.bytes)), promise: written)
+                written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                return
+            }
+            context.write(wrapOutboundOut(ByteBuffer(bytes: ready.bytes)), promise: nil)
+            wrote = true
+        }
+        if wrote { context.flush() }
     }
 }

@@ -76,6 +76,11 @@ public struct JSONWriter {
         bytes.append(contentsOf: String(value).utf8)
     }
 
+    /// Ends a line of JSON Lines (after the top-level value).
+    public mutating func newline() {
+        bytes.append(0x0A)
+    }
+
     public mutating func bool(_ value: Bool) {
         beforeValue()
         bytes.append(contentsOf: (value ? "true" : "false").utf8)

@@ -266,7 +266,11 @@ private struct Parser {
             if byte == UInt8(ascii: "\\") {
                 index += 1
                 let scalar = try parseEscape()
-                decoded.append(contentsOf: String(scalar).utf8)
+                if scalar.isASCII {
+                    decoded.append(UInt8(truncatingIfNeeded: scalar.value))
+                } else {
+                    UTF8.encode(scalar) { decoded.append($0) }
+                }
                 continue
             }
             decoded.append(byte)
