@@ -17,8 +17,29 @@ public struct Address: Hashable, Sendable, CustomStringConvertible {
     /// An all-lower-case address can be valid EIP-55 (`keys/eip55_all_lower.json`): compare with the checksum,
     /// never test for "has upper case".
     public init?(eip55 text: String) {
-        guard let parsed = Address(anyCase: text), parsed.checksummed == text else { return nil }
-        self = parsed
+        var text = text
+        let bytes: [UInt8]? = text.withUTF8 { utf8 in
+            guard utf8.count == 42, utf8[0] == UInt8(ascii: "0"), utf8[1] == UInt8(ascii: "x") else { return nil }
+            var bytes = [UInt8](repeating: 0, count: 20)
+            var lower = [UInt8](repeating: 0, count: 40)
+            for index in 0..<40 {
+                let char = utf8[index + 2]
+                guard let nibble = Hex.nibble(char) else { return nil }
+                lower[index] = nibble < 10 ? char : nibble &+ 0x57
+                bytes[index / 2] |= index % 2 == 0 ? nibble << 4 : nibble
+            }
+            // EIP-55: a letter is upper case exactly when its nibble in keccak256(lower-case hex) is 8 or more.
+            let hash = Keccak256.hash(lower)
+            for index in 0..<40 where lower[index] >= UInt8(ascii: "a") {
+                let hashNibble = index % 2 == 0 ? hash[index / 2] >> 4 : hash[index / 2] & 0x0F
+                let isUpper = utf8[index + 2] < UInt8(ascii: "a")
+                guard isUpper == (hashNibble >= 8) else { return nil }
+            }
+            return bytes
+        }
+        guard let bytes else { return nil }
+        self.bytes = bytes
+        self.checksummed = text
     }
 
     /// Parses `0x` + 40 hex digits in any letter case.

@@ -58,9 +58,15 @@ public struct Amount: Hashable, Comparable, Sendable, CustomStringConvertible {
             scale = index - fractionStart
             guard scale > 0, scale <= Amount.maxFractionDigits else { return nil }
         }
-        guard index == utf8.count, let units = BigInt(String(decoding: digits, as: UTF8.self), radix: 10) else {
-            return nil
+        guard index == utf8.count else { return nil }
+        if digits.count <= 18 {
+            // Fits in 63 bits: no text round trip through BigInt's parser.
+            var value: UInt64 = 0
+            for digit in digits { value = value &* 10 &+ UInt64(digit &- UInt8(ascii: "0")) }
+            self.init(units: BigInt(value), scale: scale)
+            return
         }
+        guard let units = BigInt(String(decoding: digits, as: UTF8.self), radix: 10) else { return nil }
         self.init(units: units, scale: scale)
     }
 
