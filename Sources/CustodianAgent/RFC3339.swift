@@ -15,6 +15,28 @@ enum RFC3339 {
         let day = doy - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        if (0...9999).contains(year) {
+            // `YYYY-MM-DDTHH:MM:SS.mmmZ`, 24 bytes written in place.
+            let fields: [(Int, Int)] = [
+                (Int(year), 4), (Int(month), 2), (Int(day), 2), (secondOfDay / 3600, 2), (secondOfDay / 60 % 60, 2),
+                (secondOfDay % 60, 2), (millis, 3),
+            ]
+            let separators: [UInt8] = Array("--T::.Z".utf8)
+            return String(unsafeUninitializedCapacity: 24) { out in
+                var at = 0
+                for (index, (value, width)) in fields.enumerated() {
+                    var rest = value
+                    for position in stride(from: width - 1, through: 0, by: -1) {
+                        out[at + position] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
+                        rest /= 10
+                    }
+                    at += width
+                    out[at] = separators[index]
+                    at += 1
+                }
+                return at
+            }
+        }
         func pad(_ value: Int64, _ width: Int) -> String {
             let text = String(value)
             return String(repeating: "0", count: max(0, width - text.count)) + text
