@@ -159,9 +159,14 @@ public final class Engine: @unchecked Sendable {
     /// batch (this one when no other batch was being written).
     ///
     /// The message is read (parsed, checked, hashed) before the lock is taken.
-    public func sign(message: [UInt8], peer: Peer?, reply: @escaping @Sendable (SignOutcome) -> Void) {
+    ///
+    /// `deferWrite`: stage only; the caller has more requests at hand and calls ``writeStaged()`` after the last,
+    /// so that they share one write (a client that sends several lines at once).
+    public func sign(
+        message: [UInt8], peer: Peer?, deferWrite: Bool = false, reply: @escaping @Sendable (SignOutcome) -> Void
+    ) {
         let parsed = reader.read(message)
-        submit(orElse: { reply(.unavailable("the agent is stopping")) }) { now in
+        submit(deferWrite: deferWrite, orElse: { reply(.unavailable("the agent is stopping")) }) { now in
             plan(message, parsed: parsed, peer: peer, now: now, reply: reply)
         }
     }
@@ -209,7 +214,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Decides one job under the lock with the next ticket, signs outside it if the job asks, stages in ticket
     /// order, then writes the batch here if no other write is under way.
-    private func submit(orElse refuse: () -> Void, _ decide: (UInt64) -> Plan) {
+    private func submit(deferWrite: Bool = false, orElse refuse: () -> Void, _ decide: (UInt64) -> Plan) {
         condition.lock()
         if stopping {
             condition.unlock()
@@ -248,6 +253,21 @@ public final class Engine: @unchecked Sendable {
                 policy: decidedPolicy)
         }
         stageParked()
+        if deferWrite {
+            condition.unlock()
+            return
+        }
+        writeIfIdle()
+    }
+
+    /// Writes what is staged if no write is under way (after requests submitted with `deferWrite`).
+    public func writeStaged() {
+        condition.lock()
+        writeIfIdle()
+    }
+
+    /// Called with the lock held; releases it. Writes the staged records here unless a write is under way.
+    private func writeIfIdle() {
         guard !writing, log.stagedCount > 0 else {
             condition.unlock()
             return

@@ -248,6 +248,8 @@ private final class ConnectionHandler: ChannelInboundHandler {
     private var allowed = false
     private var counted = false
     private var closing = false
+    /// Whether a sign was staged with its write deferred to the end of the lines at hand.
+    private var signsStaged = false
     /// Replies in request order: a slot per request, filled when its reply is ready, written from the front.
     private var replies = CircularBuffer<Reply?>()
     /// The number of slots taken before the first one in `replies`.
@@ -342,6 +344,14 @@ private final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func processBuffered(context: ChannelHandlerContext) {
+        // Every sign of these lines is staged first and written together at the end (one fdatasync for a client
+        // that sends several lines at once).
+        defer {
+            if signsStaged {
+                signsStaged = false
+                engine.writeStaged()
+            }
+        }
         while !closing, let newline = buffer.readableBytesView.firstIndex(of: 0x0A) {
             let length = newline - buffer.readerIndex
             guard length <= settings.maxLineBytes, let line = buffer.readBytes(length: length) else {
@@ -392,7 +402,8 @@ private final class ConnectionHandler: ChannelInboundHandler {
             let id = request.id
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let eventLoop = context.eventLoop
-            engine.sign(message: Array(message.utf8), peer: peer) { outcome in
+            signsStaged = true
+            engine.sign(message: Array(message.utf8), peer: peer, deferWrite: true) { outcome in
                 let bytes = RPC.reply(id: id, address: address, outcome)
                 // Inline when the batch was written on this connection's own event loop (a lone client).
                 if eventLoop.inEventLoop {
