@@ -4,10 +4,11 @@
 #   bench/restart.sh [RECORDS]        default 1000000
 #
 # Fills a state directory with RECORDS real decisions (creates and closes of two-party sessions, signed through
-# the engine), then times `custodian serve` from exec to its first answer on the socket (unsealing the key with
-# the interactive Argon2id cost included), three times, and `custodian-bench replay` for the breakdown. The first
-# start replays the whole log (the filled log has no snapshot, as after a crash); its clean stop writes a ledger
-# snapshot, from which the next two start.
+# the engine with the agent's default periodic snapshots, every 100,000 records) and ends without a clean stop, as
+# a crash would; then times `custodian serve` from exec to its first answer on the socket (unsealing the key with
+# the interactive Argon2id cost included), and `custodian-bench replay` for the breakdown. Starts: (1) after that
+# crash, from the latest periodic snapshot; (2) with the snapshot files removed, a full replay; (3) and (4) from
+# the snapshot the clean stop before wrote.
 # Writes bench/results/restart-<RECORDS>.txt.
 set -euo pipefail
 records=${1:-1000000}
@@ -30,11 +31,13 @@ max_age_ms = 600000
 decimals = 6
 POLICY
 fill=$("$bin/custodian-bench" fill-log --key-file "$work/key" --passphrase-file "$work/passphrase" \
-    --policy "$work/policy.toml" --state-dir "$work/state" --records "$records")
+    --policy "$work/policy.toml" --state-dir "$work/state" --records "$records" --snapshot-every 100000 --crash)
 size=$(du -h "$work/state/audit.log" | cut -f1)
 replay=$("$bin/custodian-bench" replay --state-dir "$work/state")
 times=()
-for attempt in 1 2 3; do
+sources=()
+for attempt in 1 2 3 4; do
+    [ "$attempt" = 2 ] && rm -f "$work/state/ledger.snapshot" "$work/state/ledger.snapshot.prev"
     start=$(date +%s.%N)
     "$bin/custodian" serve --socket "$work/agent.sock" --key-file "$work/key" --policy "$work/policy.toml" \
         --state-dir "$work/state" --passphrase-file "$work/passphrase" 2>"$work/serve.log" &
@@ -45,6 +48,7 @@ for attempt in 1 2 3; do
     done
     end=$(date +%s.%N)
     times+=("$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')")
+    sources+=("$(sed -n 's/.*audit seq [0-9]*; //p' "$work/serve.log" | head -1)")
     kill -TERM "$pid"
     wait "$pid" || true
 done
@@ -54,5 +58,5 @@ out="bench/results/restart-$records.txt"
     echo "custodian restart with a long audit log ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -m))"
     echo "$fill; log size $size"
     echo "$replay"
-    echo "serve, exec to first answer (s): ${times[0]} with no snapshot (a full replay, as after a crash); ${times[1]} and ${times[2]} from the snapshot of the clean stop before"
+    echo "serve, exec to first answer (s): ${times[0]} after the crash (${sources[0]}); ${times[1]} with the snapshots removed (${sources[1]}); ${times[2]} and ${times[3]} after a clean stop (${sources[3]})"
 } | tee "$out"

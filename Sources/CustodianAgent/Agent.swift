@@ -10,10 +10,12 @@ public struct AgentSettings: Sendable {
     public var stateDirectory: String
     public var passphraseFile: String?
     public var checkpointEvery: UInt64
+    /// Records between ledger snapshots (0: only at a clean stop). Bounds what a start after a crash replays.
+    public var snapshotEvery: UInt64
 
     public init(
         server: ServerSettings, keyFile: String, policyFile: String, stateDirectory: String, passphraseFile: String?,
-        checkpointEvery: UInt64 = 1000
+        checkpointEvery: UInt64 = 1000, snapshotEvery: UInt64 = 100_000
     ) {
         self.server = server
         self.keyFile = keyFile
@@ -21,6 +23,7 @@ public struct AgentSettings: Sendable {
         self.stateDirectory = stateDirectory
         self.passphraseFile = passphraseFile
         self.checkpointEvery = checkpointEvery
+        self.snapshotEvery = snapshotEvery
     }
 }
 
@@ -94,11 +97,18 @@ public final class RunningAgent: Sendable {
         let chain: AuditChain
         let state: LedgerState
         let snapshotPath = settings.stateDirectory + "/ledger.snapshot"
-        let snapshot = FileIO.exists(snapshotPath) ? try? FileIO.readAll(snapshotPath) : nil
-        switch Replay.ledger(from: existing, agent: keyHeader.address, snapshot: snapshot) {
-        case .success(let (read, replayed)):
-            chain = read
-            state = replayed
+        // The latest snapshot, then the one before it (kept until the latest is vouched for in the log).
+        let snapshots = [snapshotPath, snapshotPath + ".prev"].compactMap { path in
+            FileIO.exists(path) ? try? FileIO.readAll(path) : nil
+        }
+        let rebuiltFrom: String
+        switch Replay.ledger(from: existing, agent: keyHeader.address, snapshots: snapshots) {
+        case .success(let rebuilt):
+            chain = rebuilt.chain
+            state = rebuilt.state
+            rebuiltFrom =
+                rebuilt.snapshotSeq.map { "the ledger from the snapshot at seq \($0) and the records after it" }
+                ?? "the ledger from the whole log"
         case .failure(let error):
             throw AgentStartError(
                 "\(error)",
@@ -125,7 +135,7 @@ public final class RunningAgent: Sendable {
         do { auditLog = try AuditLog(path: logPath, chain: chain) } catch { throw AgentStartError("\(error)") }
         let engine = Engine(
             key: key, policy: policy, state: state, log: auditLog, checkpointEvery: settings.checkpointEvery,
-            snapshotPath: snapshotPath)
+            snapshotPath: snapshotPath, snapshotEvery: settings.snapshotEvery)
         let server: Server
         do { server = try Server.start(settings: settings.server, engine: engine) } catch {
             throw AgentStartError("\(error)")
@@ -142,7 +152,8 @@ public final class RunningAgent: Sendable {
         let counts = state.counts
         log(
             "serving \(engine.address) on \(settings.server.socketPath); policy \(policy.hash.prefix(12)); "
-                + "\(counts.open) open and \(counts.closed) closed sessions; audit seq \(auditLog.seq)")
+                + "\(counts.open) open and \(counts.closed) closed sessions; audit seq \(auditLog.seq); "
+                + rebuiltFrom)
         return RunningAgent(engine: engine, server: server, policyFile: settings.policyFile, lock: lock)
     }
 

@@ -61,8 +61,10 @@ public final class Engine: @unchecked Sendable {
     private let clock: @Sendable () -> UInt64
     private let checkpointEvery: UInt64
     private let startedAtMs: UInt64
-    /// Where a clean stop writes the ledger snapshot (nil: none).
+    /// Where the ledger snapshot is written (nil: none): at a clean stop, and every `snapshotEvery` records.
     private let snapshotPath: String?
+    /// Records between periodic snapshots (0: only at a clean stop).
+    private let snapshotEvery: UInt64
 
     /// Guards everything above that changes, and the fields below.
     private let condition = NSCondition()
@@ -84,6 +86,11 @@ public final class Engine: @unchecked Sendable {
     private var syncerWanted = false
     private var stopping = false
     private var stopped = false
+    /// The seq the latest periodic snapshot was taken at, and the one waiting for the snapshot thread.
+    private var lastSnapshotSeq: UInt64 = 0
+    private var pendingSnapshot: (state: LedgerState, seq: UInt64)?
+    /// Whether the snapshot thread is encoding or writing one.
+    private var snapshotting = false
 
     private struct Completion {
         let durable: () -> Void
@@ -109,9 +116,11 @@ public final class Engine: @unchecked Sendable {
     /// Takes ownership of the key; replays nothing itself (the caller passes the rebuilt `state`).
     public init(
         key: consuming SigningKey, policy: LoadedPolicy, state: LedgerState, log: AuditLog, checkpointEvery: UInt64,
-        snapshotPath: String? = nil, clock: @escaping @Sendable () -> UInt64 = Engine.systemClock
+        snapshotPath: String? = nil, snapshotEvery: UInt64 = 0,
+        clock: @escaping @Sendable () -> UInt64 = Engine.systemClock
     ) {
         self.snapshotPath = snapshotPath
+        self.snapshotEvery = snapshotPath == nil ? 0 : snapshotEvery
         self.address = key.address
         self.key = key
         self.policy = policy
@@ -125,6 +134,7 @@ public final class Engine: @unchecked Sendable {
         self.clock = clock
         self.checkpointEvery = max(checkpointEvery, 1)
         self.startedAtMs = clock()
+        self.lastSnapshotSeq = log.seq
     }
 
     /// Unix milliseconds from the system clock.
@@ -153,6 +163,11 @@ public final class Engine: @unchecked Sendable {
         let thread = Thread { [self] in runSyncer() }
         thread.name = "custodian-syncer"
         thread.start()
+        if snapshotEvery > 0 {
+            let snapshots = Thread { [self] in runSnapshots() }
+            snapshots.name = "custodian-snapshots"
+            snapshots.start()
+        }
     }
 
     /// Decides a message and replies once the decision is durable; `reply` runs on the thread that wrote the
@@ -288,6 +303,50 @@ public final class Engine: @unchecked Sendable {
             stagedPolicy = entry.policy
             if log.stagedSeq % checkpointEvery == 0 { stageCheckpoint(now: clock()) }
         }
+        // A periodic snapshot is taken where every decision made is staged, so that the copy of the ledger is
+        // exactly what the records up to `stagedSeq` imply. Copying is cheap (the ledger is copy-on-write); the
+        // snapshot thread encodes and writes it, then records its hash after those records.
+        if snapshotEvery > 0, !snapshotting, nextToStage == nextTicket,
+            log.stagedSeq >= lastSnapshotSeq + snapshotEvery
+        {
+            lastSnapshotSeq = log.stagedSeq
+            pendingSnapshot = (state, log.stagedSeq)
+            snapshotting = true
+            condition.broadcast()
+        }
+    }
+
+    /// Writes the periodic snapshots: the previous file is kept as `.prev` until the new one is vouched for by a
+    /// `snapshot` record, so that a crash in between still finds a snapshot the log names.
+    private func runSnapshots() {
+        guard let snapshotPath else { return }
+        condition.lock()
+        while true {
+            while pendingSnapshot == nil && !stopping { condition.wait() }
+            guard let (copy, seq) = pendingSnapshot else { break }
+            pendingSnapshot = nil
+            condition.unlock()
+            let bytes = copy.encodeSnapshot(seq: seq)
+            var hash: String?
+            _ = rename(snapshotPath, snapshotPath + ".prev")
+            do {
+                try SecretFile.writeAtomically(bytes, to: snapshotPath, replace: true)
+                hash = SHA256.hex(bytes)
+            } catch {
+                FileHandle.standardError.write(
+                    Data("custodian: error: could not write \(snapshotPath): \(error)\n".utf8))
+            }
+            if let hash {
+                record(event: "snapshot", peer: nil) { writer in
+                    writer.field("snapshot_seq", seq)
+                    writer.field("snapshot_sha256", hash)
+                }
+            }
+            condition.lock()
+            snapshotting = false
+            condition.broadcast()
+        }
+        condition.unlock()
     }
 
     private struct Batch {
@@ -397,6 +456,9 @@ public final class Engine: @unchecked Sendable {
         }
         stopping = true
         condition.broadcast()
+        // A periodic snapshot being written finishes first: the stop's own snapshot must be the last file written.
+        while snapshotting && pendingSnapshot == nil { condition.wait() }
+        pendingSnapshot = nil
         while writing || nextToStage != nextTicket {
             // A ticket still signing stages (and may write) when it is done; the timeout covers a signer that
             // staged while nothing was being written and left its batch for nobody.
@@ -418,6 +480,7 @@ public final class Engine: @unchecked Sendable {
         var snapshotHash: String?
         if let snapshotPath {
             let snapshot = state.encodeSnapshot(seq: log.stagedSeq + 1)  // the stop record's seq
+            _ = rename(snapshotPath, snapshotPath + ".prev")
             do {
                 try SecretFile.writeAtomically(snapshot, to: snapshotPath, replace: true)
                 snapshotHash = SHA256.hex(snapshot)

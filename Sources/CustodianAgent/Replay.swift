@@ -10,17 +10,34 @@ public enum Replay {
     /// Reads and verifies `bytes` and replays it for `agent` (default: the agent named by the log's first start
     /// record). Only allowances and operator actions are parsed in full.
     ///
-    /// With `snapshot` (the ledger.snapshot file written at a clean stop), the ledger starts from it and only the
-    /// records after its stop record are replayed, provided that stop record, in the verified chain, carries the
-    /// snapshot's SHA-256; otherwise the whole log is replayed. The whole chain is verified either way.
+    /// With `snapshot` (a ledger.snapshot file, written at a clean stop or periodically), the ledger starts from it
+    /// and only the records after the seq it was taken at are replayed, provided the verified chain vouches for it:
+    /// the stop record at that seq, or a later `snapshot` record naming that seq, carries the snapshot's SHA-256.
+    /// Otherwise the whole log is replayed. The whole chain is verified either way.
     public static func ledger(
         from bytes: [UInt8], agent: Address? = nil, snapshot: [UInt8]? = nil
     ) -> Result<(AuditChain, LedgerState), AuditError> {
-        if let snapshot, let seq = LedgerState.snapshotSeq(snapshot) {
+        ledger(from: bytes, agent: agent, snapshots: snapshot.map { [$0] } ?? []).map { ($0.chain, $0.state) }
+    }
+
+    /// What a replay rebuilt, and from where.
+    public struct Rebuilt {
+        public var chain: AuditChain
+        public var state: LedgerState
+        /// The seq of the snapshot it started from (nil: the whole log was replayed).
+        public var snapshotSeq: UInt64?
+    }
+
+    /// Like ``ledger(from:agent:snapshot:)``, trying each snapshot in turn (the current file, then the previous).
+    public static func ledger(
+        from bytes: [UInt8], agent: Address? = nil, snapshots: [[UInt8]]
+    ) -> Result<Rebuilt, AuditError> {
+        for snapshot in snapshots {
+            guard let seq = LedgerState.snapshotSeq(snapshot) else { continue }
             switch replay(bytes, agent: agent, snapshot: snapshot, seq: seq) {
-            case .success(let result): return .success(result)
+            case .success(let (chain, state)): return .success(Rebuilt(chain: chain, state: state, snapshotSeq: seq))
             case .failure(.unavailable):
-                break  // the log does not vouch for this snapshot, or an operator changed the ledger since
+                continue  // the log does not vouch for this snapshot, or an operator changed the ledger since
             case .failure(let error): return .failure(error)
             }
         }
@@ -33,7 +50,7 @@ public enum Replay {
                 event == "start" || event == "operator" || (event == "sign" && RecordShape.contains(allowed, in: line))
             },
             visit: { apply($0, to: &state, address: &address, reader: reader) })
-        return read.map { ($0, state) }
+        return read.map { Rebuilt(chain: $0, state: state, snapshotSeq: nil) }
     }
 
     /// Starts from the snapshot taken at record `seq`: its decoding runs on another thread while this one verifies
@@ -53,17 +70,18 @@ public enum Replay {
             wants: { recordSeq, event, line in
                 event == "start" || recordSeq == seq
                     || (recordSeq > seq
-                        && (event == "operator" || (event == "sign" && RecordShape.contains(allowed, in: line))))
+                        && (event == "operator" || event == "snapshot"
+                            || (event == "sign" && RecordShape.contains(allowed, in: line))))
             },
             visit: { entry in
                 if entry.event == "start", address == nil {
                     address = entry.string("address").flatMap(Address.init(eip55:))
                 }
                 if entry.seq == seq {
-                    guard entry.event == "stop", entry.string("snapshot_sha256") == hash else {
-                        return .unavailable("the log does not vouch for the snapshot")
-                    }
-                    vouched = true
+                    // Taken at a stop: that stop record vouches for it. Taken periodically: a later record does.
+                    if entry.event == "stop", entry.string("snapshot_sha256") == hash { vouched = true }
+                } else if entry.seq > seq && entry.event == "snapshot" {
+                    if entry.integer("snapshot_seq") == seq, entry.string("snapshot_sha256") == hash { vouched = true }
                 } else if entry.seq > seq && entry.event != "start" {
                     // A release needs the sessions' previous states, which snapshots do not keep.
                     if entry.event == "operator" { return .unavailable("an operator action after the snapshot") }

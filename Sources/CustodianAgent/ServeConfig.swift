@@ -10,6 +10,7 @@ public struct ServeConfig: Sendable, Equatable {
     public var allowUID: [UInt32] = []
     public var allowGID: [UInt32] = []
     public var checkpointEvery: UInt64?
+    public var snapshotEvery: UInt64?
     public var maxConnections: Int?
     public var idleTimeoutS: Int64?
     public var rateLimit: Int?
@@ -19,6 +20,7 @@ public struct ServeConfig: Sendable, Equatable {
 
     static let keys = [
         "socket", "key_file", "policy", "state_dir", "passphrase_file", "allow_uid", "allow_gid", "checkpoint_every",
+        "snapshot_every",
         "max_connections", "idle_timeout_s", "rate_limit",
     ]
 
@@ -66,6 +68,7 @@ public struct ServeConfig: Sendable, Equatable {
         config.allowUID = try ids("allow_uid")
         config.allowGID = try ids("allow_gid")
         config.checkpointEvery = try integer("checkpoint_every").map { UInt64($0) }
+        config.snapshotEvery = try integer("snapshot_every").map { UInt64($0) }
         config.maxConnections = try integer("max_connections")
         config.idleTimeoutS = try integer("idle_timeout_s").map { Int64($0) }
         config.rateLimit = try integer("rate_limit")

@@ -1,6 +1,9 @@
 // custodian-bench: tools for bench/ (not part of the agent).
 //   custodian-bench fill-log --key-file K --passphrase-file P --policy F --state-dir D --records N
-//       writes N real decisions (creates and closes of two-party sessions) through the engine into D/audit.log
+//                            [--snapshot-every M --crash]
+//       writes N real decisions (creates and closes of two-party sessions) through the engine into D/audit.log;
+//       with --snapshot-every, periodic ledger snapshots as the agent writes them; with --crash, exits without
+//       a clean stop (no stop record, no final snapshot), as after a crash
 //   custodian-bench replay --state-dir D
 //       reads, verifies and replays D/audit.log as the agent does at start; prints the seconds it took
 //   custodian-bench keccak --bytes B --iterations N
@@ -42,9 +45,11 @@ case "fill-log":
         let start: UInt64 = 1_733_000_000_000
         final class Clock: @unchecked Sendable { var now: UInt64 = 1_733_000_000_000 }
         let clock = Clock()
+        let snapshotEvery = option("--snapshot-every").flatMap { UInt64($0) } ?? 0
         let engine = Engine(
             key: key, policy: try PolicyFile.load(path: policyFile), state: LedgerState(), log: log,
-            checkpointEvery: 1000, clock: { clock.now })
+            checkpointEvery: 1000, snapshotPath: snapshotEvery > 0 ? stateDir + "/ledger.snapshot" : nil,
+            snapshotEvery: snapshotEvery, clock: { clock.now })
         try engine.start(version: "bench")
         let group = DispatchGroup()
         var pending = 0
@@ -82,8 +87,15 @@ case "fill-log":
             }
         }
         group.wait()
+        let filled = seconds(since: began)
+        if CommandLine.arguments.contains("--crash") {
+            // Let the last periodic snapshot be written and vouched for, then go without a stop record.
+            Thread.sleep(forTimeInterval: 3)
+            print(String(format: "fill-log: %d records in %.1f s, then no clean stop", records, filled))
+            exit(0)
+        }
         engine.stop()
-        print(String(format: "fill-log: %d records in %.1f s", records, seconds(since: began)))
+        print(String(format: "fill-log: %d records in %.1f s", records, filled))
     } catch {
         fail("\(error)")
     }

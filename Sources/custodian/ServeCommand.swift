@@ -18,6 +18,8 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "A uid allowed to connect (default: the agent's own uid).") var allowUid: [UInt32] = []
     @Option(help: "A gid allowed to connect.") var allowGid: [UInt32] = []
     @Option(help: "Write a signed checkpoint every N records.") var checkpointEvery: UInt64?
+    @Option(help: "Snapshot the ledger every N records (0: only at a clean stop); bounds a restart after a crash.")
+    var snapshotEvery: UInt64?
     @Option(help: "At most N connections at once.") var maxConnections: Int?
     @Option(help: "Close a connection silent for T seconds.") var idleTimeoutS: Int64?
     @Option(help: "At most N requests per second per caller uid (0: no limit).") var rateLimit: Int?
@@ -43,7 +45,8 @@ struct ServeCommand: ParsableCommand {
         let settings = AgentSettings(
             server: server, keyFile: keyFile, policyFile: policy, stateDirectory: stateDir,
             passphraseFile: passphraseFile ?? file.passphraseFile,
-            checkpointEvery: checkpointEvery ?? file.checkpointEvery ?? 1000)
+            checkpointEvery: checkpointEvery ?? file.checkpointEvery ?? 1000,
+            snapshotEvery: snapshotEvery ?? file.snapshotEvery ?? 100_000)
         try Serving.run(settings)
     }
 }

@@ -59,7 +59,7 @@ struct DurabilityTests {
         let policyFile = try workspace.write("policy.toml", policy)
         return [
             "--key-file", key.0, "--policy", policyFile, "--state-dir", stateDir, "--passphrase-file", key.1,
-            "--checkpoint-every", "25",
+            "--checkpoint-every", "25", "--snapshot-every", "7",
         ]
     }
 
@@ -141,6 +141,13 @@ struct DurabilityTests {
             stop.set()
             #expect(group.wait(timeout: .now() + 30) == .success)
         }
+
+        // Periodic snapshots (every 7 records) were written and vouched for between the kills, and starts used them.
+        let fromSnapshot = (0..<20).filter { round in
+            (try? String(contentsOfFile: workspace.path + "/agent\(round).log", encoding: .utf8))?
+                .contains("from the snapshot at seq") == true
+        }
+        #expect(fromSnapshot.count >= 5, "starts from a snapshot: rounds \(fromSnapshot)")
 
         // A last, clean start: the restarted agent's state is what the log implies.
         let agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/final.log")
