@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #if defined(__linux__)
@@ -86,4 +87,8 @@ int ccustodian_ptrace_traceme(void) {
     errno = ENOSYS;
     return -1;
 #endif
+}
+
+int ccustodian_contains(const void *haystack, size_t haystack_length, const void *needle, size_t needle_length) {
+    return memmem(haystack, haystack_length, needle, needle_length) != NULL;
 }

@@ -1,3 +1,4 @@
+import CCustodianLinux
 import CustodianCore
 import CustodianCrypto
 import Foundation
@@ -34,6 +35,9 @@ public enum Replay {
     ) -> Result<Rebuilt, AuditError> {
         for snapshot in snapshots {
             guard let seq = LedgerState.snapshotSeq(snapshot) else { continue }
+            // A full pass costs seconds on a large log: try only a snapshot whose hash the log mentions at all (a
+            // quick search; the pass itself decides whether a record in the verified chain vouches for it).
+            guard mentions(bytes, Array(SHA256.hex(snapshot).utf8)) else { continue }
             switch replay(bytes, agent: agent, snapshot: snapshot, seq: seq) {
             case .success(let (chain, state)): return .success(Rebuilt(chain: chain, state: state, snapshotSeq: seq))
             case .failure(.unavailable):
@@ -101,6 +105,16 @@ public enum Replay {
             if let error = apply(entry, to: &state, address: &address, reader: reader) { return .failure(error) }
         }
         return .success((chain, state))
+    }
+
+    /// Whether `needle` occurs anywhere in `bytes` (memmem).
+    static func mentions(_ bytes: [UInt8], _ needle: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { haystack in
+            needle.withUnsafeBytes { pattern in
+                guard let base = haystack.baseAddress, let target = pattern.baseAddress else { return false }
+                return ccustodian_contains(base, haystack.count, target, pattern.count) != 0
+            }
+        }
     }
 
     /// Applies one allowance, operator action or start record to the ledger.

@@ -76,16 +76,20 @@ case "fill-log":
             for message in [create, close] {
                 group.enter()
                 pending += 1
-                engine.sign(message: Array(message.utf8), peer: nil) { outcome in
+                // Staged in runs and written together, as the server does with lines that arrive together.
+                engine.sign(message: Array(message.utf8), peer: nil, deferWrite: true) { outcome in
                     if case .signed = outcome {} else { fail("a fill request was not signed: \(outcome)") }
                     group.leave()
                 }
             }
+            if pending % 200 == 0 { engine.writeStaged() }
             if pending >= 2000 {
+                engine.writeStaged()
                 group.wait()
                 pending = 0
             }
         }
+        engine.writeStaged()
         group.wait()
         let filled = seconds(since: began)
         if CommandLine.arguments.contains("--crash") {

@@ -1,6 +1,7 @@
 #ifndef CCUSTODIAN_LINUX_H
 #define CCUSTODIAN_LINUX_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 /// Sets PR_SET_DUMPABLE to 0. Returns 0, or -1 with errno set.
@@ -19,5 +20,8 @@ int ccustodian_apply_syscall_filter(void);
 
 /// ptrace(PTRACE_TRACEME): 0, or -1 with errno set (ptrace is variadic, so Swift cannot call it).
 int ccustodian_ptrace_traceme(void);
+
+/// memmem(3), a GNU extension Glibc's Swift module does not show: whether `needle` occurs in `haystack`.
+int ccustodian_contains(const void *haystack, size_t haystack_length, const void *needle, size_t needle_length);
 
 #endif
