@@ -275,10 +275,20 @@ public final class Engine: @unchecked Sendable {
         writeIfIdle()
     }
 
-    /// Writes what is staged if no write is under way (after requests submitted with `deferWrite`).
-    public func writeStaged() {
+    /// Writes what is staged if no write is under way (after requests submitted with `deferWrite`): here, or with
+    /// `inline` false on the syncer thread, leaving this thread free for other work.
+    public func writeStaged(inline: Bool = true) {
         condition.lock()
-        writeIfIdle()
+        if inline {
+            writeIfIdle()
+            return
+        }
+        if !writing, log.stagedCount > 0 {
+            writing = true
+            syncerWanted = true
+            condition.broadcast()
+        }
+        condition.unlock()
     }
 
     /// Called with the lock held; releases it. Writes the staged records here unless a write is under way.

@@ -62,6 +62,12 @@ public final class Server: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let connections = NIOLockedValueBox(0)
         let callers = CallerBook(rate: settings.rateLimit)
+        // Per event loop, its open connections: a loop with one writes that connection's batch itself.
+        var loads: [ObjectIdentifier: NIOLoopBoundBox<Int>] = [:]
+        for loop in group.makeIterator() {
+            loads[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeBoxSendingValue(0, eventLoop: loop)
+        }
+        let loopLoads = loads
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
@@ -70,7 +76,8 @@ public final class Server: Sendable {
                         IdleStateHandler(readTimeout: .seconds(settings.idleTimeoutSeconds)))
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(
-                            engine: engine, settings: settings, connections: connections, callers: callers))
+                            engine: engine, settings: settings, connections: connections, callers: callers,
+                            loopLoad: loopLoads[ObjectIdentifier(channel.eventLoop)]))
                 }
             }
         // The socket file takes its mode from the umask at bind time: owner read/write only.
@@ -250,6 +257,9 @@ private final class ConnectionHandler: ChannelInboundHandler {
     private var closing = false
     /// Whether a sign was staged with its write deferred to the end of the lines at hand.
     private var signsStaged = false
+    /// The open connections of this handler's event loop.
+    private let loopLoad: NIOLoopBoundBox<Int>?
+    private var loaded = false
     /// Replies in request order: a slot per request, filled when its reply is ready, written from the front.
     private var replies = CircularBuffer<Reply?>()
     /// The number of slots taken before the first one in `replies`.
@@ -260,7 +270,11 @@ private final class ConnectionHandler: ChannelInboundHandler {
         var thenClose: Bool
     }
 
-    init(engine: Engine, settings: ServerSettings, connections: NIOLockedValueBox<Int>, callers: CallerBook) {
+    init(
+        engine: Engine, settings: ServerSettings, connections: NIOLockedValueBox<Int>, callers: CallerBook,
+        loopLoad: NIOLoopBoundBox<Int>?
+    ) {
+        self.loopLoad = loopLoad
         self.engine = engine
         self.settings = settings
         self.connections = connections
@@ -278,6 +292,10 @@ private final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         counted = true
+        if let loopLoad {
+            loopLoad.value += 1
+            loaded = true
+        }
         guard let provider = context.channel as? SocketOptionProvider else {
             admit(nil, context: context)
             return
@@ -312,6 +330,10 @@ private final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if loaded, let loopLoad {
+            loopLoad.value -= 1
+            loaded = false
+        }
         if counted {
             connections.withLockedValue { $0 -= 1 }
             counted = false
@@ -349,7 +371,9 @@ private final class ConnectionHandler: ChannelInboundHandler {
         defer {
             if signsStaged {
                 signsStaged = false
-                engine.writeStaged()
+                // Alone on this loop, write here (no thread hand-off); with other connections to read, let the
+                // syncer write, so that their requests are read and decided meanwhile.
+                engine.writeStaged(inline: (loopLoad?.value ?? 0) <= 1)
             }
         }
         while !closing, let newline = buffer.readableBytesView.firstIndex(of: 0x0A) {
