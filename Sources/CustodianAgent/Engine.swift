@@ -86,6 +86,9 @@ public final class Engine: @unchecked Sendable {
     private var syncerWanted = false
     private var stopping = false
     private var stopped = false
+    /// How long writes took lately (a moving average, in nanoseconds), and the cost of handing one off.
+    private var recentWriteNanos: UInt64 = 1_000_000
+    private static let handOffNanos: UInt64 = 50_000
     /// The seq the latest periodic snapshot was taken at, and the one waiting for the snapshot thread.
     private var lastSnapshotSeq: UInt64 = 0
     private var pendingSnapshot: (state: LedgerState, seq: UInt64)?
@@ -277,9 +280,11 @@ public final class Engine: @unchecked Sendable {
 
     /// Writes what is staged if no write is under way (after requests submitted with `deferWrite`): here, or with
     /// `inline` false on the syncer thread, leaving this thread free for other work.
+    /// A write that recently took less than ``handOffNanos`` is done in place anyway: handing it to the syncer
+    /// (a wake-up there, another back) would cost more than it saves (a log on tmpfs, a fast NVMe cache).
     public func writeStaged(inline: Bool = true) {
         condition.lock()
-        if inline {
+        if inline || recentWriteNanos < Self.handOffNanos {
             writeIfIdle()
             return
         }
@@ -397,11 +402,14 @@ public final class Engine: @unchecked Sendable {
     /// clears `writing` if there are none; the syncer keeps `writing` and loops itself.
     private func writeBatch(_ batch: Batch, handingOn: Bool) -> [() -> Void] {
         var failure: AuditError?
+        let began = DispatchTime.now().uptimeNanoseconds
         if let records = batch.records {
             do { try log.write(records) } catch { failure = error }
         }
+        let took = DispatchTime.now().uptimeNanoseconds &- began
         condition.lock()
         defer { condition.unlock() }
+        recentWriteNanos = (recentWriteNanos * 7 + took) / 8
         var replies: [() -> Void]
         if let failure {
             if let records = batch.records { log.finish(records, durable: false) }
