@@ -25,20 +25,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Key A, a policy that allows the kit's close (and the 2024 V1 create that sets its session up), a prepared state.
-python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["private_key"])' Tests/Vectors/keys/key_A.json >"$work/key.hex"
-printf 'benchmark\n' >"$work/passphrase"
-chmod 600 "$work/key.hex" "$work/passphrase"
-"$bin/custodian" key import --key-file "$work/key" --private-key-file "$work/key.hex" \
-    --passphrase-file "$work/passphrase" --kdf interactive >/dev/null
-cat >"$work/policy.toml" <<'POLICY'
-version = 1
-[requests]
-methods = ["create_app_session", "submit_app_state", "close_app_session"]
-max_age_ms = 100000000000000
-[assets.usdc]
-decimals = 6
-POLICY
-python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["req"], end="")' Tests/Vectors/sign/create_v1.json >"$work/v1.json"
+source bench/lib.sh
+bench_prepare
 serve() { # serve STATE_DIR SOCKET (run in the background: exec, so that $! is the agent itself)
     exec "$bin/custodian" serve --socket "$2" --key-file "$work/key" --policy "$work/policy.toml" \
         --passphrase-file "$work/passphrase" --state-dir "$1"
@@ -86,7 +74,6 @@ start_ms=$(printf '%s\n' "${starts[@]}" | sort -n | sed -n 3p)
 # so that the unsealing's Argon2id memory, freed before serving, is reported apart.
 cc -O2 -pthread -o "$work/loadgen" bench/kit/loadgen.c -lsecp256k1 -lcrypto
 msg="$work/close.txt"
-printf '%s' '{"req":[{{id}},"close_app_session",{"app_session_id":"0x3186abf9003acc50f21f6436ec0e92a3ca67e54bc77e07c0b0f44d841cb419af","allocations":[{"participant":"0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638","asset":"usdc","amount":"100"},{"participant":"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266","asset":"usdc","amount":"50"}]},{{ts}}],"sig":[]}' >"$msg"
 rm -rf "$work/load"; cp -a "$work/prepared" "$work/load"
 setsid "$bin/custodian" serve --socket "$work/load.sock" --key-file "$work/key" --policy "$work/policy.toml" \
     --passphrase-file "$work/passphrase" --state-dir "$work/load" 2>/dev/null &

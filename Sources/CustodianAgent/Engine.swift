@@ -331,6 +331,19 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// Keeps the current snapshot file as `.prev`, writes `bytes` in its place (synced, atomically), and returns
+    /// their SHA-256, or nil (said on stderr) if the file could not be written.
+    private static func writeSnapshot(_ bytes: [UInt8], to path: String) -> String? {
+        _ = rename(path, path + ".prev")
+        do {
+            try SecretFile.writeAtomically(bytes, to: path, replace: true)
+            return SHA256.hex(bytes)
+        } catch {
+            FileHandle.standardError.write(Data("custodian: error: could not write \(path): \(error)\n".utf8))
+            return nil
+        }
+    }
+
     /// Writes the periodic snapshots: the previous file is kept as `.prev` until the new one is vouched for by a
     /// `snapshot` record, so that a crash in between still finds a snapshot the log names.
     private func runSnapshots() {
@@ -341,17 +354,7 @@ public final class Engine: @unchecked Sendable {
             guard let (copy, seq) = pendingSnapshot else { break }
             pendingSnapshot = nil
             condition.unlock()
-            let bytes = copy.encodeSnapshot(seq: seq)
-            var hash: String?
-            _ = rename(snapshotPath, snapshotPath + ".prev")
-            do {
-                try SecretFile.writeAtomically(bytes, to: snapshotPath, replace: true)
-                hash = SHA256.hex(bytes)
-            } catch {
-                FileHandle.standardError.write(
-                    Data("custodian: error: could not write \(snapshotPath): \(error)\n".utf8))
-            }
-            if let hash {
+            if let hash = Self.writeSnapshot(copy.encodeSnapshot(seq: seq), to: snapshotPath) {
                 record(event: "snapshot", peer: nil) { writer in
                     writer.field("snapshot_seq", seq)
                     writer.field("snapshot_sha256", hash)
@@ -495,17 +498,8 @@ public final class Engine: @unchecked Sendable {
         let now = clock()
         // The ledger as of this stop, so that the next start need not replay the whole log; the stop record
         // carries its hash, which binds the snapshot to the chain.
-        var snapshotHash: String?
-        if let snapshotPath {
-            let snapshot = state.encodeSnapshot(seq: log.stagedSeq + 1)  // the stop record's seq
-            _ = rename(snapshotPath, snapshotPath + ".prev")
-            do {
-                try SecretFile.writeAtomically(snapshot, to: snapshotPath, replace: true)
-                snapshotHash = SHA256.hex(snapshot)
-            } catch {
-                FileHandle.standardError.write(
-                    Data("custodian: error: could not write \(snapshotPath): \(error)\n".utf8))
-            }
+        let snapshotHash = snapshotPath.flatMap { path in
+            Self.writeSnapshot(state.encodeSnapshot(seq: log.stagedSeq + 1), to: path)  // the stop record's seq
         }
         log.stage(event: "stop", timeMs: now) { writer in
             writer.field("policy_hash", policy.hash)
