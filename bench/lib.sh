@@ -1,4 +1,18 @@
 # Sourced by bench/run.sh and bench/soak.sh: what both set up in "$work" with "$bin/custodian".
+#   bench_begin NAME: installs what is missing, builds custodian in release mode, sets bin and work (a fresh
+#   /tmp/custodian-NAME-XXXXXX, removed at exit, with the agent in agent_pid stopped).
+bench_begin() {
+    scripts/setup
+    swift build -c release --product custodian >/dev/null
+    bin=$PWD/.build/release
+    work=$(mktemp -d "/tmp/custodian-$1-XXXXXX")
+    agent_pid=""
+    trap bench_cleanup EXIT
+}
+bench_cleanup() {
+    [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
 #   bench_prepare: key A of the vectors sealed with the cheap (interactive) KDF in key (passphrase in passphrase),
 #   a policy that allows the kit's close and the V1 create that sets its session up (policy.toml), that create
 #   (v1.json), and the kit's close message with {{id}} and {{ts}} placeholders (close.txt).

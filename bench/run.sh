@@ -12,20 +12,11 @@
 # and the restart time with a million records if bench/restart.sh has written it. Writes bench/results/latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup
-swift build -c release --product custodian >/dev/null
+source bench/lib.sh
+bench_begin bench
 swift build -c release --product custodian-bench >/dev/null
-bin=$PWD/.build/release
-work=$(mktemp -d /tmp/custodian-bench-XXXXXX)
-agent_pid=""
-cleanup() {
-    [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # Key A, a policy that allows the kit's close (and the 2024 V1 create that sets its session up), a prepared state.
-source bench/lib.sh
 bench_prepare
 serve() { # serve STATE_DIR SOCKET (run in the background: exec, so that $! is the agent itself)
     exec "$bin/custodian" serve --socket "$2" --key-file "$work/key" --policy "$work/policy.toml" \

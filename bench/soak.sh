@@ -11,17 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 total=${1:-1000000}
-scripts/setup
-swift build -c release --product custodian >/dev/null
-bin=$PWD/.build/release
-work=$(mktemp -d /tmp/custodian-soak-XXXXXX)
-agent_pid=""
-cleanup() {
-    [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 source bench/lib.sh
+bench_begin soak
 bench_prepare
 cc -O2 -pthread -o "$work/loadgen" bench/kit/loadgen.c -lsecp256k1 -lcrypto
 setsid "$bin/custodian" serve --socket "$work/agent.sock" --key-file "$work/key" --policy "$work/policy.toml" \

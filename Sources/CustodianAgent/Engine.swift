@@ -436,6 +436,16 @@ public final class Engine: @unchecked Sendable {
         return replies
     }
 
+    /// With the lock held (and `writing` set): takes what is staged, writes it and runs its replies without the
+    /// lock, then takes the lock again.
+    private func writeNextBatch() {
+        let batch = takeBatch()
+        condition.unlock()
+        let replies = writeBatch(batch, handingOn: false)
+        for reply in replies { reply() }
+        condition.lock()
+    }
+
     /// Writes batches back to back while records are staged; idle otherwise.
     private func runSyncer() {
         condition.lock()
@@ -443,13 +453,7 @@ public final class Engine: @unchecked Sendable {
             while !syncerWanted && !(stopping && !writing) { condition.wait() }
             if !syncerWanted { break }  // stopping, and nothing is being written
             syncerWanted = false
-            while log.stagedCount > 0 {
-                let batch = takeBatch()
-                condition.unlock()
-                let replies = writeBatch(batch, handingOn: false)
-                for reply in replies { reply() }
-                condition.lock()
-            }
+            while log.stagedCount > 0 { writeNextBatch() }
             writing = false
             if stopping { condition.broadcast() }
         }
@@ -488,11 +492,7 @@ public final class Engine: @unchecked Sendable {
         }
         if log.stagedCount > 0 {
             writing = true
-            let batch = takeBatch()
-            condition.unlock()
-            let replies = writeBatch(batch, handingOn: false)
-            for reply in replies { reply() }
-            condition.lock()
+            writeNextBatch()
             writing = false
         }
         let now = clock()
