@@ -91,7 +91,7 @@ public final class Engine: @unchecked Sendable {
     private static let handOffNanos: UInt64 = 50_000
     /// The seq the latest periodic snapshot was taken at, and the one waiting for the snapshot thread.
     private var lastSnapshotSeq: UInt64 = 0
-    private var pendingSnapshot: (state: LedgerState, seq: UInt64)?
+    private var pendingSnapshot: (state: LedgerState, seq: UInt64, epoch: UInt64)?
     /// Whether the snapshot thread is encoding or writing one.
     private var snapshotting = false
 
@@ -325,7 +325,7 @@ public final class Engine: @unchecked Sendable {
             log.stagedSeq >= lastSnapshotSeq + snapshotEvery
         {
             lastSnapshotSeq = log.stagedSeq
-            pendingSnapshot = (state, log.stagedSeq)
+            pendingSnapshot = (state, log.stagedSeq, epoch)
             snapshotting = true
             condition.broadcast()
         }
@@ -351,13 +351,25 @@ public final class Engine: @unchecked Sendable {
         condition.lock()
         while true {
             while pendingSnapshot == nil && !stopping { condition.wait() }
-            guard let (copy, seq) = pendingSnapshot else { break }
+            guard let (copy, seq, copyEpoch) = pendingSnapshot else { break }
             pendingSnapshot = nil
             condition.unlock()
             if let hash = Self.writeSnapshot(copy.encodeSnapshot(seq: seq), to: snapshotPath) {
-                record(event: "snapshot", peer: nil) { writer in
-                    writer.field("snapshot_seq", seq)
-                    writer.field("snapshot_sha256", hash)
+                // Vouched for only if no write failed since the copy: a failure drops the records up to `seq`
+                // that were not yet durable, and later records reuse their seqs; this record, staged after them,
+                // is durable only if they are.
+                submit(orElse: {}) { now in
+                    guard epoch == copyEpoch else { return .ready(stage: { nil }, dropped: {}) }
+                    let policyHash = policy.hash
+                    return .ready(
+                        stage: { [log] in
+                            log.stage(event: "snapshot", timeMs: now) { writer in
+                                writer.field("policy_hash", policyHash)
+                                writer.field("snapshot_seq", seq)
+                                writer.field("snapshot_sha256", hash)
+                            }
+                            return nil
+                        }, dropped: {})
                 }
             }
             condition.lock()
