@@ -118,23 +118,18 @@ accept("amount_78_digits", "78 integer digits (uint256 has 78) are read exactly.
 
 # Bytes: UTF-8, surrogates, BOM, NUL.
 base = env()
-reject("invalid_utf8_in_string", "0xC3 0x28 in session_data.",
-       env(req(p='{"app_session_id":"%s","allocations":%s,"session_data":"XX"}' % (ID, ALLOCS))).encode().replace(b"XX", b"\xc3\x28"),
-       "payload.malformed")
-reject("invalid_utf8_in_key", "0xFF in a key.", env(req(p='{"app_session_id":"%s","allocations":%s,"XX":1}' % (ID, ALLOCS))).encode().replace(b"XX", b"\xff"),
-       "payload.malformed")
-reject("truncated_utf8_at_end_of_string", "a lead byte with no continuation.",
-       env(req(p='{"app_session_id":"%s","allocations":%s,"session_data":"aXX"}' % (ID, ALLOCS))).encode().replace(b"XX", b"\xe2\x82"),
-       "payload.malformed")
-reject("overlong_slash", "0xC0 0xAF: an overlong '/'.",
-       env(req(p='{"app_session_id":"%s","allocations":%s,"session_data":"XX"}' % (ID, ALLOCS))).encode().replace(b"XX", b"\xc0\xaf"),
-       "payload.malformed")
-reject("overlong_three_bytes", "0xE0 0x80 0xAF: a three-byte overlong '/'.",
-       env(req(p='{"app_session_id":"%s","allocations":%s,"session_data":"XX"}' % (ID, ALLOCS))).encode().replace(b"XX", b"\xe0\x80\xaf"),
-       "payload.malformed")
-reject("surrogate_encoded_raw", "0xED 0xA0 0x80: a surrogate in raw UTF-8 (CESU).",
-       env(req(p='{"app_session_id":"%s","allocations":%s,"session_data":"XX"}' % (ID, ALLOCS))).encode().replace(b"XX", b"\xed\xa0\x80"),
-       "payload.malformed")
+# Invalid UTF-8 placed where XX stands in the params; every one is refused.
+PARAMS_WITH_DATA = '{"app_session_id":"%s","allocations":%s,"session_data":"XX"}' % (ID, ALLOCS)
+for name, description, body, raw in [
+    ("invalid_utf8_in_string", "0xC3 0x28 in session_data.", PARAMS_WITH_DATA, b"\xc3\x28"),
+    ("invalid_utf8_in_key", "0xFF in a key.", '{"app_session_id":"%s","allocations":%s,"XX":1}' % (ID, ALLOCS), b"\xff"),
+    ("truncated_utf8_at_end_of_string", "a lead byte with no continuation.",
+     '{"app_session_id":"%s","allocations":%s,"session_data":"aXX"}' % (ID, ALLOCS), b"\xe2\x82"),
+    ("overlong_slash", "0xC0 0xAF: an overlong '/'.", PARAMS_WITH_DATA, b"\xc0\xaf"),
+    ("overlong_three_bytes", "0xE0 0x80 0xAF: a three-byte overlong '/'.", PARAMS_WITH_DATA, b"\xe0\x80\xaf"),
+    ("surrogate_encoded_raw", "0xED 0xA0 0x80: a surrogate in raw UTF-8 (CESU).", PARAMS_WITH_DATA, b"\xed\xa0\x80"),
+]:
+    reject(name, description, env(req(p=body)).encode().replace(b"XX", raw), "payload.malformed")
 for name, escape in [("lone_high_surrogate", "\\ud800"), ("lone_low_surrogate", "\\udc00"),
                      ("high_then_non_low", "\\ud800\\u0041"), ("reversed_pair", "\\udc00\\ud800")]:
     reject(name, "%s in session_data: Go would substitute U+FFFD." % escape,
