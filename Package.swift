@@ -6,7 +6,6 @@ let strict: [SwiftSetting] = [.unsafeFlags(["-warnings-as-errors"])]
 
 let package = Package(
     name: "custodian",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "custodian", targets: ["custodian"]),
         .library(name: "CustodianClient", targets: ["CustodianClient"]),
@@ -15,7 +14,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/attaswift/BigInt", from: "6.0.1"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
@@ -23,11 +21,11 @@ let package = Package(
         // C libraries from Debian's -dev packages (libsecp256k1-dev, libsodium-dev, libssl-dev).
         .systemLibrary(
             name: "CSecp256k1", pkgConfig: "libsecp256k1",
-            providers: [.apt(["libsecp256k1-dev"]), .brew(["secp256k1"])]),
+            providers: [.apt(["libsecp256k1-dev"])]),
         .systemLibrary(
-            name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"]), .brew(["libsodium"])]),
+            name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(
-            name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]),
+            name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // Only what Glibc hides from Swift: variadic prctl, struct ucred, libseccomp's macros (libseccomp-dev).
         .target(name: "CCustodianLinux", linkerSettings: [.linkedLibrary("seccomp", .when(platforms: [.linux]))]),
 
@@ -49,7 +47,6 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: strict),

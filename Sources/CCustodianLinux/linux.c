@@ -28,23 +28,6 @@ int ccustodian_get_dumpable(void) {
 #endif
 }
 
-int ccustodian_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
-#if defined(__linux__)
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        return -1;
-    }
-    *pid = cred.pid;
-    *uid = cred.uid;
-    *gid = cred.gid;
-    return 0;
-#else
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
 int ccustodian_apply_syscall_filter(void) {
 #if defined(__linux__)
     /* Required to install a filter without CAP_SYS_ADMIN, and forbids gaining privileges through exec. */
@@ -87,8 +70,4 @@ int ccustodian_ptrace_traceme(void) {
     errno = ENOSYS;
     return -1;
 #endif
-}
-
-int ccustodian_contains(const void *haystack, size_t haystack_length, const void *needle, size_t needle_length) {
-    return memmem(haystack, haystack_length, needle, needle_length) != NULL;
 }

@@ -79,13 +79,11 @@ public final class RunningAgent: Sendable {
                 hint: "one agent per state directory; stop the other agent or operator command first")
         }
         let logPath = settings.stateDirectory + "/audit.log"
-        let existing: [UInt8]
-        if FileIO.exists(logPath) {
-            do { existing = try FileIO.readAll(logPath) } catch {
-                throw AgentStartError("cannot read \(logPath): \(error)")
-            }
-        } else {
-            existing = []
+        // Temporaries of an atomic replace that a crash interrupted.
+        for name in FileIO.removeTemporaries(
+            in: settings.stateDirectory, of: ["ledger.snapshot", "ledger.snapshot.prev", AuditAnchor.fileName])
+        {
+            log("removed \(name), left by an interrupted write")
         }
         let keyHeader: KeyFile.Header
         let keyBytes: [UInt8]
@@ -93,28 +91,12 @@ public final class RunningAgent: Sendable {
             keyBytes = try FileIO.readAll(settings.keyFile, limit: 4096)
             keyHeader = try KeyFile.header(keyBytes)
         } catch { throw AgentStartError("key file \(settings.keyFile): \(error)") }
-        // One pass: verify the chain and rebuild the ledger from it.
-        let chain: AuditChain
-        let state: LedgerState
-        let snapshotPath = settings.stateDirectory + "/ledger.snapshot"
-        // The latest snapshot, then the one before it (kept until the latest is vouched for in the log).
-        let snapshots = [snapshotPath, snapshotPath + ".prev"].compactMap { path in
-            FileIO.exists(path) ? try? FileIO.readAll(path) : nil
-        }
-        let rebuiltFrom: String
-        switch Replay.ledger(from: existing, agent: keyHeader.address, snapshots: snapshots) {
-        case .success(let rebuilt):
-            chain = rebuilt.chain
-            state = rebuilt.state
-            rebuiltFrom =
-                rebuilt.snapshotSeq.map { "the ledger from the snapshot at seq \($0) and the records after it" }
-                ?? "the ledger from the whole log"
-        case .failure(let error):
-            throw AgentStartError(
-                "\(error)",
-                hint: "custodian audit verify \(logPath) names the first bad record; the agent will not "
-                    + "sign on top of a log that does not verify")
-        }
+        let rebuilt = try StateDirectory.readHistory(settings.stateDirectory)
+        let chain = rebuilt.chain
+        let state = rebuilt.state
+        let rebuiltFrom =
+            rebuilt.snapshotSeq.map { "the ledger from the snapshot at seq \($0) and the records after it" }
+            ?? "the ledger from the whole log"
         if let logged = chain.agent, logged != keyHeader.address {
             throw AgentStartError(
                 "the audit log in \(settings.stateDirectory) belongs to \(logged), not to this key (\(keyHeader.address))",
@@ -135,15 +117,21 @@ public final class RunningAgent: Sendable {
         do { auditLog = try AuditLog(path: logPath, chain: chain) } catch { throw AgentStartError("\(error)") }
         let engine = Engine(
             key: key, policy: policy, state: state, log: auditLog, checkpointEvery: settings.checkpointEvery,
-            snapshotPath: snapshotPath, snapshotEvery: settings.snapshotEvery)
+            snapshotPath: settings.stateDirectory + "/ledger.snapshot", snapshotEvery: settings.snapshotEvery)
+        // Bound but not accepting: connections wait in the backlog until the start records are durable, so that no
+        // decision can precede them in the log.
         let server: Server
-        do { server = try Server.start(settings: settings.server, engine: engine) } catch {
+        do { server = try Server.bind(settings: settings.server, engine: engine) } catch {
             throw AgentStartError("\(error)")
         }
+        #if DEBUG
+            holdStartForTests(log: log)
+        #endif
         do { try engine.start(version: RPC.version) } catch {
             server.stop()
             throw AgentStartError("cannot write to the audit log: \(error)")
         }
+        server.serve()
         // Serving: from here on the process never needs to run a program, trace one, or reach a network.
         do { try Hardening.applySyscallFilter() } catch {
             agentStop(server: server, engine: engine)
@@ -156,6 +144,16 @@ public final class RunningAgent: Sendable {
                 + rebuiltFrom)
         return RunningAgent(engine: engine, server: server, policyFile: settings.policyFile, lock: lock)
     }
+
+    #if DEBUG
+        /// A test seam (debug builds only): with CUSTODIAN_TEST_HOLD_START naming a file, the start waits before it
+        /// records itself until that file is removed, so that a test can try to sign in that window.
+        private static func holdStartForTests(log: @Sendable (String) -> Void) {
+            guard let path = ProcessInfo.processInfo.environment["CUSTODIAN_TEST_HOLD_START"] else { return }
+            log("holding the start until \(path) is removed (test seam)")
+            while FileIO.exists(path) { usleep(10_000) }
+        }
+    #endif
 
     /// Re-reads the policy file: a valid one replaces the old atomically, an invalid one leaves it in force; both are
     /// audited.

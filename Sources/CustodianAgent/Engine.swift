@@ -147,21 +147,27 @@ public final class Engine: @unchecked Sendable {
         return UInt64(spec.tv_sec) * 1000 + UInt64(spec.tv_nsec / 1_000_000)
     }
 
-    /// Records the start (and the policy in force) durably, then starts the syncer thread.
+    /// Records the start (and the policy in force) durably, then starts the syncer thread. Called once, before
+    /// anything is submitted (the server accepts no connection until it returns); written through the same
+    /// writer path as every batch.
     public func start(version: String) throws(AuditError) {
         let now = clock()
         condition.lock()
         defer { condition.unlock() }
+        precondition(!writing && nextTicket == 0, "Engine.start runs once, before any request")
         log.stage(event: "start", timeMs: now) { writer in
             writer.field("address", address.checksummed)
             writer.field("version", version)
             writer.field("policy_hash", policy.hash)
         }
-        log.stage(event: "policy_loaded", timeMs: now) { writer in
+        let last = log.stage(event: "policy_loaded", timeMs: now) { writer in
             writer.field("policy_hash", policy.hash)
             if let path = policy.path { writer.field("path", path) }
         }
-        try log.commit()
+        writing = true
+        writeNextBatch()
+        writing = false
+        guard log.seq == last else { throw .unavailable("the start records could not be written") }
         // The thread ends when the engine stops; it holds the engine until then.
         let thread = Thread { [self] in runSyncer() }
         thread.name = "custodian-syncer"
@@ -354,7 +360,14 @@ public final class Engine: @unchecked Sendable {
             guard let (copy, seq, copyEpoch) = pendingSnapshot else { break }
             pendingSnapshot = nil
             condition.unlock()
-            if let hash = Self.writeSnapshot(copy.encodeSnapshot(seq: seq), to: snapshotPath) {
+            let encoded = copy.encodeSnapshot(seq: seq)
+            // The file is written only once the records up to `seq` are durable: a snapshot on disk is evidence of
+            // how far the log reached (a start refuses a log shorter than its snapshots).
+            condition.lock()
+            while log.seq < seq && epoch == copyEpoch && !stopping { condition.wait() }
+            let durable = log.seq >= seq && epoch == copyEpoch && !stopping
+            condition.unlock()
+            if durable, let hash = Self.writeSnapshot(encoded, to: snapshotPath) {
                 // Vouched for only if no write failed since the copy: a failure drops the records up to `seq`
                 // that were not yet durable, and later records reuse their seqs; this record, staged after them,
                 // is durable only if they are.
@@ -408,6 +421,7 @@ public final class Engine: @unchecked Sendable {
         nextToStage = nextTicket
         stagedMark = state.mark()
         stagedPolicy = policy
+        condition.broadcast()  // a snapshot waiting for these records gives up
         FileHandle.standardError.write(Data("custodian: error: \(why); refusing until it is writable\n".utf8))
         return replies
     }
@@ -431,6 +445,8 @@ public final class Engine: @unchecked Sendable {
             replies = batch.completions.map(\.dropped) + failPending("\(failure)")
         } else {
             if let records = batch.records { log.finish(records, durable: true) }
+            // The snapshot thread may wait for these records.
+            if snapshotting { condition.broadcast() }
             state.forget(through: batch.mark)
             durablePolicy = batch.policy
             replies = batch.completions.map(\.durable)
@@ -518,8 +534,12 @@ public final class Engine: @unchecked Sendable {
             if let snapshotHash { writer.field("snapshot_sha256", snapshotHash) }
         }
         stageCheckpoint(now: now)
-        do { try log.commit() } catch {
-            FileHandle.standardError.write(Data("custodian: error: could not record the stop: \(error)\n".utf8))
+        let last = log.stagedSeq
+        writing = true
+        writeNextBatch()
+        writing = false
+        if log.seq != last {
+            FileHandle.standardError.write(Data("custodian: error: could not record the stop\n".utf8))
         }
         stopped = true
         condition.broadcast()

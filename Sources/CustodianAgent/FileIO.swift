@@ -22,8 +22,11 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
 /// Small POSIX file helpers: whole-file reads, private directories.
 public enum FileIO {
     /// The whole file at `path`.
-    public static func readAll(_ path: String, limit: Int = 1 << 30) throws(SystemError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    /// With `prefixOnly`, at most the first `limit` bytes; otherwise a longer file is an error.
+    public static func readAll(
+        _ path: String, limit: Int = 1 << 30, prefixOnly: Bool = false, followLinks: Bool = true
+    ) throws(SystemError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | (followLinks ? 0 : O_NOFOLLOW))
         guard fd >= 0 else { throw SystemError("open", path) }
         defer { close(fd) }
         var out: [UInt8] = []
@@ -40,6 +43,7 @@ public enum FileIO {
             }
             if count == 0 { return out }
             out.append(contentsOf: chunk[0..<count])
+            if prefixOnly && out.count >= limit { return Array(out.prefix(limit)) }
             guard out.count <= limit else { throw SystemError("read", path, EFBIG) }
         }
     }
@@ -75,5 +79,22 @@ public enum FileIO {
     public static func exists(_ path: String) -> Bool {
         var info = stat()
         return lstat(path, &info) == 0
+    }
+
+    /// Removes the temporaries an atomic replace leaves when the process dies before its rename
+    /// (`<name>.tmp-<pid>-<random>`, for each of `names`) in `directory`; returns the names removed.
+    @discardableResult
+    public static func removeTemporaries(in directory: String, of names: [String]) -> [String] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var removed: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            guard names.contains(where: { name.hasPrefix($0 + ".tmp-") }) else { continue }
+            if unlink(directory + "/" + name) == 0 { removed.append(name) }
+        }
+        return removed
     }
 }

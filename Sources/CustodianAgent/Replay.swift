@@ -5,115 +5,167 @@ import Foundation
 
 /// Rebuilds the ledger from an audit log: every allowed signing decision is applied again, in order, with the
 /// clock it was decided at, and every operator release. The state therefore always equals what the log implies.
+///
+/// The log is verified in full (``AuditVerifier``) in the same pass, streamed: memory does not grow with its size.
 public enum Replay {
     static let allowed = Array(#","decision":"allow","#.utf8)
 
+    /// What a replay rebuilt, and from where.
+    public struct Rebuilt {
+        public var chain: AuditChain { verification.chain }
+        public var verification: AuditVerification
+        public var state: LedgerState
+        /// The seq of the snapshot it started from (nil: the whole log was replayed).
+        public var snapshotSeq: UInt64?
+    }
+
     /// Reads and verifies `bytes` and replays it for `agent` (default: the agent named by the log's first start
-    /// record). Only allowances and operator actions are parsed in full.
-    ///
-    /// With `snapshot` (a ledger.snapshot file, written at a clean stop or periodically), the ledger starts from it
-    /// and only the records after the seq it was taken at are replayed, provided the verified chain vouches for it:
-    /// the stop record at that seq, or a later `snapshot` record naming that seq, carries the snapshot's SHA-256.
-    /// Otherwise the whole log is replayed. The whole chain is verified either way.
+    /// record), from `snapshot` where the log vouches for it.
     public static func ledger(
         from bytes: [UInt8], agent: Address? = nil, snapshot: [UInt8]? = nil
     ) -> Result<(AuditChain, LedgerState), AuditError> {
         ledger(from: bytes, agent: agent, snapshots: snapshot.map { [$0] } ?? []).map { ($0.chain, $0.state) }
     }
 
-    /// What a replay rebuilt, and from where.
-    public struct Rebuilt {
-        public var chain: AuditChain
-        public var state: LedgerState
-        /// The seq of the snapshot it started from (nil: the whole log was replayed).
-        public var snapshotSeq: UInt64?
-    }
-
-    /// Like ``ledger(from:agent:snapshot:)``, trying each snapshot in turn (the current file, then the previous).
+    /// Like ``ledger(_:agent:snapshots:headAt:)`` over bytes in memory.
     public static func ledger(
         from bytes: [UInt8], agent: Address? = nil, snapshots: [[UInt8]]
     ) -> Result<Rebuilt, AuditError> {
-        for snapshot in snapshots {
-            guard let seq = LedgerState.snapshotSeq(snapshot) else { continue }
-            // A full pass costs seconds on a large log: try only a snapshot whose hash the log mentions at all (a
-            // quick search; the pass itself decides whether a record in the verified chain vouches for it).
-            guard mentions(bytes, Array(SHA256.hex(snapshot).utf8)) else { continue }
-            switch replay(bytes, agent: agent, snapshot: snapshot, seq: seq) {
-            case .success(let (chain, state)): return .success(Rebuilt(chain: chain, state: state, snapshotSeq: seq))
-            case .failure(.unavailable):
-                continue  // the log does not vouch for this snapshot, or an operator changed the ledger since
-            case .failure(let error): return .failure(error)
-            }
+        ledger(LineSource(bytes: bytes), agent: agent, snapshots: snapshots)
+    }
+
+    /// Verifies the log `source` yields and rebuilds the ledger.
+    ///
+    /// With `snapshots` (ledger.snapshot files, written at a clean stop or periodically; the current one first), the
+    /// ledger starts from the first one the verified chain vouches for (the stop record at its seq, or a later
+    /// `snapshot` record naming its seq, carries its SHA-256) with no operator action after it, and only the records
+    /// after its seq are replayed, in a second pass over that tail. Otherwise the whole log is replayed.
+    /// `headAt`: a seq whose line hash the verification reports (an anchor's).
+    public static func ledger(
+        _ source: LineSource, agent: Address? = nil, snapshots: [[UInt8]], headAt: UInt64? = nil
+    ) -> Result<Rebuilt, AuditError> {
+        var candidates: [Candidate] = snapshots.compactMap { bytes in
+            LedgerState.snapshotSeq(bytes).map { Candidate(bytes: bytes, seq: $0, hash: SHA256.hex(bytes)) }
+        }
+        // The newest snapshot decodes on another thread while the chain is verified.
+        let decoded = Decoded()
+        if let first = candidates.first {
+            let thread = Thread { decoded.set(LedgerState.decodeSnapshot(first.bytes)?.state) }
+            thread.name = "custodian-snapshot-decode"
+            thread.start()
         }
         var state = LedgerState()
         var address = agent
         let reader = NitroRPCv0Reader()
-        let read = AuditChain.read(
-            bytes,
-            wants: { _, event, line in
-                event == "start" || event == "operator" || (event == "sign" && RecordShape.contains(allowed, in: line))
-            },
-            visit: { apply($0, to: &state, address: &address, reader: reader) })
-        return read.map { Rebuilt(chain: $0, state: state, snapshotSeq: nil) }
-    }
-
-    /// Starts from the snapshot taken at record `seq`: its decoding runs on another thread while this one verifies
-    /// the chain; the records after `seq` are kept and applied once both are done.
-    private static func replay(_ bytes: [UInt8], agent: Address?, snapshot: [UInt8], seq: UInt64)
-        -> Result<(AuditChain, LedgerState), AuditError>
-    {
-        let hash = SHA256.hex(snapshot)
-        let decoded = Decoded()
-        let thread = Thread { decoded.set(LedgerState.decodeSnapshot(snapshot)?.state) }
-        thread.start()
-        var vouched = false
-        var tail: [AuditEntry] = []
-        var address = agent
-        let read = AuditChain.read(
-            bytes,
-            wants: { recordSeq, event, line in
-                event == "start" || recordSeq == seq
-                    || (recordSeq > seq
-                        && (event == "operator" || event == "snapshot"
-                            || (event == "sign" && RecordShape.contains(allowed, in: line))))
-            },
-            visit: { entry in
-                if entry.event == "start", address == nil {
-                    address = entry.string("address").flatMap(Address.init(eip55:))
+        var input = source
+        let verified = AuditVerifier.verify(&input, address: agent, headAt: headAt) { record in
+            if candidates.isEmpty {
+                guard wanted(record) else { return nil }
+                switch record.parse() {
+                case .success(let entry): return apply(entry, to: &state, address: &address, reader: reader)
+                case .failure(let error): return error
                 }
-                if entry.seq == seq {
-                    // Taken at a stop: that stop record vouches for it. Taken periodically: a later record does.
-                    if entry.event == "stop", entry.string("snapshot_sha256") == hash { vouched = true }
-                } else if entry.seq > seq && entry.event == "snapshot" {
-                    if entry.integer("snapshot_seq") == seq, entry.string("snapshot_sha256") == hash { vouched = true }
-                } else if entry.seq > seq && entry.event != "start" {
-                    // A release needs the sessions' previous states, which snapshots do not keep.
-                    if entry.event == "operator" { return .unavailable("an operator action after the snapshot") }
-                    tail.append(entry)
-                }
-                return nil
-            })
-        guard var state = decoded.wait() else { return .failure(.unavailable("the snapshot does not decode")) }
-        let chain: AuditChain
-        switch read {
-        case .success(let value): chain = value
-        case .failure(let error): return .failure(error)
-        }
-        guard vouched else { return .failure(.unavailable("the snapshot's stop record is not in the log")) }
-        let reader = NitroRPCv0Reader()
-        for entry in tail {
-            if let error = apply(entry, to: &state, address: &address, reader: reader) { return .failure(error) }
-        }
-        return .success((chain, state))
-    }
-
-    /// Whether `needle` occurs anywhere in `bytes` (memmem).
-    static func mentions(_ bytes: [UInt8], _ needle: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { haystack in
-            needle.withUnsafeBytes { pattern in
-                guard let base = haystack.baseAddress, let target = pattern.baseAddress else { return false }
-                return ccustodian_contains(base, haystack.count, target, pattern.count) != 0
             }
+            if record.event == "start", address == nil, case .success(let entry) = record.parse() {
+                address = entry.string("address").flatMap(Address.init(eip55:))
+            }
+            for index in candidates.indices { candidates[index].observe(record) }
+            return nil
+        }
+        let verification: AuditVerification
+        switch verified {
+        case .success(let value): verification = value
+        case .failure(let error):
+            if !candidates.isEmpty { _ = decoded.wait() }
+            return .failure(error)
+        }
+        if candidates.isEmpty { return .success(Rebuilt(verification: verification, state: state)) }
+        let firstDecoded = decoded.wait()
+        for (index, candidate) in candidates.enumerated() where candidate.usable {
+            guard var start = index == 0 ? firstDecoded : LedgerState.decodeSnapshot(candidate.bytes)?.state else {
+                continue
+            }
+            var tail = source
+            tail.from = candidate.tailOffset
+            tail.upTo = verification.chain.validLength
+            if let error = replayTail(&tail, into: &start, address: &address, reader: reader) {
+                return .failure(error)
+            }
+            return .success(Rebuilt(verification: verification, state: start, snapshotSeq: candidate.seq))
+        }
+        // No snapshot the log vouches for: the whole log, once more.
+        var whole = source
+        whole.from = 0
+        whole.upTo = verification.chain.validLength
+        state = LedgerState()
+        address = agent
+        if let error = replayTail(&whole, into: &state, address: &address, reader: reader) { return .failure(error) }
+        return .success(Rebuilt(verification: verification, state: state))
+    }
+
+    /// A snapshot file and what the log says of it.
+    private struct Candidate {
+        let bytes: [UInt8]
+        let seq: UInt64
+        let hash: String
+        var vouched = false
+        var operatorAfter = false
+        /// Where the records after `seq` begin.
+        var tailOffset = 0
+
+        var usable: Bool { vouched && !operatorAfter && tailOffset > 0 }
+
+        mutating func observe(_ record: RawRecord) {
+            if record.seq == seq {
+                tailOffset = record.end
+                // Taken at a stop: that stop record vouches for it.
+                if record.event == "stop", case .success(let entry) = record.parse(),
+                    entry.string("snapshot_sha256") == hash
+                {
+                    vouched = true
+                }
+            } else if record.seq > seq {
+                switch record.event {
+                case "snapshot":
+                    // Taken periodically: a later record vouches for it.
+                    if case .success(let entry) = record.parse(), entry.integer("snapshot_seq") == seq,
+                        entry.string("snapshot_sha256") == hash
+                    {
+                        vouched = true
+                    }
+                // A release needs the sessions' previous states, which snapshots do not keep.
+                case "operator": operatorAfter = true
+                default: break
+                }
+            }
+        }
+    }
+
+    /// The records replay applies: start records (the agent), operator actions and allowances.
+    private static func wanted(_ record: RawRecord) -> Bool {
+        record.event == "start" || record.event == "operator"
+            || (record.event == "sign" && RecordShape.contains(allowed, in: record.bytes))
+    }
+
+    /// Applies the records of an already verified stretch of the log.
+    private static func replayTail(
+        _ source: inout LineSource, into state: inout LedgerState, address: inout Address?, reader: NitroRPCv0Reader
+    ) -> AuditError? {
+        do {
+            let outcome = try source.forEachLine { line, offset in
+                guard let (seq, _, event) = RecordShape.fields(line) else {
+                    return .broken(line: 0, why: "the log changed while it was read")
+                }
+                let record = RawRecord(line: Int(seq), seq: seq, event: event, bytes: line, offset: offset)
+                guard wanted(record) else { return nil }
+                switch record.parse() {
+                case .success(let entry): return apply(entry, to: &state, address: &address, reader: reader)
+                case .failure(let error): return error
+                }
+            }
+            return outcome.error
+        } catch {
+            return .unavailable("\(error)")
         }
     }
 

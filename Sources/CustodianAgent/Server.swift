@@ -55,8 +55,8 @@ public final class Server: Sendable {
     public let activated: Bool
 
     /// Binds the socket (mode 0600, in a directory only the agent can write), or takes the one systemd passes
-    /// (LISTEN_FDS), and starts serving.
-    public static func start(settings: ServerSettings, engine: Engine) throws -> Server {
+    /// (LISTEN_FDS), without accepting yet: connections wait in the backlog until ``serve()``.
+    public static func bind(settings: ServerSettings, engine: Engine) throws -> Server {
         let inherited = SocketActivation.listeningSocket()
         if inherited == nil { try prepareSocketPath(settings.socketPath) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
@@ -70,6 +70,7 @@ public final class Server: Sendable {
         let loopLoads = loads
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.autoRead, value: false)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
@@ -102,6 +103,11 @@ public final class Server: Sendable {
         self.channel = channel
         self.settings = settings
         self.activated = activated
+    }
+
+    /// Starts accepting connections.
+    public func serve() {
+        channel.setOption(.autoRead, value: true).whenSuccess { [channel] in channel.read() }
     }
 
     /// Stops accepting, closes the connections, removes the socket file (unless systemd owns it).

@@ -56,7 +56,7 @@ public enum Hex {
     }
 
     /// The value of one hex digit, or nil.
-    static func nibble(_ char: UInt8) -> UInt8? {
+    public static func nibble(_ char: UInt8) -> UInt8? {
         switch char {
         case UInt8(ascii: "0")...UInt8(ascii: "9"): return char - UInt8(ascii: "0")
         case UInt8(ascii: "a")...UInt8(ascii: "f"): return char - UInt8(ascii: "a") + 10

@@ -1,3 +1,4 @@
+import CustodianAgent
 import CustodianCrypto
 import Foundation
 
@@ -11,6 +12,13 @@ struct CLIFailure: Error {
         self.message = message
         self.hint = hint
         self.exitCode = exitCode
+    }
+}
+
+extension CLIFailure {
+    /// The same failure, as the CLI reports it.
+    init(_ error: AgentStartError) {
+        self.init(error.description, hint: error.hint, exitCode: error.exitCode)
     }
 }
 

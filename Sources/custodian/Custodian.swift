@@ -16,7 +16,7 @@ struct Custodian: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             KeyCommand.self, ServeCommand.self, DevCommand.self, SignCommand.self, StatusCommand.self,
-            PolicyCommand.self, AuditCommand.self, SessionCommand.self, SandboxCheckCommand.self,
+            PolicyCommand.self, AuditCommand.self, SessionCommand.self, StateCommand.self, SandboxCheckCommand.self,
         ])
 
     /// Exit codes of CONTRACT §2: 0 success, 1 usage or I/O, 2 refused, 3 agent unreachable.

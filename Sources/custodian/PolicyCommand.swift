@@ -37,22 +37,18 @@ struct PolicyCommand: ParsableCommand {
             let loaded: LoadedPolicy
             do { loaded = try PolicyFile.load(path: file) } catch { throw CLIFailure("\(file): \(error)") }
             let bytes = try CLI.readInput(message)
-            var logBytes: [UInt8] = []
-            if let stateDir {
-                let path = stateDir + "/audit.log"
-                if FileIO.exists(path) {
-                    do { logBytes = try FileIO.readAll(path) } catch { throw CLIFailure("\(error)") }
-                }
-            }
             let given = address.flatMap { Address(eip55: $0) }
             if address != nil && given == nil { throw CLIFailure("--address must be an EIP-55 address") }
-            let chain: AuditChain
-            let state: LedgerState
-            switch Replay.ledger(from: logBytes, agent: given) {
-            case .success(let (read, replayed)):
-                chain = read
-                state = replayed
-            case .failure(let error): throw CLIFailure("\(error)", exitCode: 2)
+            var chain = AuditChain()
+            var state = LedgerState()
+            if let stateDir {
+                do {
+                    let rebuilt = try StateDirectory.readHistory(stateDir)
+                    chain = rebuilt.chain
+                    state = rebuilt.state
+                } catch {
+                    throw CLIFailure(error.description, hint: error.hint, exitCode: 2)
+                }
             }
             guard let agent = given ?? chain.agent else {
                 throw CLIFailure(

@@ -11,14 +11,10 @@ struct SessionCommand: ParsableCommand {
         commandName: "session", abstract: "Inspect the sessions an agent signed for; release a stuck one.",
         subcommands: [List.self, Show.self, Release.self])
 
-    /// The log of a state directory (verified), and the ledger it implies.
-    static func load(_ stateDir: String) throws(CLIFailure) -> ([UInt8], AuditChain, LedgerState) {
-        let path = stateDir + "/audit.log"
-        let bytes: [UInt8]
-        do { bytes = try FileIO.readAll(path) } catch { throw CLIFailure("\(error)") }
-        switch Replay.ledger(from: bytes) {
-        case .success(let (chain, state)): return (bytes, chain, state)
-        case .failure(let error): throw CLIFailure("\(path): \(error)", exitCode: 2)
+    /// The ledger a state directory's log implies (verified, with the evidence beside it, as a start reads it).
+    static func load(_ stateDir: String) throws(CLIFailure) -> LedgerState {
+        do { return try StateDirectory.readHistory(stateDir).state } catch {
+            throw CLIFailure(error.description, hint: error.hint, exitCode: 2)
         }
     }
 
@@ -61,7 +57,7 @@ struct SessionCommand: ParsableCommand {
         @Option(help: "The agent's state directory.") var stateDir: String
 
         func run() throws {
-            let (_, _, state) = try SessionCommand.load(stateDir)
+            let state = try SessionCommand.load(stateDir)
             for session in state.sessions.values.sorted(by: { $0.appSessionID < $1.appSessionID }) {
                 var writer = JSONWriter()
                 writer.beginObject()
@@ -79,18 +75,20 @@ struct SessionCommand: ParsableCommand {
         @Option(help: "The agent's state directory.") var stateDir: String
 
         func run() throws {
-            let (bytes, _, state) = try SessionCommand.load(stateDir)
+            let state = try SessionCommand.load(stateDir)
             guard let session = state.session(id) else {
                 throw CLIFailure("no session \(id) in \(stateDir)", exitCode: 2)
             }
             var history: [AuditEntry] = []
             let needle = Array("\"app_session_id\":\"\(id)\"".utf8)
-            _ = AuditChain.read(
-                bytes, wants: { _, _, line in RecordShape.contains(needle, in: line) },
-                visit: { entry in
-                    if entry.string("app_session_id") == id { history.append(entry) }
-                    return nil
-                })
+            var source = LineSource(path: stateDir + "/audit.log")
+            _ = AuditChain.read(&source) { record in
+                guard RecordShape.contains(needle, in: record.bytes), case .success(let entry) = record.parse(),
+                    entry.string("app_session_id") == id
+                else { return nil }
+                history.append(entry)
+                return nil
+            }
             var writer = JSONWriter()
             writer.beginObject()
             SessionCommand.write(session, full: true, &writer)
@@ -122,50 +120,10 @@ struct SessionCommand: ParsableCommand {
         @Option(help: "The agent's state directory.") var stateDir: String
 
         func run() throws {
-            let lock: StateLock
-            do { lock = try StateLock(stateDirectory: stateDir) } catch {
-                throw CLIFailure(
-                    "an agent is running on \(stateDir)",
-                    hint: "stop it first (SIGTERM, or systemctl stop custodian): operator actions are written while no "
-                        + "agent writes")
+            let (session, restored): (SessionRecord, SessionRecord?)
+            do { (session, restored) = try StateDirectory.release(stateDir, id: id, reason: reason) } catch {
+                throw CLIFailure(error)
             }
-            defer { withExtendedLifetime(lock) {} }
-            let (bytes, chain, state) = try SessionCommand.load(stateDir)
-            guard let session = state.session(id) else {
-                throw CLIFailure("no session \(id) in \(stateDir)", exitCode: 2)
-            }
-            var policyHash = ""
-            _ = AuditChain.read(
-                bytes, wants: { _, event, _ in event == "policy_loaded" || event == "policy_reloaded" },
-                visit: { entry in
-                    policyHash = entry.string("policy_hash") ?? policyHash
-                    return nil
-                })
-            var after = state
-            _ = after.release(id)
-            let restored = after.session(id)
-            let log: AuditLog
-            do { log = try AuditLog(path: stateDir + "/audit.log", chain: chain) } catch {
-                throw CLIFailure("\(error)")
-            }
-            let now = Engine.systemClock()
-            let reasonText = reason
-            log.stage(event: "operator", timeMs: now) { writer in
-                writer.key("peer")
-                writer.beginObject()
-                writer.field("uid", getuid())
-                writer.field("gid", getgid())
-                writer.field("pid", getpid())
-                writer.endObject()
-                writer.field("policy_hash", policyHash)
-                writer.field("action", "session_release")
-                writer.field("app_session_id", id)
-                writer.field("reason_text", reasonText)
-                writer.field("released_status", session.status.rawValue)
-                writer.field("released_version", session.version)
-                writer.field("restored_status", restored?.status.rawValue ?? "forgotten")
-            }
-            do { try log.commit() } catch { throw CLIFailure("\(error)") }
             print(
                 "released \(id): \(session.status.rawValue) at version \(session.version) -> "
                     + (restored.map { "\($0.status.rawValue) at version \($0.version)" }

@@ -98,7 +98,7 @@ struct EngineTests {
                 checkpoints.append($0); return nil
             })
         #expect(checkpoints.count == 1)
-        #expect(checkpoints.allSatisfy { AuditChain.verifyCheckpoint($0, address: address) == nil })
+        #expect(checkpoints.allSatisfy { AuditVerifier.verifyCheckpoint($0, address: address) == nil })
         #expect(checkpoints.last?.seq == UInt64(chain.count), "the last record is the checkpoint of the stop")
     }
 

@@ -10,9 +10,6 @@ int ccustodian_set_not_dumpable(void);
 /// Reads PR_GET_DUMPABLE. Returns the flag, or -1 with errno set.
 int ccustodian_get_dumpable(void);
 
-/// Reads SO_PEERCRED of a connected Unix socket. Returns 0, or -1 with errno set.
-int ccustodian_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
-
 /// Installs the agent's system-call filter on every thread of the process (libseccomp, TSYNC), after setting
 /// PR_SET_NO_NEW_PRIVS. From then on: execve/execveat, ptrace, process_vm_readv/writev fail with EPERM, and
 /// socket/socketpair for any family but AF_UNIX fail with EAFNOSUPPORT. Returns 0, or a negative errno value.
@@ -20,8 +17,5 @@ int ccustodian_apply_syscall_filter(void);
 
 /// ptrace(PTRACE_TRACEME): 0, or -1 with errno set (ptrace is variadic, so Swift cannot call it).
 int ccustodian_ptrace_traceme(void);
-
-/// memmem(3), a GNU extension Glibc's Swift module does not show: whether `needle` occurs in `haystack`.
-int ccustodian_contains(const void *haystack, size_t haystack_length, const void *needle, size_t needle_length);
 
 #endif

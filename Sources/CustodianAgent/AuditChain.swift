@@ -1,0 +1,321 @@
+import CustodianCore
+import CustodianCrypto
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One record of a log, parsed.
+public struct AuditEntry: Sendable {
+    public var line: Int
+    public var seq: UInt64
+    public var event: String
+    public var members: [StrictJSON.Member]
+
+    public func string(_ key: String) -> String? { members.member(key)?.value.string }
+
+    public func integer(_ key: String) -> UInt64? {
+        members.member(key)?.value.numberToken.flatMap { UInt64($0) }
+    }
+}
+
+/// One record as read from the log: its place, the fields at fixed places, and its bytes (valid only during the
+/// call that hands it over).
+public struct RawRecord {
+    /// The line number (1 for the first line).
+    public var line: Int
+    public var seq: UInt64
+    public var event: String
+    /// The line's bytes, without its newline.
+    public var bytes: ArraySlice<UInt8>
+    /// The byte offset of the line's first byte in the log.
+    public var offset: Int
+
+    /// The byte offset just after the line's newline: where the next record begins.
+    public var end: Int { offset + bytes.count + 1 }
+
+    /// The record parsed in full.
+    public func parse() -> Result<AuditEntry, AuditError> {
+        guard case .success(let root) = StrictJSON.parse(Array(bytes)), let members = root.value.members else {
+            return .failure(.broken(line: line, why: "not a JSON object"))
+        }
+        return .success(AuditEntry(line: line, seq: seq, event: event, members: members))
+    }
+}
+
+/// What reading a log established: its length, its head, where a torn last line begins, and its agent.
+public struct AuditChain: Sendable {
+    public static let genesis = String(repeating: "0", count: 64)
+
+    /// The number of complete records.
+    public var count = 0
+    /// The hash of the last complete line (64 zeros for an empty log).
+    public var head = AuditChain.genesis
+    /// The byte length of the complete lines.
+    public var validLength = 0
+    /// Bytes after the last newline: a write torn by a crash (never acknowledged), or a truncation.
+    public var tornTail = 0
+    /// The agent named by the first start record.
+    public var agent: Address?
+
+    /// An empty chain.
+    public init() {}
+
+    /// Verifies the chain of `bytes` (consecutive `seq` from 1, each `prev` the SHA-256 of the line before) and
+    /// hands every record for which `wants(seq, event, line)` holds to `visit`, parsed, in order. The first error of
+    /// either stops the reading. Checks the chain only: ``AuditVerifier`` checks what the records say.
+    public static func read(
+        _ bytes: [UInt8], wants: (UInt64, String, ArraySlice<UInt8>) -> Bool = { _, _, _ in false },
+        visit: (AuditEntry) -> AuditError? = { _ in nil }
+    ) -> Result<AuditChain, AuditError> {
+        var source = LineSource(bytes: bytes)
+        return read(&source) { record in
+            guard wants(record.seq, record.event, record.bytes) else { return nil }
+            switch record.parse() {
+            case .success(let entry): return visit(entry)
+            case .failure(let error): return error
+            }
+        }
+    }
+
+    /// Verifies the chain of every complete line `source` yields and hands each record to `visit` in order; the
+    /// first error stops the reading.
+    public static func read(_ source: inout LineSource, visit: (RawRecord) -> AuditError?) -> Result<
+        AuditChain, AuditError
+    > {
+        var reader = ChainReader()
+        let outcome: LineSource.Outcome
+        do {
+            outcome = try source.forEachLine { line, offset in
+                switch reader.next(line, offset: offset) {
+                case .failure(let error): return error
+                case .success(let record): return visit(record)
+                }
+            }
+        } catch {
+            return .failure(.unavailable("\(error)"))
+        }
+        if let error = outcome.error { return .failure(error) }
+        return .success(reader.finish(validLength: outcome.validLength, tornTail: outcome.tornTail))
+    }
+}
+
+/// Checks a chain one line at a time: consecutive `seq` from 1, each `prev` the SHA-256 of the line before.
+public struct ChainReader {
+    private var chain = AuditChain()
+    private let hasher = SHA256.Hasher()
+    /// The SHA-256 of the last line read (32 zeros before the first).
+    public private(set) var headBytes = [UInt8](repeating: 0, count: 32)
+
+    public init() {}
+
+    /// The number of lines read so far.
+    public var count: Int { chain.count }
+
+    /// Checks the next complete line (without its newline) and returns its record.
+    public mutating func next(_ line: ArraySlice<UInt8>, offset: Int) -> Result<RawRecord, AuditError> {
+        let number = chain.count + 1
+        guard let (seq, prev, event) = RecordShape.fields(line) else {
+            return .failure(.broken(line: number, why: "not a record custodian writes (seq, event, prev)"))
+        }
+        guard seq == UInt64(number) else {
+            return .failure(.broken(line: number, why: "seq \(seq) where \(number) was expected"))
+        }
+        guard RecordShape.hexEquals(prev, headBytes) else {
+            return .failure(
+                .broken(
+                    line: number,
+                    why: "its prev is not the hash of line \(number - 1): line \(number - 1) was edited, or a line "
+                        + "was deleted or moved here"))
+        }
+        let record = RawRecord(line: number, seq: seq, event: event, bytes: line, offset: offset)
+        if event == "start", chain.agent == nil, case .success(let entry) = record.parse() {
+            chain.agent = entry.string("address").flatMap(Address.init(eip55:))
+        }
+        hasher.hash(line, into: &headBytes)
+        chain.count = number
+        return .success(record)
+    }
+
+    /// The chain read, once the source is exhausted.
+    public func finish(validLength: Int, tornTail: Int) -> AuditChain {
+        var done = chain
+        done.head = Hex.encode(headBytes)
+        done.validLength = validLength
+        done.tornTail = tornTail
+        return done
+    }
+}
+
+/// The complete lines of a log, from memory or streamed from a file through a bounded buffer, so that a log of any
+/// size is read in one pass without being held in memory.
+public struct LineSource {
+    private enum Origin {
+        case bytes([UInt8])
+        case file(String)
+    }
+
+    private let origin: Origin
+    /// Where reading begins (a record's first byte) and where it stops (nil: the end of the log).
+    public var from = 0
+    public var upTo: Int?
+
+    /// How reading ended.
+    public struct Outcome {
+        /// The offset just after the last complete line read.
+        public var validLength: Int
+        /// Bytes after the last newline (when the end was reached).
+        public var tornTail: Int
+        /// The error the body returned, which stopped the reading.
+        public var error: AuditError?
+    }
+
+    public init(bytes: [UInt8]) { origin = .bytes(bytes) }
+
+    /// The log file at `path`, opened without following a symbolic link.
+    public init(path: String) { origin = .file(path) }
+
+    static let chunk = 4 << 20
+    /// The longest line read from a file (the agent writes lines of a few hundred KiB at most).
+    static let longestLine = 64 << 20
+
+    /// Hands each complete line and its offset to `body`, in order, until `body` returns an error.
+    public mutating func forEachLine(_ body: (ArraySlice<UInt8>, Int) -> AuditError?) throws(SystemError) -> Outcome {
+        switch origin {
+        case .bytes(let bytes):
+            let end = min(upTo ?? bytes.count, bytes.count)
+            var start = from
+            while start < end {
+                guard let newline = bytes[start..<end].firstIndex(of: 0x0A) else {
+                    return Outcome(validLength: start, tornTail: end - start)
+                }
+                if let error = body(bytes[start..<newline], start) {
+                    return Outcome(validLength: start, tornTail: 0, error: error)
+                }
+                start = newline + 1
+            }
+            return Outcome(validLength: start, tornTail: 0)
+        case .file(let path):
+            return try Self.stream(path, from: from, upTo: upTo, body)
+        }
+    }
+
+    private static func stream(
+        _ path: String, from: Int, upTo: Int?, _ body: (ArraySlice<UInt8>, Int) -> AuditError?
+    ) throws(SystemError) -> Outcome {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { throw SystemError("open", path) }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        // buffer[0..<filled] holds the file's bytes from `base`; lines before `start` were handed over.
+        var base = from
+        var filled = 0
+        var start = 0
+        var atEnd = false
+        while true {
+            let scanEnd = upTo.map { min(filled, $0 - base) } ?? filled
+            while start < scanEnd {
+                guard let newline = buffer[start..<scanEnd].firstIndex(of: 0x0A) else { break }
+                if let error = body(buffer[start..<newline], base + start) {
+                    return Outcome(validLength: base + start, tornTail: 0, error: error)
+                }
+                start = newline + 1
+            }
+            if atEnd || (upTo.map { base + filled >= $0 } ?? false) {
+                return Outcome(validLength: base + start, tornTail: max(0, scanEnd - start))
+            }
+            // Keep the unfinished line: move it to the front, or grow the buffer if it fills it.
+            if start > 0 {
+                let rest = filled - start
+                buffer.withUnsafeMutableBytes { raw in
+                    guard let pointer = raw.baseAddress else { return }
+                    memmove(pointer, pointer + start, rest)
+                }
+                base += start
+                filled = rest
+                start = 0
+            } else if filled == buffer.count {
+                guard buffer.count < longestLine else { throw SystemError("read (a line too long)", path, EFBIG) }
+                buffer.append(contentsOf: repeatElement(0, count: buffer.count))
+            }
+            let count = buffer.withUnsafeMutableBytes { raw -> Int in
+                guard let pointer = raw.baseAddress else { return 0 }
+                return pread(fd, pointer + filled, raw.count - filled, off_t(base + filled))
+            }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", path)
+            }
+            if count == 0 { atEnd = true }
+            filled += count
+        }
+    }
+}
+
+/// The fields every record has at fixed places, as custodian writes them: `{"seq":N,…,"event":"E",…,"prev":"H"}`.
+/// Read without parsing the whole line, so that verifying a long log costs little more than hashing it.
+public enum RecordShape {
+    static let seqPrefix = Array(#"{"seq":"#.utf8)
+    static let prevKey = Array(#","prev":""#.utf8)
+    static let eventKey = Array(#""event":""#.utf8)
+
+    static func fields(_ line: ArraySlice<UInt8>) -> (UInt64, ArraySlice<UInt8>, String)? {
+        let base = line.startIndex
+        guard line.count > seqPrefix.count + prevKey.count + 66, line.starts(with: seqPrefix) else { return nil }
+        var seq: UInt64 = 0
+        var index = base + seqPrefix.count
+        while index < line.endIndex, line[index] >= 0x30, line[index] <= 0x39 {
+            let (times, overflow) = seq.multipliedReportingOverflow(by: 10)
+            guard !overflow else { return nil }
+            seq = times + UInt64(line[index] - 0x30)
+            index += 1
+        }
+        guard index < line.endIndex, line[index] == UInt8(ascii: ",") else { return nil }
+        // prev is the last member: ,"prev":"<64 hex>"}
+        let prevStart = line.endIndex - 2 - 64
+        guard line[line.endIndex - 1] == UInt8(ascii: "}"), line[line.endIndex - 2] == UInt8(ascii: "\""),
+            line[(prevStart - prevKey.count)..<prevStart].elementsEqual(prevKey)
+        else { return nil }
+        let prevBytes = line[prevStart..<(line.endIndex - 2)]
+        guard prevBytes.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }) else { return nil }
+        // event is among the first members (after seq, time, time_ms).
+        let window = line[index..<min(line.endIndex, index + 160)]
+        guard let eventAt = firstIndex(of: eventKey, in: window) else { return nil }
+        let valueStart = eventAt + eventKey.count
+        guard let valueEnd = line[valueStart...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
+        return (seq, prevBytes, String(decoding: line[valueStart..<valueEnd], as: UTF8.self))
+    }
+
+    /// Whether 64 lower-case hex digits spell these 32 bytes.
+    static func hexEquals(_ hex: ArraySlice<UInt8>, _ bytes: [UInt8]) -> Bool {
+        guard hex.count == 64, bytes.count == 32 else { return false }
+        var index = hex.startIndex
+        for byte in bytes {
+            guard hexValue(hex[index]) == byte >> 4, hexValue(hex[index + 1]) == byte & 0x0F else { return false }
+            index += 2
+        }
+        return true
+    }
+
+    @inline(__always)
+    private static func hexValue(_ char: UInt8) -> UInt8 {
+        char <= 0x39 ? char &- 0x30 : char &- 0x61 &+ 10
+    }
+
+    /// Whether `needle` occurs in `line` (raw bytes: inside a JSON string a quote is always escaped, so a key with
+    /// its quotes cannot be faked by a string's content).
+    public static func contains(_ needle: [UInt8], in line: ArraySlice<UInt8>) -> Bool {
+        firstIndex(of: needle, in: line) != nil
+    }
+
+    static func firstIndex(of needle: [UInt8], in haystack: ArraySlice<UInt8>) -> Int? {
+        guard let first = needle.first, haystack.count >= needle.count else { return nil }
+        var index = haystack.startIndex
+        let last = haystack.endIndex - needle.count
+        while index <= last {
+            if haystack[index] == first, haystack[index..<(index + needle.count)].elementsEqual(needle) { return index }
+            index += 1
+        }
+        return nil
+    }
+}

@@ -1,0 +1,164 @@
+import CustodianCore
+import CustodianCrypto
+import Foundation
+
+/// A state directory's files (audit.log, audit.anchor, ledger.snapshot) as one history: read and verified the same
+/// way by a start and by every operator command, and changed by operator commands only through the audit log, while
+/// the directory's lock shows that no agent runs.
+public enum StateDirectory {
+    /// Verifies the state directory's log against the evidence beside it (anchor, snapshots) and rebuilds the
+    /// ledger; refuses a history shorter or other than the evidence proves.
+    /// `fromSnapshots` false: replay the whole log (a release needs the states before the latest, which snapshots do
+    /// not keep).
+    public static func readHistory(_ stateDirectory: String, fromSnapshots: Bool = true) throws(AgentStartError)
+        -> Replay.Rebuilt
+    {
+        let logPath = stateDirectory + "/audit.log"
+        let evidence: StateEvidence
+        do { evidence = try StateEvidence.read(stateDirectory: stateDirectory) } catch {
+            throw AgentStartError("\(error)", hint: "restore the file from a backup, or remove it if it is not custodian's")
+        }
+        let restoreHint =
+            "restore audit.log from a backup or put it back where it was; to start over deliberately, "
+            + "custodian state reset --state-dir \(stateDirectory) --reason TEXT (audited)"
+        var info = stat()
+        let logExists = lstat(logPath, &info) == 0
+        if logExists && info.st_mode & S_IFMT != S_IFREG {
+            throw AgentStartError("\(logPath) is not a regular file (a symbolic link?)", hint: restoreHint)
+        }
+        if (!logExists || info.st_size == 0) && !evidence.isEmpty {
+            throw AgentStartError(
+                "\(logPath) is \(logExists ? "empty" : "missing"), but \(evidence.summary): the sessions signed before "
+                    + "would be forgotten",
+                hint: restoreHint)
+        }
+        let snapshots =
+            fromSnapshots ? evidence.snapshots.compactMap { try? FileIO.readAll($0.path, followLinks: false) } : []
+        let source = logExists ? LineSource(path: logPath) : LineSource(bytes: [])
+        let rebuilt: Replay.Rebuilt
+        switch Replay.ledger(source, snapshots: snapshots, headAt: evidence.anchor?.seq) {
+        case .success(let value): rebuilt = value
+        case .failure(.unavailable(let why)): throw AgentStartError("cannot read \(logPath): \(why)")
+        case .failure(let error):
+            throw AgentStartError(
+                "\(error)",
+                hint: "custodian audit verify \(logPath) names the same record; the agent will not sign on top of a "
+                    + "log that does not verify")
+        }
+        if let shortfall = evidence.shortfall(of: rebuilt.verification) {
+            throw AgentStartError(shortfall, hint: restoreHint)
+        }
+        return rebuilt
+    }
+
+    /// Releases the latest signed state of session `id` (an operator action, audited): the session returns to
+    /// the state before it, or is forgotten if that state was its create. Returns (released, restored) as text.
+    public static func release(_ stateDirectory: String, id: String, reason: String) throws(AgentStartError) -> (
+        SessionRecord, SessionRecord?
+    ) {
+        let lock: StateLock
+        do { lock = try StateLock(stateDirectory: stateDirectory) } catch {
+            throw AgentStartError(
+                "an agent is running on \(stateDirectory)",
+                hint: "stop it first (SIGTERM, or systemctl stop custodian): operator actions are written while no "
+                    + "agent writes")
+        }
+        defer { withExtendedLifetime(lock) {} }
+        let rebuilt = try readHistory(stateDirectory, fromSnapshots: false)
+        guard let session = rebuilt.state.session(id) else {
+            throw AgentStartError("no session \(id) in \(stateDirectory)", exitCode: 2)
+        }
+        var policyHash = ""
+        var source = LineSource(path: stateDirectory + "/audit.log")
+        _ = AuditChain.read(&source) { record in
+            guard record.event == "policy_loaded" || record.event == "policy_reloaded",
+                case .success(let entry) = record.parse()
+            else { return nil }
+            policyHash = entry.string("policy_hash") ?? policyHash
+            return nil
+        }
+        var after = rebuilt.state
+        _ = after.release(id)
+        let restored = after.session(id)
+        try record(stateDirectory, chain: rebuilt.chain, event: "operator") { writer in
+            writer.field("policy_hash", policyHash)
+            writer.field("action", "session_release")
+            writer.field("app_session_id", id)
+            writer.field("reason_text", reason)
+            writer.field("released_status", session.status.rawValue)
+            writer.field("released_version", session.version)
+            writer.field("restored_status", restored?.status.rawValue ?? "forgotten")
+        }
+        return (session, restored)
+    }
+
+    /// Starts a new history in `stateDirectory` on purpose: the log, anchor and snapshots there are moved into a
+    /// new folder `abandoned-<time>` beside them, and the new log's first record says what was abandoned and why.
+    /// Every session signed before is forgotten: nothing stops a conflicting state from being signed for them.
+    /// Returns the folder the old files were moved to.
+    public static func reset(_ stateDirectory: String, reason: String) throws(AgentStartError) -> String {
+        let lock: StateLock
+        do { lock = try StateLock(stateDirectory: stateDirectory) } catch {
+            throw AgentStartError("an agent is running on \(stateDirectory)", hint: "stop it first")
+        }
+        defer { withExtendedLifetime(lock) {} }
+        let evidence: StateEvidence
+        do { evidence = try StateEvidence.read(stateDirectory: stateDirectory) } catch {
+            throw AgentStartError("\(error)")
+        }
+        // What the old log itself says of its length, as far as it reads.
+        var source = LineSource(path: stateDirectory + "/audit.log")
+        var reader = ChainReader()
+        var lastHead = AuditChain.genesis
+        if FileIO.exists(stateDirectory + "/audit.log") {
+            _ = try? source.forEachLine { line, offset in
+                guard case .success = reader.next(line, offset: offset) else { return .unavailable("") }
+                return nil
+            }
+            lastHead = Hex.encode(reader.headBytes)
+        }
+        let now = Engine.systemClock()
+        let folder = stateDirectory + "/abandoned-\(RFC3339.format(ms: now).replacingOccurrences(of: ":", with: ""))"
+        guard mkdir(folder, 0o700) == 0 else {
+            throw AgentStartError("cannot create \(folder): \(String(cString: strerror(errno)))")
+        }
+        var moved: [String] = []
+        for name in ["audit.log", AuditAnchor.fileName, "ledger.snapshot", "ledger.snapshot.prev"]
+        where FileIO.exists(stateDirectory + "/" + name) {
+            guard rename(stateDirectory + "/" + name, folder + "/" + name) == 0 else {
+                throw AgentStartError("cannot move \(name) into \(folder): \(String(cString: strerror(errno)))")
+            }
+            moved.append(name)
+        }
+        try record(stateDirectory, chain: AuditChain(), event: "operator") { writer in
+            writer.field("action", "history_reset")
+            writer.field("reason_text", reason)
+            writer.field("abandoned_to", folder)
+            writer.field("abandoned_files", moved.joined(separator: ","))
+            writer.field("abandoned_log_records", reader.count)
+            writer.field("abandoned_log_head", lastHead)
+            writer.field("abandoned_evidence_seq", evidence.provenSeq)
+        }
+        return folder
+    }
+
+    /// Appends one operator record (with the operator's uid, gid and pid) to the log, durably.
+    private static func record(
+        _ stateDirectory: String, chain: AuditChain, event: String, _ fields: (inout JSONWriter) -> Void
+    ) throws(AgentStartError) {
+        let log: AuditLog
+        do { log = try AuditLog(path: stateDirectory + "/audit.log", chain: chain) } catch {
+            throw AgentStartError("\(error)")
+        }
+        log.stage(event: event, timeMs: Engine.systemClock()) { writer in
+            writer.key("peer")
+            writer.beginObject()
+            writer.field("uid", getuid())
+            writer.field("gid", getgid())
+            writer.field("pid", getpid())
+            writer.endObject()
+            fields(&writer)
+        }
+        do { try log.commit() } catch { throw AgentStartError("\(error)") }
+    }
+}
