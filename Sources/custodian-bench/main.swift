@@ -107,17 +107,11 @@ case "replay":
     guard let stateDir = option("--state-dir") else { fail("replay --state-dir D") }
     let began = DispatchTime.now()
     do {
-        let bytes = try FileIO.readAll(stateDir + "/audit.log")
-        let read = DispatchTime.now()
-        let snapshotPath = stateDir + "/ledger.snapshot"
-        let snapshot = FileIO.exists(snapshotPath) ? try FileIO.readAll(snapshotPath) : nil
-        let (chain, state) = try Replay.ledger(from: bytes, snapshot: snapshot).get()
-        let total = seconds(since: began)
+        let rebuilt = try StateDirectory.readHistory(stateDir)
         print(
             String(
-                format: "replay: %d records, %d sessions; read %.2f s, verify and replay %.2f s, total %.2f s",
-                chain.count, state.sessions.count, Double(read.uptimeNanoseconds - began.uptimeNanoseconds) / 1e9,
-                seconds(since: read), total))
+                format: "replay: %d records, %d sessions; verify and replay (streamed) %.2f s",
+                rebuilt.chain.count, rebuilt.state.sessions.count, seconds(since: began)))
     } catch {
         fail("\(error)")
     }
