@@ -19,7 +19,8 @@ public struct AuditAnchor: Sendable, Equatable {
 
     /// The anchor file beside a log.
     public static func path(besideLog logPath: String) -> String {
-        let directory = logPath.contains("/") ? String(logPath[..<(logPath.lastIndex(of: "/") ?? logPath.endIndex)]) : "."
+        let directory =
+            logPath.contains("/") ? String(logPath[..<(logPath.lastIndex(of: "/") ?? logPath.endIndex)]) : "."
         return directory + "/" + fileName
     }
 
@@ -91,7 +92,9 @@ extension StateEvidence {
             let path = directory + "/" + name
             guard FileIO.exists(path) else { continue }
             // Only the header is needed for the seq; a snapshot that does not read proves nothing.
-            if let seq = LedgerState.snapshotSeq(try FileIO.readAll(path, limit: 64, prefixOnly: true, followLinks: false)) {
+            if let seq = LedgerState.snapshotSeq(
+                try FileIO.readAll(path, limit: 64, prefixOnly: true, followLinks: false))
+            {
                 evidence.snapshots.append((path, seq))
             }
         }

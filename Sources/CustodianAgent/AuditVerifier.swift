@@ -188,7 +188,8 @@ private final class DecisionChecker: @unchecked Sendable {
             condition.lock()
         }
         if error == nil, verifyPending, let address {
-            for (line, digest, signature) in pending where Recovery.address(digest: digest, signature: signature) != address {
+            for (line, digest, signature) in pending
+            where Recovery.address(digest: digest, signature: signature) != address {
                 error = .broken(line: line, why: "the signature does not recover to \(address) over req")
                 break
             }

@@ -16,7 +16,8 @@ public enum StateDirectory {
         let logPath = stateDirectory + "/audit.log"
         let evidence: StateEvidence
         do { evidence = try StateEvidence.read(stateDirectory: stateDirectory) } catch {
-            throw AgentStartError("\(error)", hint: "restore the file from a backup, or remove it if it is not custodian's")
+            throw AgentStartError(
+                "\(error)", hint: "restore the file from a backup, or remove it if it is not custodian's")
         }
         let restoreHint =
             "restore audit.log from a backup or put it back where it was; to start over deliberately, "

@@ -23,7 +23,8 @@ struct AuditCommand: ParsableCommand {
                 expected = parsed
             }
             var isDirectory: ObjCBool = false
-            let directory = FileManager.default.fileExists(atPath: log, isDirectory: &isDirectory) && isDirectory.boolValue
+            let directory =
+                FileManager.default.fileExists(atPath: log, isDirectory: &isDirectory) && isDirectory.boolValue
             let path = directory ? log + "/audit.log" : log
             let evidence: StateEvidence
             do { evidence = directory ? try StateEvidence.read(stateDirectory: log) : StateEvidence() } catch {

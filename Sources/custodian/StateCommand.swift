@@ -7,7 +7,8 @@ struct StateCommand: ParsableCommand {
 
     struct Reset: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Start a new history on purpose: move the audit log, anchor and snapshots into an abandoned-<time> "
+            abstract:
+                "Start a new history on purpose: move the audit log, anchor and snapshots into an abandoned-<time> "
                 + "folder and begin a new log whose first record says what was abandoned and why. Every session "
                 + "signed before is forgotten. The agent must be stopped.")
 

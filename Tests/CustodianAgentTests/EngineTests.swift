@@ -300,6 +300,13 @@ struct EngineTests {
         Thread.sleep(forTimeInterval: 0.3)  // no snapshot is due any more; let the last one settle
         // As after a crash: no stop record, the files as they are.
         let bytes = try FileIO.readAll(logPath)
+        vouched = []
+        _ = AuditChain.read(
+            bytes, wants: { _, event, _ in event == "snapshot" },
+            visit: {
+                vouched.append($0)
+                return nil
+            })
         let current = try FileIO.readAll(snapshotPath)
         let previous = try FileIO.readAll(snapshotPath + ".prev")
         let full = try Replay.ledger(from: bytes).get()

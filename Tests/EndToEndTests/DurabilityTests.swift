@@ -83,8 +83,37 @@ struct DurabilityTests {
         return definition.appSessionID
     }
 
-    @Test("SIGKILL at random moments, 20 times, under concurrent clients: every signature received is in the log")
+    /// Two processes that spin: the host is loaded while the crash test runs, as a busy server is.
+    final class BusyLoops {
+        let processes: [Process]
+
+        init(_ count: Int = 2) throws {
+            processes = try (0..<count).map { _ in
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/bin/sh")
+                process.arguments = ["-c", "while :; do :; done"]
+                try process.run()
+                return process
+            }
+        }
+
+        deinit {
+            // SIGKILL: the test runner's children inherit a blocked SIGTERM.
+            for process in processes {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+        }
+    }
+
+    static func nowMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+
+    /// The crash test of CONTRACT §6's promise, as the host runs it: `CUSTODIAN_CRASH_KILLS` (default 40) SIGKILLs at
+    /// random moments while 4 clients reconnect for every request as fast as they can (also while the agent
+    /// starts) and two busy loops compete for the CPUs.
+    @Test("SIGKILL at random moments, 40 times, under reconnecting clients and busy CPUs: nothing lost or misplaced")
     func crashLoop() throws {
+        let kills = ProcessInfo.processInfo.environment["CUSTODIAN_CRASH_KILLS"].flatMap { Int($0) } ?? 40
         let workspace = try Workspace()
         let key = try EndToEndTests.importKeyA(workspace)
         let stateDir = workspace.path + "/state"
@@ -92,62 +121,70 @@ struct DurabilityTests {
         let arguments = try Self.agentArguments(workspace, key: key, stateDir: stateDir)
         let received = Collected<Received>()
         let closed = Collected<String>()
+        let killedAt = Collected<UInt64>()
         var generator = SystemRandomNumberGenerator()
-        for round in 0..<20 {
-            let agent = try RunningAgent(
-                arguments: arguments, socket: socket, logFile: workspace.path + "/agent\(round).log")
-            let stop = Flag()
-            let group = DispatchGroup()
-            for client in 0..<4 {
-                group.enter()
-                Thread.detachNewThread {
-                    defer { group.leave() }
-                    let connection = CustodianClient(socketPath: socket, timeoutSeconds: 5)
-                    var counter: UInt64 = 0
+        let busy = try BusyLoops()
+        let stop = Flag()
+        let group = DispatchGroup()
+        for client in 0..<4 {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                var counter: UInt64 = 0
+                // One connection per request, retried at once when the agent is down or starting.
+                func sign(_ message: String) -> SignResult? {
                     while !stop.isSet {
-                        counter += 1
-                        let nonce = UInt64(round) << 40 | UInt64(client) << 32 | counter
-                        let create = Messages.create(nonce: nonce, "0", "10")
-                        guard let id = try? Self.sessionID(of: create) else { return }
                         do {
-                            let signed = try connection.sign(message: Array(create.utf8))
-                            received.append(
-                                Received(signature: signed.signature, req: Self.req(ofEnvelope: signed.message) ?? ""))
-                            let close = Messages.close(id: id, "4", "6")
-                            let closedSigned = try connection.sign(message: Array(close.utf8))
-                            received.append(
-                                Received(
-                                    signature: closedSigned.signature,
-                                    req: Self.req(ofEnvelope: closedSigned.message) ?? ""))
-                            closed.append(id)
-                            // A conflicting close of an already closed session must never be signed.
-                            if let earlier = closed.all.randomElement() {
-                                let conflicting = Messages.close(id: earlier, "10", "0")
-                                if let bad = try? connection.sign(message: Array(conflicting.utf8)) {
-                                    received.append(
-                                        Received(signature: bad.signature, req: Self.req(ofEnvelope: bad.message) ?? "")
-                                    )
-                                }
-                            }
+                            return try CustodianClient(socketPath: socket, timeoutSeconds: 5).sign(
+                                message: Array(message.utf8))
+                        } catch .unreachable(let why) where why.hasPrefix(socket) {
+                            continue  // connect() failed: nothing was sent
                         } catch {
-                            return  // the agent was killed: this client stops for the round
+                            return nil  // refused, or the connection dropped by a kill: the decision may be lost
                         }
+                    }
+                    return nil
+                }
+                while !stop.isSet {
+                    counter += 1
+                    let nonce = UInt64(client) << 40 | counter
+                    let create = Messages.create(nonce: nonce, "0", "10")
+                    guard let id = try? Self.sessionID(of: create) else { return }
+                    guard let signed = sign(create) else { continue }
+                    received.append(
+                        Received(signature: signed.signature, req: Self.req(ofEnvelope: signed.message) ?? ""))
+                    guard let closedSigned = sign(Messages.close(id: id, "4", "6")) else { continue }
+                    received.append(
+                        Received(
+                            signature: closedSigned.signature, req: Self.req(ofEnvelope: closedSigned.message) ?? ""))
+                    closed.append(id)
+                    // A conflicting close of an already closed session must never be signed.
+                    if let earlier = closed.all.randomElement(), let bad = sign(Messages.close(id: earlier, "10", "0"))
+                    {
+                        received.append(
+                            Received(signature: bad.signature, req: Self.req(ofEnvelope: bad.message) ?? ""))
                     }
                 }
             }
-            Thread.sleep(forTimeInterval: Double.random(in: 0.05...0.4, using: &generator))
-            kill(agent.process.processIdentifier, SIGKILL)
-            agent.process.waitUntilExit()
-            stop.set()
-            #expect(group.wait(timeout: .now() + 30) == .success)
         }
+        for round in 0..<kills {
+            let agent = try RunningAgent(
+                arguments: arguments, socket: socket, logFile: workspace.path + "/agent\(round).log")
+            Thread.sleep(forTimeInterval: Double.random(in: 0.02...0.4, using: &generator))
+            kill(agent.process.processIdentifier, SIGKILL)
+            killedAt.append(Self.nowMs())
+            agent.process.waitUntilExit()
+        }
+        stop.set()
+        #expect(group.wait(timeout: .now() + 30) == .success)
+        withExtendedLifetime(busy) {}
 
         // Periodic snapshots (every 7 records) were written and vouched for between the kills, and starts used them.
-        let fromSnapshot = (0..<20).filter { round in
+        let fromSnapshot = (0..<kills).filter { round in
             (try? String(contentsOfFile: workspace.path + "/agent\(round).log", encoding: .utf8))?
                 .contains("from the snapshot at seq") == true
         }
-        #expect(fromSnapshot.count >= 5, "starts from a snapshot: rounds \(fromSnapshot)")
+        #expect(fromSnapshot.count >= kills / 4, "starts from a snapshot: rounds \(fromSnapshot)")
 
         // A last, clean start: the restarted agent's state is what the log implies.
         let agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/final.log")
@@ -158,18 +195,41 @@ struct DurabilityTests {
             "audit", "verify", stateDir + "/audit.log", "--address", EndToEndTests.addressA,
         ])
         #expect(verify.status == 0, "\(verify.stderr)")
-        let records = try EndToEndTests.auditRecords(stateDir).filter {
+        let all = try EndToEndTests.auditRecords(stateDir)
+        // No decision before the start record of the run that made it: every record after a start record was made
+        // before the first kill that followed that start (a decision of the next run, written before its own start
+        // record, would sit here with a later time).
+        let killTimes = killedAt.all
+        var runEnds: UInt64 = .max
+        var starts = 0
+        for record in all {
+            let time = UInt64(record["time_ms"] as? Int ?? 0)
+            if record["event"] as? String == "start" {
+                starts += 1
+                runEnds = killTimes.first { $0 >= time } ?? .max
+                continue
+            }
+            #expect(
+                time <= runEnds, "seq \(record["seq"] ?? 0) (\(record["event"] ?? "")) decided after its run was killed"
+            )
+        }
+        #expect(starts == killTimes.count + 1)
+        let records = all.filter {
             $0["event"] as? String == "sign" && $0["decision"] as? String == "allow"
         }
         var logged: [String: String] = [:]
         for record in records {
             if let signature = record["signature"] as? String { logged[signature] = record["req"] as? String }
         }
-        let all = received.all
-        #expect(all.count > 40, "the clients got \(all.count) signatures")
-        for item in all {
+        let got = received.all
+        #expect(got.count > 40, "the clients got \(got.count) signatures")
+        for item in got {
             #expect(logged[item.signature] == item.req, "a signature a client received is not in the log")
         }
+        print(
+            "crash loop: \(kills) SIGKILLs under 4 reconnecting clients and 2 busy loops; \(got.count) signatures "
+                + "received, all in the log; \(all.count) records; \(starts) starts, \(fromSnapshot.count) from a "
+                + "periodic snapshot; no decision before its run's start record")
         // No session has two different signed closes.
         var closes: [String: Set<String>] = [:]
         var created = Set<String>()
