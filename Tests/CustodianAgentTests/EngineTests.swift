@@ -277,17 +277,7 @@ struct EngineTests {
         try engine.start(version: "test")
         let create = String(decoding: try Self.vectorText("sign", "create_v1.json", "req"), as: UTF8.self)
         var vouched: [AuditEntry] = []
-        for index in 0..<24 {
-            let text = create.replacingOccurrences(
-                of: "\"nonce\":1733000000000}", with: "\"nonce\":\(1_733_000_000_000 + index)}")
-            guard case .signed = Self.sign(engine, Array(text.utf8)) else {
-                Issue.record("create \(index) was refused")
-                return
-            }
-        }
-        // The snapshot thread records the hash after it wrote the file; wait for two such records.
-        for _ in 0..<500 where vouched.count < 2 {
-            Thread.sleep(forTimeInterval: 0.01)
+        func readVouched() throws {
             vouched = []
             _ = AuditChain.read(
                 try FileIO.readAll(logPath), wants: { _, event, _ in event == "snapshot" },
@@ -295,6 +285,23 @@ struct EngineTests {
                     vouched.append($0)
                     return nil
                 })
+        }
+        // Sign until two snapshots are vouched for (each is written once its records are durable, by a thread that
+        // may run late on a loaded host); at least 24 creates.
+        var signed = 0
+        for index in 0..<400 {
+            let text = create.replacingOccurrences(
+                of: "\"nonce\":1733000000000}", with: "\"nonce\":\(1_733_000_000_000 + index)}")
+            guard case .signed = Self.sign(engine, Array(text.utf8)) else {
+                Issue.record("create \(index) was refused")
+                return
+            }
+            signed += 1
+            if index >= 24 {
+                try readVouched()
+                if vouched.count >= 2 { break }
+                Thread.sleep(forTimeInterval: 0.01)
+            }
         }
         #expect(vouched.count >= 2)
         Thread.sleep(forTimeInterval: 0.3)  // no snapshot is due any more; let the last one settle
@@ -311,9 +318,12 @@ struct EngineTests {
         let previous = try FileIO.readAll(snapshotPath + ".prev")
         let full = try Replay.ledger(from: bytes).get()
         let fast = try Replay.ledger(from: bytes, snapshots: [current, previous]).get()
-        #expect(fast.snapshotSeq != nil && fast.snapshotSeq == LedgerState.snapshotSeq(current))
+        // The newest file, or (if a third was written but not yet vouched for as the sleep ended) the one before.
+        #expect(
+            fast.snapshotSeq != nil
+                && [LedgerState.snapshotSeq(current), LedgerState.snapshotSeq(previous)].contains(fast.snapshotSeq))
         #expect(fast.snapshotSeq.map { seq in vouched.contains { $0.integer("snapshot_seq") == seq } } == true)
-        #expect(fast.state.sessions == full.1.sessions && fast.state.sessions.count == 24)
+        #expect(fast.state.sessions == full.1.sessions && fast.state.sessions.count == signed)
         // A current file the log does not vouch for (torn, or written just before the crash): the previous one.
         var torn = current
         torn[torn.count - 1] ^= 1
