@@ -186,7 +186,7 @@ public struct LineSource {
             let end = min(upTo ?? bytes.count, bytes.count)
             var start = from
             while start < end {
-                guard let newline = bytes[start..<end].firstIndex(of: 0x0A) else {
+                guard let newline = Self.newline(in: bytes, from: start, to: end) else {
                     return Outcome(validLength: start, tornTail: end - start)
                 }
                 if let error = body(bytes[start..<newline], start) {
@@ -197,6 +197,15 @@ public struct LineSource {
             return Outcome(validLength: start, tornTail: 0)
         case .file(let path):
             return try Self.stream(path, from: from, upTo: upTo, body)
+        }
+    }
+
+    /// The index of the first newline in `buffer[from..<to]` (memchr).
+    @inline(__always)
+    static func newline(in buffer: [UInt8], from: Int, to: Int) -> Int? {
+        buffer.withUnsafeBytes { raw -> Int? in
+            guard let base = raw.baseAddress, let found = memchr(base + from, 0x0A, to - from) else { return nil }
+            return base.distance(to: UnsafeRawPointer(found))
         }
     }
 
@@ -215,7 +224,7 @@ public struct LineSource {
         while true {
             let scanEnd = upTo.map { min(filled, $0 - base) } ?? filled
             while start < scanEnd {
-                guard let newline = buffer[start..<scanEnd].firstIndex(of: 0x0A) else { break }
+                guard let newline = Self.newline(in: buffer, from: start, to: scanEnd) else { break }
                 if let error = body(buffer[start..<newline], base + start) {
                     return Outcome(validLength: base + start, tornTail: 0, error: error)
                 }
@@ -310,12 +319,101 @@ public enum RecordShape {
 
     static func firstIndex(of needle: [UInt8], in haystack: ArraySlice<UInt8>) -> Int? {
         guard let first = needle.first, haystack.count >= needle.count else { return nil }
-        var index = haystack.startIndex
-        let last = haystack.endIndex - needle.count
-        while index <= last {
-            if haystack[index] == first, haystack[index..<(index + needle.count)].elementsEqual(needle) { return index }
-            index += 1
+        return haystack.withUnsafeBufferPointer { hay -> Int? in
+            needle.withUnsafeBufferPointer { pattern -> Int? in
+                guard let base = hay.baseAddress, let target = pattern.baseAddress else { return nil }
+                var index = 0
+                let last = hay.count - pattern.count
+                while index <= last {
+                    // memchr finds the candidates; memcmp checks each.
+                    guard let found = memchr(base + index, Int32(first), last - index + 1) else { return nil }
+                    let at = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+                    if memcmp(base + at, target, pattern.count) == 0 { return haystack.startIndex + at }
+                    index = at + 1
+                }
+                return nil
+            }
         }
-        return nil
+    }
+
+    /// Unescapes the JSON string body that starts at `from` into `out` (only the escapes custodian's writer makes);
+    /// returns the index of its closing quote, or nil.
+    static func unescape(_ line: ArraySlice<UInt8>, from: Int, into out: inout [UInt8]) -> Int? {
+        out.removeAll(keepingCapacity: true)
+        return line.withUnsafeBufferPointer { buffer -> Int? in
+            guard let base = buffer.baseAddress else { return nil }
+            let offset = line.startIndex
+            var index = from - offset
+            let count = buffer.count
+            while index < count {
+                // A run without quote or backslash is copied at once.
+                var run = index
+                while run < count, base[run] != 0x22, base[run] != 0x5C { run += 1 }
+                if run > index { out.append(contentsOf: UnsafeBufferPointer(start: base + index, count: run - index)) }
+                index = run
+                guard index < count else { return nil }
+                if base[index] == 0x22 { return index + offset }
+                guard index + 1 < count else { return nil }
+                switch base[index + 1] {
+                case 0x22, 0x5C: out.append(base[index + 1])
+                case UInt8(ascii: "n"): out.append(0x0A)
+                case UInt8(ascii: "r"): out.append(0x0D)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "u"):
+                    guard index + 5 < count, base[index + 2] == 0x30, base[index + 3] == 0x30,
+                        let high = Hex.nibble(base[index + 4]), let low = Hex.nibble(base[index + 5]), high < 2
+                    else { return nil }
+                    out.append(high << 4 | low)
+                    index += 4
+                default: return nil
+                }
+                index += 2
+            }
+            return nil
+        }
+    }
+
+    /// Decodes hex digits into `out` (its count bytes); false if a digit is not hex.
+    static func decodeHex(_ hex: ArraySlice<UInt8>, into out: inout [UInt8]) -> Bool {
+        guard hex.count == out.count * 2 else { return false }
+        return hex.withUnsafeBufferPointer { digits in
+            out.withUnsafeMutableBufferPointer { bytes in
+                var valid: UInt8 = 0
+                for position in 0..<bytes.count {
+                    let high = nibbles[Int(digits[2 * position])]
+                    let low = nibbles[Int(digits[2 * position + 1])]
+                    valid |= high | low
+                    bytes[position] = high << 4 | (low & 0x0F)
+                }
+                return valid & 0x80 == 0
+            }
+        }
+    }
+
+    /// Each byte's value as a lower- or upper-case hex digit, 0x80 for any other byte.
+    static let nibbles: [UInt8] = (0...255).map { Hex.nibble(UInt8($0)) ?? 0x80 }
+
+    static let timeKey = Array(#","time_ms":"#.utf8)
+    static let reqKey = Array(#"","req":""#.utf8)
+    static let allowedAfterReq = Array(#","decision":"allow","#.utf8)
+
+    /// An allowance's `time_ms` and unescaped `req`, read where custodian writes them (`time_ms` third, `req` after
+    /// `request_hash`, `decision` right after `req`); nil for any other shape, which the strict parser then reads.
+    static func allowance(_ line: ArraySlice<UInt8>, req: inout [UInt8]) -> UInt64? {
+        guard let timeAt = firstIndex(of: timeKey, in: line.prefix(96)) else { return nil }
+        var index = timeAt + timeKey.count
+        var time: UInt64 = 0
+        var digits = 0
+        while index < line.endIndex, line[index] >= 0x30, line[index] <= 0x39, digits < 18 {
+            time = time * 10 + UInt64(line[index] - 0x30)
+            index += 1
+            digits += 1
+        }
+        guard digits > 0, index < line.endIndex, line[index] == UInt8(ascii: ",") else { return nil }
+        guard let reqAt = firstIndex(of: reqKey, in: line.prefix(768)),
+            let end = unescape(line, from: reqAt + reqKey.count, into: &req),
+            line[(end + 1)...].starts(with: allowedAfterReq)
+        else { return nil }
+        return time
     }
 }

@@ -108,15 +108,23 @@ public enum AuditVerifier {
 /// of the allowances since the last checkpoint at the end.
 private final class DecisionChecker: @unchecked Sendable {
     private enum Item {
-        case line(Int, [UInt8])
+        /// A decision record: its line number and where its bytes are in the batch.
+        case line(Int, Range<Int>)
         case checkpoint
         case address(Address)
     }
 
+    /// Lines handed over together, their bytes in one buffer.
+    private struct Batch {
+        var bytes: [UInt8] = []
+        var items: [Item] = []
+    }
+
     private let condition = NSCondition()
-    private var queue: [[Item]] = []
-    private var batch: [Item] = []
-    private var batchBytes = 0
+    private var queue: [Batch] = []
+    private var batch = Batch()
+    /// Batches the checker is done with, reused for the next lines.
+    private var spares: [Batch] = []
     private var closed = false
     private var done = false
     private var verifyPending = true
@@ -124,11 +132,17 @@ private final class DecisionChecker: @unchecked Sendable {
     /// Allowances since the last checkpoint: line, digest, signature.
     private var pending: [(Int, [UInt8], [UInt8])] = []
     private var address: Address?
+    /// The unescaped `req` of the line being checked.
+    private var scratch: [UInt8] = []
 
-    static let allowed = Array(#","decision":"allow","#.utf8)
     static let hashKey = Array(#""request_hash":"0x"#.utf8)
     static let reqKey = Array(#"","req":""#.utf8)
-    static let signatureKey = Array(#","signature":"0x"#.utf8)
+    static let decisionKey = Array(#","decision":""#.utf8)
+    static let allow = Array(#"allow","signature":"0x"#.utf8)
+    static let allowed = Array(#","decision":"allow","#.utf8)
+    static let deny = Array(#"deny""#.utf8)
+
+    init() { batch.bytes.reserveCapacity(1 << 20 + 1 << 16) }
 
     func start() {
         let thread = Thread { [self] in run() }
@@ -137,25 +151,25 @@ private final class DecisionChecker: @unchecked Sendable {
     }
 
     func add(_ record: RawRecord) {
-        batch.append(.line(record.line, Array(record.bytes)))
-        batchBytes += record.bytes.count
-        if batchBytes >= 1 << 20 { flush() }
+        let start = batch.bytes.count
+        batch.bytes.append(contentsOf: record.bytes)
+        batch.items.append(.line(record.line, start..<batch.bytes.count))
+        if batch.bytes.count >= 1 << 20 { flush() }
     }
 
-    func checkpoint() { batch.append(.checkpoint) }
+    func checkpoint() { batch.items.append(.checkpoint) }
 
-    func setAddress(_ address: Address) { batch.append(.address(address)) }
+    func setAddress(_ address: Address) { batch.items.append(.address(address)) }
 
     private func flush() {
-        guard !batch.isEmpty else { return }
+        guard !batch.items.isEmpty else { return }
         condition.lock()
         // At most a few batches in flight: memory stays bounded however far the checker falls behind.
         while queue.count >= 4 && error == nil { condition.wait() }
         queue.append(batch)
+        batch = spares.popLast() ?? Batch()
         condition.broadcast()
         condition.unlock()
-        batch = []
-        batchBytes = 0
     }
 
     /// Waits for every line handed over and returns the first error among them.
@@ -175,17 +189,19 @@ private final class DecisionChecker: @unchecked Sendable {
         while true {
             while queue.isEmpty && !closed { condition.wait() }
             if queue.isEmpty { break }
-            let items = queue.removeFirst()
+            var items = queue.removeFirst()
             condition.broadcast()
             let failed = error != nil
             condition.unlock()
-            if !failed, let found = check(items) {
-                condition.lock()
+            let found = failed ? nil : check(items)
+            items.bytes.removeAll(keepingCapacity: true)
+            items.items.removeAll(keepingCapacity: true)
+            condition.lock()
+            if spares.count < 2 { spares.append(items) }
+            if let found {
                 error = found
                 condition.broadcast()
-                continue
             }
-            condition.lock()
         }
         if error == nil, verifyPending, let address {
             for (line, digest, signature) in pending
@@ -199,47 +215,54 @@ private final class DecisionChecker: @unchecked Sendable {
         condition.unlock()
     }
 
-    private func check(_ items: [Item]) -> AuditError? {
-        for item in items {
+    private func check(_ batch: Batch) -> AuditError? {
+        for item in batch.items {
             switch item {
             case .checkpoint: pending.removeAll(keepingCapacity: true)
             case .address(let value): address = value
-            case .line(let line, let bytes):
-                if let error = check(line: line, bytes) { return error }
+            case .line(let line, let range):
+                if let error = check(line: line, batch.bytes[range]) { return error }
             }
         }
         return nil
     }
 
-    /// One decision record: its `request_hash` and `req` (custodian writes them side by side), and for an allowance
-    /// its signature. A record in another shape is read by the strict parser instead.
-    private func check(line: Int, _ bytes: [UInt8]) -> AuditError? {
-        let slice = bytes[...]
-        let isAllowance = RecordShape.contains(Self.allowed, in: slice)
-        let fields: (hash: [UInt8], req: [UInt8], signature: [UInt8]?)?
-        if let fast = Self.fastFields(slice, allowance: isAllowance) {
-            fields = fast
+    /// One decision record: its `request_hash` and `req` (custodian writes them side by side, then `decision`), and
+    /// for an allowance its signature. A record in another shape is read by the strict parser instead.
+    private func check(line: Int, _ bytes: ArraySlice<UInt8>) -> AuditError? {
+        var hash = [UInt8](repeating: 0, count: 32)
+        var signature: [UInt8]?
+        let isAllowance: Bool
+        // A local buffer (taken from the property and put back): appends to a class's property pay an exclusivity
+        // check each.
+        var req = scratch
+        scratch = []
+        defer { scratch = req }
+        if let allowance = Self.fastFields(bytes, hash: &hash, req: &req, signature: &signature) {
+            isAllowance = allowance
         } else {
-            guard case .success(let root) = StrictJSON.parse(bytes), let members = root.value.members else {
+            isAllowance = RecordShape.contains(Self.allowed, in: bytes)
+            guard case .success(let root) = StrictJSON.parse(Array(bytes)), let members = root.value.members else {
                 return .broken(line: line, why: "not a JSON object")
             }
-            guard let req = members.member("req")?.value.string else {
+            guard let text = members.member("req")?.value.string else {
                 // A request that could not be read is recorded by its SHA-256 alone; an allowance always has req.
                 return isAllowance ? .broken(line: line, why: "an allowance without req") : nil
             }
-            guard let hash = members.member("request_hash")?.value.string.flatMap(Hex.decode), hash.count == 32 else {
+            guard let decoded = members.member("request_hash")?.value.string.flatMap(Hex.decode), decoded.count == 32
+            else {
                 return .broken(line: line, why: "a decision without a request_hash")
             }
-            let signature = members.member("signature")?.value.string.flatMap(Hex.decode)
-            fields = (hash, Array(req.utf8), signature)
+            hash = decoded
+            signature = members.member("signature")?.value.string.flatMap(Hex.decode)
+            req = Array(text.utf8)
         }
-        guard let fields else { return nil }
-        let digest = Keccak256.hash(fields.req)
-        guard digest == fields.hash else {
+        let digest = Keccak256.hash(req)
+        guard digest == hash else {
             return .broken(line: line, why: "request_hash is not the Keccak-256 of req: the record was edited")
         }
         if isAllowance {
-            guard let signature = fields.signature, signature.count == 65 else {
+            guard let signature, signature.count == 65 else {
                 return .broken(line: line, why: "an allowance without a signature")
             }
             pending.append((line, digest, signature))
@@ -247,54 +270,38 @@ private final class DecisionChecker: @unchecked Sendable {
         return nil
     }
 
-    /// `request_hash`, the unescaped `req` and the signature, read where custodian writes them; nil for anything
-    /// else (an escape this writer does not produce included), which the strict parser then reads.
-    static func fastFields(_ line: ArraySlice<UInt8>, allowance: Bool) -> ([UInt8], [UInt8], [UInt8]?)? {
-        guard let hashAt = RecordShape.firstIndex(of: hashKey, in: line) else { return nil }
+    /// Reads `request_hash` into `hash`, the unescaped `req` into `req`, and for an allowance its signature,
+    /// where custodian writes them; returns whether it is an allowance, or nil for anything else (an escape this
+    /// writer does not produce included), which the strict parser then reads.
+    private static func fastFields(
+        _ line: ArraySlice<UInt8>, hash: inout [UInt8], req scratch: inout [UInt8], signature: inout [UInt8]?
+    ) -> Bool? {
+        // request_hash stands among the first members (after seq, time, event, peer, policy_hash, method, id).
+        guard let hashAt = RecordShape.firstIndex(of: hashKey, in: line.prefix(640)) else { return nil }
         let hashStart = hashAt + hashKey.count
         guard hashStart + 64 + reqKey.count <= line.endIndex,
             line[(hashStart + 64)..<(hashStart + 64 + reqKey.count)].elementsEqual(reqKey),
-            let hash = Hex.decode(String(decoding: line[hashStart..<(hashStart + 64)], as: UTF8.self))
+            RecordShape.decodeHex(line[hashStart..<(hashStart + 64)], into: &hash)
         else { return nil }
-        var req: [UInt8] = []
-        req.reserveCapacity(line.count)
-        var index = hashStart + 64 + reqKey.count
-        var closed = false
-        while index < line.endIndex {
-            let byte = line[index]
-            if byte == 0x22 {
-                closed = true
-                break
-            }
-            if byte != 0x5C {
-                req.append(byte)
-                index += 1
-                continue
-            }
-            guard index + 1 < line.endIndex else { return nil }
-            switch line[index + 1] {
-            case 0x22, 0x5C: req.append(line[index + 1])
-            case UInt8(ascii: "n"): req.append(0x0A)
-            case UInt8(ascii: "r"): req.append(0x0D)
-            case UInt8(ascii: "t"): req.append(0x09)
-            case UInt8(ascii: "u"):
-                guard index + 5 < line.endIndex, line[index + 2] == 0x30, line[index + 3] == 0x30,
-                    let high = Hex.nibble(line[index + 4]), let low = Hex.nibble(line[index + 5]), high < 2
-                else { return nil }
-                req.append(high << 4 | low)
-                index += 4
-            default: return nil
-            }
-            index += 2
+        guard let end = RecordShape.unescape(line, from: hashStart + 64 + reqKey.count, into: &scratch) else { return nil }
+        let index = end
+        // Then ,"decision":"allow","signature":"0x<130 hex>" or ,"decision":"deny".
+        let decisionStart = index + 1
+        guard decisionStart + decisionKey.count <= line.endIndex,
+            line[decisionStart..<(decisionStart + decisionKey.count)].elementsEqual(decisionKey)
+        else { return nil }
+        let value = decisionStart + decisionKey.count
+        if line[value...].starts(with: allow) {
+            let start = value + allow.count
+            var bytes = [UInt8](repeating: 0, count: 65)
+            guard start + 130 < line.endIndex, line[start + 130] == 0x22,
+                RecordShape.decodeHex(line[start..<(start + 130)], into: &bytes)
+            else { return nil }
+            signature = bytes
+            return true
         }
-        guard closed else { return nil }
-        var signature: [UInt8]?
-        if allowance {
-            guard let signatureAt = RecordShape.firstIndex(of: signatureKey, in: line[index...]) else { return nil }
-            let start = signatureAt + signatureKey.count
-            guard start + 130 < line.endIndex, line[start + 130] == 0x22 else { return nil }
-            signature = Hex.decode(String(decoding: line[start..<(start + 130)], as: UTF8.self))
-        }
-        return (hash, req, signature)
+        guard line[value...].starts(with: deny) else { return nil }
+        return false
     }
+
 }

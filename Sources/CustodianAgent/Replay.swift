@@ -31,7 +31,26 @@ public enum Replay {
     public static func ledger(
         from bytes: [UInt8], agent: Address? = nil, snapshots: [[UInt8]]
     ) -> Result<Rebuilt, AuditError> {
-        ledger(LineSource(bytes: bytes), agent: agent, snapshots: snapshots)
+        ledger(LineSource(bytes: bytes), agent: agent, snapshots: snapshots.map(SnapshotSource.init(bytes:)))
+    }
+
+    /// A snapshot file to try: the seq its header names, and how to read it (only when it is tried).
+    public struct SnapshotSource: Sendable {
+        public var seq: UInt64?
+        public var load: @Sendable () -> [UInt8]?
+
+        public init(seq: UInt64?, load: @escaping @Sendable () -> [UInt8]?) {
+            self.seq = seq
+            self.load = load
+        }
+
+        public init(bytes: [UInt8]) { self.init(seq: LedgerState.snapshotSeq(bytes), load: { bytes }) }
+    }
+
+    /// A snapshot read, hashed and decoded (nil state: it does not decode).
+    private static func open(_ source: SnapshotSource) -> (hash: String, state: LedgerState?)? {
+        guard let bytes = source.load() else { return nil }
+        return (SHA256.hex(bytes), LedgerState.decodeSnapshot(bytes)?.state)
     }
 
     /// Verifies the log `source` yields and rebuilds the ledger.
@@ -42,29 +61,28 @@ public enum Replay {
     /// after its seq are replayed, in a second pass over that tail. Otherwise the whole log is replayed.
     /// `headAt`: a seq whose line hash the verification reports (an anchor's).
     public static func ledger(
-        _ source: LineSource, agent: Address? = nil, snapshots: [[UInt8]], headAt: UInt64? = nil
+        _ source: LineSource, agent: Address? = nil, snapshots: [SnapshotSource], headAt: UInt64? = nil
     ) -> Result<Rebuilt, AuditError> {
-        var candidates: [Candidate] = snapshots.compactMap { bytes in
-            LedgerState.snapshotSeq(bytes).map { Candidate(bytes: bytes, seq: $0, hash: SHA256.hex(bytes)) }
+        var candidates: [Candidate] = snapshots.compactMap { snapshot in
+            snapshot.seq.map { Candidate(source: snapshot, seq: $0) }
         }
-        // The newest snapshot decodes on another thread while the chain is verified.
+        // The newest snapshot is read, hashed and decoded on another thread while the chain is verified; the others
+        // are read only if it cannot be used.
         let decoded = Decoded()
         if let first = candidates.first {
-            let thread = Thread { decoded.set(LedgerState.decodeSnapshot(first.bytes)?.state) }
+            let thread = Thread { decoded.set(open(first.source)) }
             thread.name = "custodian-snapshot-decode"
             thread.start()
         }
         var state = LedgerState()
         var address = agent
         let reader = NitroRPCv0Reader()
+        var scratch: [UInt8] = []
         var input = source
         let verified = AuditVerifier.verify(&input, address: agent, headAt: headAt) { record in
             if candidates.isEmpty {
                 guard wanted(record) else { return nil }
-                switch record.parse() {
-                case .success(let entry): return apply(entry, to: &state, address: &address, reader: reader)
-                case .failure(let error): return error
-                }
+                return apply(record, to: &state, address: &address, reader: reader, scratch: &scratch)
             }
             if record.event == "start", address == nil, case .success(let entry) = record.parse() {
                 address = entry.string("address").flatMap(Address.init(eip55:))
@@ -80,11 +98,11 @@ public enum Replay {
             return .failure(error)
         }
         if candidates.isEmpty { return .success(Rebuilt(verification: verification, state: state)) }
-        let firstDecoded = decoded.wait()
+        let firstOpened = decoded.wait()
         for (index, candidate) in candidates.enumerated() where candidate.usable {
-            guard var start = index == 0 ? firstDecoded : LedgerState.decodeSnapshot(candidate.bytes)?.state else {
-                continue
-            }
+            guard let opened = index == 0 ? firstOpened : open(candidate.source),
+                candidate.vouchedHashes.contains(opened.hash), var start = opened.state
+            else { continue }
             var tail = source
             tail.from = candidate.tailOffset
             tail.upTo = verification.chain.validLength
@@ -105,33 +123,32 @@ public enum Replay {
 
     /// A snapshot file and what the log says of it.
     private struct Candidate {
-        let bytes: [UInt8]
+        let source: SnapshotSource
         let seq: UInt64
-        let hash: String
-        var vouched = false
+        /// The SHA-256s the log vouches for at `seq`: the stop record at that seq, or a later `snapshot` record
+        /// naming it, carries them.
+        var vouchedHashes: Set<String> = []
         var operatorAfter = false
         /// Where the records after `seq` begin.
         var tailOffset = 0
 
-        var usable: Bool { vouched && !operatorAfter && tailOffset > 0 }
+        var usable: Bool { !vouchedHashes.isEmpty && !operatorAfter && tailOffset > 0 }
 
         mutating func observe(_ record: RawRecord) {
             if record.seq == seq {
                 tailOffset = record.end
-                // Taken at a stop: that stop record vouches for it.
                 if record.event == "stop", case .success(let entry) = record.parse(),
-                    entry.string("snapshot_sha256") == hash
+                    let hash = entry.string("snapshot_sha256")
                 {
-                    vouched = true
+                    vouchedHashes.insert(hash)
                 }
             } else if record.seq > seq {
                 switch record.event {
                 case "snapshot":
-                    // Taken periodically: a later record vouches for it.
                     if case .success(let entry) = record.parse(), entry.integer("snapshot_seq") == seq,
-                        entry.string("snapshot_sha256") == hash
+                        let hash = entry.string("snapshot_sha256")
                     {
-                        vouched = true
+                        vouchedHashes.insert(hash)
                     }
                 // A release needs the sessions' previous states, which snapshots do not keep.
                 case "operator": operatorAfter = true
@@ -151,6 +168,7 @@ public enum Replay {
     private static func replayTail(
         _ source: inout LineSource, into state: inout LedgerState, address: inout Address?, reader: NitroRPCv0Reader
     ) -> AuditError? {
+        var scratch: [UInt8] = []
         do {
             let outcome = try source.forEachLine { line, offset in
                 guard let (seq, _, event) = RecordShape.fields(line) else {
@@ -158,15 +176,40 @@ public enum Replay {
                 }
                 let record = RawRecord(line: Int(seq), seq: seq, event: event, bytes: line, offset: offset)
                 guard wanted(record) else { return nil }
-                switch record.parse() {
-                case .success(let entry): return apply(entry, to: &state, address: &address, reader: reader)
-                case .failure(let error): return error
-                }
+                return apply(record, to: &state, address: &address, reader: reader, scratch: &scratch)
             }
             return outcome.error
         } catch {
             return .unavailable("\(error)")
         }
+    }
+
+    /// Applies one record; an allowance is read in place where custodian wrote it (no full parse of the line).
+    private static func apply(
+        _ record: RawRecord, to state: inout LedgerState, address: inout Address?, reader: NitroRPCv0Reader,
+        scratch: inout [UInt8]
+    ) -> AuditError? {
+        if record.event == "sign", let agent = address, let timeMs = RecordShape.allowance(record.bytes, req: &scratch) {
+            return applyAllowance(scratch, timeMs: timeMs, line: record.line, to: &state, agent: agent, reader: reader)
+        }
+        switch record.parse() {
+        case .success(let entry): return apply(entry, to: &state, address: &address, reader: reader)
+        case .failure(let error): return error
+        }
+    }
+
+    private static func applyAllowance(
+        _ req: [UInt8], timeMs: UInt64, line: Int, to state: inout LedgerState, agent: Address,
+        reader: NitroRPCv0Reader
+    ) -> AuditError? {
+        guard case .success(let request) = reader.read(req) else {
+            return .broken(line: line, why: "an allowance whose req does not parse")
+        }
+        guard let effect = Policy.replay(request, state: state, agent: agent) else {
+            return .broken(line: line, why: "an allowance that does not apply to the ledger")
+        }
+        state.apply(effect, atMs: timeMs)
+        return nil
     }
 
     /// Applies one allowance, operator action or start record to the ledger.
@@ -191,14 +234,8 @@ public enum Replay {
             guard let req = entry.string("req"), let timeMs = entry.integer("time_ms") else {
                 return .broken(line: entry.line, why: "an allowance without req or time_ms")
             }
-            guard case .success(let request) = reader.read(Array(req.utf8)) else {
-                return .broken(line: entry.line, why: "an allowance whose req does not parse")
-            }
-            guard let effect = Policy.replay(request, state: state, agent: agent) else {
-                return .broken(line: entry.line, why: "an allowance that does not apply to the ledger")
-            }
-            state.apply(effect, atMs: timeMs)
-            return nil
+            return applyAllowance(
+                Array(req.utf8), timeMs: timeMs, line: entry.line, to: &state, agent: agent, reader: reader)
         }
     }
 
@@ -206,17 +243,17 @@ public enum Replay {
     private final class Decoded: @unchecked Sendable {
         private let condition = NSCondition()
         private var done = false
-        private var value: LedgerState?
+        private var value: (hash: String, state: LedgerState?)?
 
-        func set(_ state: LedgerState?) {
+        func set(_ opened: (hash: String, state: LedgerState?)?) {
             condition.lock()
-            value = state
+            value = opened
             done = true
             condition.signal()
             condition.unlock()
         }
 
-        func wait() -> LedgerState? {
+        func wait() -> (hash: String, state: LedgerState?)? {
             condition.lock()
             defer { condition.unlock() }
             while !done { condition.wait() }

@@ -33,8 +33,14 @@ public enum StateDirectory {
                     + "would be forgotten",
                 hint: restoreHint)
         }
-        let snapshots =
-            fromSnapshots ? evidence.snapshots.compactMap { try? FileIO.readAll($0.path, followLinks: false) } : []
+        var snapshots: [Replay.SnapshotSource] = []
+        if fromSnapshots {
+            for snapshot in evidence.snapshots {
+                let path = snapshot.path
+                snapshots.append(
+                    Replay.SnapshotSource(seq: snapshot.seq, load: { try? FileIO.readAll(path, followLinks: false) }))
+            }
+        }
         let source = logExists ? LineSource(path: logPath) : LineSource(bytes: [])
         let rebuilt: Replay.Rebuilt
         switch Replay.ledger(source, snapshots: snapshots, headAt: evidence.anchor?.seq) {

@@ -25,6 +25,31 @@ func fail(_ message: String) -> Never {
     exit(1)
 }
 
+/// VmRSS of this process, in KiB.
+func residentKiB() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0
+    }
+    return 0
+}
+
+/// The snapshot_seq of the newest `snapshot` record in the last 1 MiB of a log (0: none there).
+func newestSnapshotSeq(_ path: String) -> UInt64 {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return 0 }
+    defer { try? handle.close() }
+    let size = (try? handle.seekToEnd()) ?? 0
+    try? handle.seek(toOffset: size > 1 << 20 ? size - (1 << 20) : 0)
+    let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+    var newest: UInt64 = 0
+    for line in text.split(separator: "\n") where line.contains("\"event\":\"snapshot\"") {
+        if let range = line.range(of: "\"snapshot_seq\":") {
+            newest = UInt64(line[range.upperBound...].prefix(while: { $0.isNumber })) ?? newest
+        }
+    }
+    return newest
+}
+
 func seconds(since start: DispatchTime) -> Double {
     Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
 }
@@ -93,8 +118,15 @@ case "fill-log":
         group.wait()
         let filled = seconds(since: began)
         if CommandLine.arguments.contains("--crash") {
-            // Let the last periodic snapshot be written and vouched for, then go without a stop record.
-            Thread.sleep(forTimeInterval: 3)
+            // Let the last periodic snapshot due be written and vouched for (a crash at a moment when none is being
+            // written), then go without a stop record.
+            let due = engine.status().auditSeq - snapshotEvery
+            let deadline = DispatchTime.now().uptimeNanoseconds + 120_000_000_000
+            while snapshotEvery > 0, newestSnapshotSeq(stateDir + "/audit.log") <= due,
+                DispatchTime.now().uptimeNanoseconds < deadline
+            {
+                Thread.sleep(forTimeInterval: 0.1)
+            }
             print(String(format: "fill-log: %d records in %.1f s, then no clean stop", records, filled))
             exit(0)
         }
@@ -112,6 +144,31 @@ case "replay":
             String(
                 format: "replay: %d records, %d sessions; verify and replay (streamed) %.2f s",
                 rebuilt.chain.count, rebuilt.state.sessions.count, seconds(since: began)))
+    } catch {
+        fail("\(error)")
+    }
+case "verify":
+    // The start's verification alone (no replay), and the ledger's own memory: the snapshot decoded alone.
+    guard let stateDir = option("--state-dir") else { fail("verify --state-dir D") }
+    let began = DispatchTime.now()
+    var source = LineSource(path: stateDir + "/audit.log")
+    switch AuditVerifier.verify(&source, address: nil) {
+    case .success(let verified):
+        print(String(format: "verify: %d records, %d decisions, %.2f s", verified.chain.count, verified.decisions, seconds(since: began)))
+    case .failure(let error): fail("\(error)")
+    }
+    let before = residentKiB()
+    let decodeBegan = DispatchTime.now()
+    do {
+        var bytes: [UInt8]? = try FileIO.readAll(stateDir + "/ledger.snapshot")
+        let decoded = bytes.flatMap { LedgerState.decodeSnapshot($0) }
+        bytes = nil
+        let after = residentKiB()
+        print(
+            String(
+                format: "snapshot: %d sessions decoded in %.2f s; the ledger holds %d MiB", decoded?.state.sessions.count ?? 0,
+                seconds(since: decodeBegan), (after - before) / 1024))
+        withExtendedLifetime(decoded) {}
     } catch {
         fail("\(error)")
     }
