@@ -283,7 +283,9 @@ private final class DecisionChecker: @unchecked Sendable {
             line[(hashStart + 64)..<(hashStart + 64 + reqKey.count)].elementsEqual(reqKey),
             RecordShape.decodeHex(line[hashStart..<(hashStart + 64)], into: &hash)
         else { return nil }
-        guard let end = RecordShape.unescape(line, from: hashStart + 64 + reqKey.count, into: &scratch) else { return nil }
+        guard let end = RecordShape.unescape(line, from: hashStart + 64 + reqKey.count, into: &scratch) else {
+            return nil
+        }
         let index = end
         // Then ,"decision":"allow","signature":"0x<130 hex>" or ,"decision":"deny".
         let decisionStart = index + 1

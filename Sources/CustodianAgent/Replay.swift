@@ -189,7 +189,8 @@ public enum Replay {
         _ record: RawRecord, to state: inout LedgerState, address: inout Address?, reader: NitroRPCv0Reader,
         scratch: inout [UInt8]
     ) -> AuditError? {
-        if record.event == "sign", let agent = address, let timeMs = RecordShape.allowance(record.bytes, req: &scratch) {
+        if record.event == "sign", let agent = address, let timeMs = RecordShape.allowance(record.bytes, req: &scratch)
+        {
             return applyAllowance(scratch, timeMs: timeMs, line: record.line, to: &state, agent: agent, reader: reader)
         }
         switch record.parse() {

@@ -377,9 +377,7 @@ private final class ConnectionHandler: ChannelInboundHandler {
         defer {
             if signsStaged {
                 signsStaged = false
-                // Alone on this loop, write here (no thread hand-off); with other connections to read, let the
-                // syncer write, so that their requests are read and decided meanwhile.
-                engine.writeStaged(inline: (loopLoad?.value ?? 0) <= 1)
+                engine.endOfReadBatch(sharedLoop: (loopLoad?.value ?? 0) > 1)
             }
         }
         while !closing, let newline = buffer.readableBytesView.firstIndex(of: 0x0A) {

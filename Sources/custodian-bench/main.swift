@@ -154,7 +154,10 @@ case "verify":
     var source = LineSource(path: stateDir + "/audit.log")
     switch AuditVerifier.verify(&source, address: nil) {
     case .success(let verified):
-        print(String(format: "verify: %d records, %d decisions, %.2f s", verified.chain.count, verified.decisions, seconds(since: began)))
+        print(
+            String(
+                format: "verify: %d records, %d decisions, %.2f s", verified.chain.count, verified.decisions,
+                seconds(since: began)))
     case .failure(let error): fail("\(error)")
     }
     let before = residentKiB()
@@ -166,7 +169,8 @@ case "verify":
         let after = residentKiB()
         print(
             String(
-                format: "snapshot: %d sessions decoded in %.2f s; the ledger holds %d MiB", decoded?.state.sessions.count ?? 0,
+                format: "snapshot: %d sessions decoded in %.2f s; the ledger holds %d MiB",
+                decoded?.state.sessions.count ?? 0,
                 seconds(since: decodeBegan), (after - before) / 1024))
         withExtendedLifetime(decoded) {}
     } catch {

@@ -1,0 +1,35 @@
+import CustodianCore
+
+/// The connected client, from SO_PEERCRED.
+public struct Peer: Sendable, Equatable {
+    public var pid: Int32
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public init(pid: Int32, uid: UInt32, gid: UInt32) {
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
+/// The answer to one `sign` request.
+public enum SignOutcome: Sendable {
+    /// Signed and recorded: the signature, the envelope to send, the request hash, the audit seq.
+    case signed(signature: String, envelope: [UInt8], requestHash: String, auditSeq: UInt64)
+    /// Refused and recorded.
+    case refused(Denial, auditSeq: UInt64)
+    /// The decision could not be made durable: nothing was signed (fail closed).
+    case unavailable(String)
+}
+
+/// What `status` reports.
+public struct StatusSnapshot: Sendable {
+    public var address: String
+    public var policyHash: String
+    public var auditSeq: UInt64
+    public var auditHead: String
+    public var openSessions: Int
+    public var closedSessions: Int
+    public var startedAtMs: UInt64
+}
