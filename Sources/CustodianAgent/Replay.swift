@@ -1,7 +1,10 @@
-import CCustodianLinux
 import CustodianCore
 import CustodianCrypto
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Rebuilds the ledger from an audit log: every allowed signing decision is applied again, in order, with the
 /// clock it was decided at, and every operator release. The state therefore always equals what the log implies.
@@ -34,23 +37,75 @@ public enum Replay {
         ledger(LineSource(bytes: bytes), agent: agent, snapshots: snapshots.map(SnapshotSource.init(bytes:)))
     }
 
-    /// A snapshot file to try: the seq its header names, and how to read it (only when it is tried).
+    /// A snapshot file to try: the seq its header names, and how to read it in pieces (only when it is tried).
     public struct SnapshotSource: Sendable {
         public var seq: UInt64?
-        public var load: @Sendable () -> [UInt8]?
+        /// Opens the snapshot: a function that hands its bytes in pieces, nil at the end (nil: it cannot be read).
+        public var open: @Sendable () -> (() -> [UInt8]?)?
 
-        public init(seq: UInt64?, load: @escaping @Sendable () -> [UInt8]?) {
+        public init(seq: UInt64?, open: @escaping @Sendable () -> (() -> [UInt8]?)?) {
             self.seq = seq
-            self.load = load
+            self.open = open
         }
 
-        public init(bytes: [UInt8]) { self.init(seq: LedgerState.snapshotSeq(bytes), load: { bytes }) }
+        public init(bytes: [UInt8]) {
+            self.init(seq: LedgerState.snapshotSeq(bytes)) {
+                var given = false
+                return {
+                    guard !given else { return nil }
+                    given = true
+                    return bytes
+                }
+            }
+        }
+
+        /// The snapshot file at `path`, read 1 MiB at a time without following a symbolic link: a start never
+        /// holds the whole file in memory beside the ledger it decodes.
+        public static func file(_ path: String, seq: UInt64) -> SnapshotSource {
+            SnapshotSource(seq: seq) {
+                let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                guard fd >= 0 else { return nil }
+                let file = ChunkedFile(fd: fd)
+                return { file.next() }
+            }
+        }
     }
 
-    /// A snapshot read, hashed and decoded (nil state: it does not decode).
+    /// A file read in chunks, closed at its end (or when dropped).
+    private final class ChunkedFile {
+        private var fd: Int32
+
+        init(fd: Int32) { self.fd = fd }
+
+        deinit { if fd >= 0 { close(fd) } }
+
+        func next() -> [UInt8]? {
+            guard fd >= 0 else { return nil }
+            var chunk = [UInt8](repeating: 0, count: 1 << 20)
+            var count = 0
+            repeat {
+                count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            } while count < 0 && errno == EINTR
+            guard count > 0 else {
+                close(fd)
+                fd = -1
+                return nil
+            }
+            chunk.removeLast(chunk.count - count)
+            return chunk
+        }
+    }
+
+    /// A snapshot read, hashed and decoded in one pass (nil state: it does not decode).
     private static func open(_ source: SnapshotSource) -> (hash: String, state: LedgerState?)? {
-        guard let bytes = source.load() else { return nil }
-        return (SHA256.hex(bytes), LedgerState.decodeSnapshot(bytes)?.state)
+        guard let next = source.open() else { return nil }
+        let hasher = SHA256.Stream()
+        let decoded = LedgerState.decodeSnapshot(chunks: {
+            guard let chunk = next() else { return nil }
+            hasher.update(chunk)
+            return chunk
+        })
+        return (hasher.finish(), decoded?.state)
     }
 
     /// Verifies the log `source` yields and rebuilds the ledger.

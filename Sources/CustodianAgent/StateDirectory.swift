@@ -36,9 +36,7 @@ public enum StateDirectory {
         var snapshots: [Replay.SnapshotSource] = []
         if fromSnapshots {
             for snapshot in evidence.snapshots {
-                let path = snapshot.path
-                snapshots.append(
-                    Replay.SnapshotSource(seq: snapshot.seq, load: { try? FileIO.readAll(path, followLinks: false) }))
+                snapshots.append(Replay.SnapshotSource.file(snapshot.path, seq: snapshot.seq))
             }
         }
         let source = logExists ? LineSource(path: logPath) : LineSource(bytes: [])

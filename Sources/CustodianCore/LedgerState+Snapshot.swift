@@ -40,8 +40,22 @@ extension LedgerState {
     /// The ledger a snapshot holds and the seq of the record it was taken at, or nil if it is not one this build
     /// wrote.
     public static func decodeSnapshot(_ bytes: [UInt8]) -> (state: LedgerState, seq: UInt64)? {
-        guard bytes.starts(with: snapshotMagic) else { return nil }
-        var input = SnapshotReader(bytes: bytes, index: snapshotMagic.count)
+        var given = false
+        return decodeSnapshot(chunks: {
+            guard !given else { return nil }
+            given = true
+            return bytes
+        })
+    }
+
+    /// Like ``decodeSnapshot(_:)`` over bytes handed in pieces by `chunks` (nil at the end), so that a snapshot is
+    /// decoded from a file without being held whole in memory. Reads every chunk: a snapshot with bytes left over
+    /// does not decode.
+    public static func decodeSnapshot(chunks: @escaping () -> [UInt8]?) -> (state: LedgerState, seq: UInt64)? {
+        var input = SnapshotReader(next: chunks)
+        guard input.ensure(snapshotMagic.count), input.bytes[0..<snapshotMagic.count].elementsEqual(snapshotMagic)
+        else { return nil }
+        input.index = snapshotMagic.count
         var state = LedgerState()
         guard let seq = input.uint(), let count = input.uint() else { return nil }
         state.sessions.reserveCapacity(Int(min(count, 1 << 24)))
@@ -56,7 +70,7 @@ extension LedgerState {
             else { return nil }
             state.losses.append(LossEvent(timeMs: time, asset: ExactString(asset), amount: amount, sessionID: id))
         }
-        guard input.index == bytes.count else { return nil }
+        guard !input.ensure(1) else { return nil }
         return (state, seq)
     }
 }
@@ -133,21 +147,68 @@ private struct SnapshotWriter {
     }
 }
 
+/// Up to 16 bytes as a hashable value without an allocation: the key of the short-string cache.
+private struct ShortBytes: Hashable {
+    var low: UInt64 = 0
+    var high: UInt64 = 0
+    var count: Int
+
+    init(_ bytes: ArraySlice<UInt8>) {
+        count = bytes.count
+        for (offset, byte) in bytes.enumerated() {
+            if offset < 8 {
+                low |= UInt64(byte) << (8 * UInt64(offset))
+            } else {
+                high |= UInt64(byte) << (8 * UInt64(offset - 8))
+            }
+        }
+    }
+}
+
 private struct SnapshotReader {
-    let bytes: [UInt8]
+    /// The bytes at hand; `index` is the next to read. More come from `next` as they are needed.
+    var bytes: [UInt8]
     var index: Int
+    private let next: (() -> [UInt8]?)?
+    private var ended: Bool
     /// Addresses repeat (participants, allocations): their EIP-55 form is computed once.
     var addresses: [[UInt8]: Address] = [:]
     var amounts: [String: Amount] = [:]
     /// Short strings repeat (asset symbols, applications, protocols): each is built once.
-    var strings: [ArraySlice<UInt8>: String] = [:]
+    var strings: [ShortBytes: String] = [:]
 
     init(bytes: [UInt8], index: Int) {
         self.bytes = bytes
         self.index = index
+        self.next = nil
+        self.ended = true
+    }
+
+    init(next: @escaping () -> [UInt8]?) {
+        self.bytes = []
+        self.index = 0
+        self.next = next
+        self.ended = false
+    }
+
+    /// Whether `count` bytes are at hand from `index`, taking more chunks if needed (the bytes read are dropped).
+    mutating func ensure(_ count: Int) -> Bool {
+        while bytes.count - index < count {
+            guard !ended, let next, let chunk = next() else {
+                ended = true
+                return false
+            }
+            if index > 0 {
+                bytes.removeFirst(index)
+                index = 0
+            }
+            bytes.append(contentsOf: chunk)
+        }
+        return true
     }
 
     mutating func uint() -> UInt64? {
+        _ = ensure(10)  // the longest LEB128 of a UInt64 (fewer at the end)
         var value: UInt64 = 0
         var shift: UInt64 = 0
         while index < bytes.count, shift < 64 {
@@ -166,14 +227,15 @@ private struct SnapshotReader {
     }
 
     mutating func string() -> String? {
-        guard let length = count(), bytes.count - index >= length else { return nil }
+        guard let length = count(), ensure(length) else { return nil }
         let slice = bytes[index..<(index + length)]
         index += length
-        if length <= 16, let known = strings[slice] { return known }
+        let key = length <= 16 ? ShortBytes(slice) : nil
+        if let key, let known = strings[key] { return known }
         // No re-validation: a snapshot is used only when the log vouches for its hash, so these are the bytes
         // custodian wrote from its own Strings (and a malformed sequence would only become U+FFFD).
         let text = String(decoding: slice, as: UTF8.self)
-        if length <= 16 { strings[slice] = text }
+        if let key { strings[key] = text }
         return text
     }
 
@@ -193,7 +255,7 @@ private struct SnapshotReader {
     }
 
     mutating func address() -> Address? {
-        guard bytes.count - index >= 20 else { return nil }
+        guard ensure(20) else { return nil }
         let raw = Array(bytes[index..<(index + 20)])
         index += 20
         if let known = addresses[raw] { return known }

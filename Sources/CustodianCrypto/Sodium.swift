@@ -125,6 +125,27 @@ public enum SHA256 {
         return out
     }
 
+    /// SHA-256 over bytes that arrive in pieces (a file read in chunks).
+    public final class Stream {
+        private let context: OpaquePointer? = EVP_MD_CTX_new()
+
+        public init() { _ = EVP_DigestInit_ex(context, Algorithm.shared.md, nil) }
+
+        deinit { EVP_MD_CTX_free(context) }
+
+        public func update(_ bytes: [UInt8]) {
+            bytes.withUnsafeBytes { _ = EVP_DigestUpdate(context, $0.baseAddress, $0.count) }
+        }
+
+        /// The lower-case hex digest of everything given.
+        public func finish() -> String {
+            var out = [UInt8](repeating: 0, count: 32)
+            var length: UInt32 = 0
+            _ = EVP_DigestFinal_ex(context, &out, &length)
+            return CustodianCoreHex.encode(out)
+        }
+    }
+
     /// A reusable hashing context, for hashing many lines in a row (a log's chain) without an allocation each.
     public final class Hasher {
         private let context: OpaquePointer? = EVP_MD_CTX_new()
