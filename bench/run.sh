@@ -95,7 +95,8 @@ mkdir -p bench/results
     echo "- start-up, exec to first answer with the key unsealed (interactive Argon2id): median ${start_ms} ms of 5"
     echo "- peak RSS under 64 clients for 5 s (high-water mark reset after start-up): $((rss_kib / 1024)) MiB; before that, start-up peaked at $((startup_kib / 1024)) MiB (the interactive Argon2id's 64 MiB, freed before serving)"
     if [ -f bench/results/restart-1000000.txt ]; then
-        echo "- restart with a million records (bench/restart.sh, an earlier run): $(tail -1 bench/results/restart-1000000.txt)"
+        echo "- restart with a million records (bench/restart.sh, an earlier run):"
+        sed -n 's/^  /  - /p' bench/results/restart-1000000.txt
     fi
 } >bench/results/latest.md
 echo "wrote bench/results/latest.md"

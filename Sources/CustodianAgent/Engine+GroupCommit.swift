@@ -52,17 +52,7 @@ extension Engine {
             stagedPolicy = entry.policy
             if log.stagedSeq % checkpointEvery == 0 { stageCheckpoint(now: clock()) }
         }
-        // A periodic snapshot is taken where every decision made is staged, so that the copy of the ledger is
-        // exactly what the records up to `stagedSeq` imply. Copying is cheap (the ledger is copy-on-write); the
-        // snapshot thread encodes and writes it, then records its hash after those records.
-        if snapshotEvery > 0, !snapshotting, nextToStage == nextTicket,
-            log.stagedSeq >= lastSnapshotSeq + snapshotEvery
-        {
-            lastSnapshotSeq = log.stagedSeq
-            pendingSnapshot = (state, log.stagedSeq, epoch)
-            snapshotting = true
-            condition.broadcast()
-        }
+        takeSnapshotIfDue()
     }
 
     struct Batch {

@@ -18,6 +18,21 @@ extension Engine {
         }
     }
 
+    /// Hands a copy of the ledger to the snapshot thread if one is due and none is being written. Under the lock.
+    ///
+    /// A periodic snapshot is taken where every decision made is staged, so that the copy of the ledger is exactly
+    /// what the records up to `stagedSeq` imply. Copying is cheap (the ledger is copy-on-write); the snapshot thread
+    /// encodes and writes it, then records its hash after those records.
+    func takeSnapshotIfDue() {
+        guard snapshotEvery > 0, !snapshotting, lifecycle < .stopping, nextToStage == nextTicket,
+            log.stagedSeq >= lastSnapshotSeq + snapshotEvery
+        else { return }
+        lastSnapshotSeq = log.stagedSeq
+        pendingSnapshot = (state, log.stagedSeq, epoch)
+        snapshotting = true
+        condition.broadcast()
+    }
+
     /// Writes the periodic snapshots: the previous file is kept as `.prev` until the new one is vouched for by a
     /// `snapshot` record, so that a crash in between still finds a snapshot the log names.
     func runSnapshots() {
@@ -55,6 +70,8 @@ extension Engine {
             }
             condition.lock()
             snapshotting = false
+            // One may have come due while this one was written (and no request may come to take it).
+            takeSnapshotIfDue()
             condition.broadcast()
         }
         condition.unlock()

@@ -133,6 +133,12 @@ public enum Replay {
         var address = agent
         let reader = NitroRPCv0Reader()
         var scratch: [UInt8] = []
+        // The newest snapshot's tail is replayed during the verification pass, on the ledger the decode thread
+        // hands over when the pass reaches the snapshot's seq: speculatively, since it counts only if the log turns
+        // out to vouch for that snapshot (a periodic one is vouched for by a record after its seq).
+        var speculative: (state: LedgerState, hash: String)?
+        var speculationFailed = false
+        var speculativeAddress = agent
         var input = source
         let verified = AuditVerifier.verify(&input, address: agent, headAt: headAt) { record in
             if candidates.isEmpty {
@@ -141,21 +147,45 @@ public enum Replay {
             }
             if record.event == "start", address == nil, case .success(let entry) = record.parse() {
                 address = entry.string("address").flatMap(Address.init(eip55:))
+                speculativeAddress = address
             }
             for index in candidates.indices { candidates[index].observe(record) }
+            guard let first = candidates.first, !speculationFailed else { return nil }
+            if record.seq == first.seq {
+                if let opened = decoded.take(), let decodedState = opened.state {
+                    speculative = (decodedState, opened.hash)
+                } else {
+                    speculationFailed = true
+                }
+            } else if record.seq > first.seq, wanted(record), var current = speculative {
+                speculative = nil  // moved out, so that applying does not copy the ledger
+                if record.event == "operator"
+                    || apply(record, to: &current.state, address: &speculativeAddress, reader: reader, scratch: &scratch)
+                        != nil
+                {
+                    speculationFailed = true  // the tail is replayed again below, which reports what is wrong
+                } else {
+                    speculative = current
+                }
+            }
             return nil
         }
         let verification: AuditVerification
         switch verified {
         case .success(let value): verification = value
         case .failure(let error):
-            if !candidates.isEmpty { _ = decoded.wait() }
+            if !candidates.isEmpty { _ = decoded.take() }
             return .failure(error)
         }
         if candidates.isEmpty { return .success(Rebuilt(verification: verification, state: state)) }
-        let firstOpened = decoded.wait()
+        if let first = candidates.first, first.usable, !speculationFailed, let (replayed, hash) = speculative,
+            first.vouchedHashes.contains(hash)
+        {
+            return .success(Rebuilt(verification: verification, state: replayed, snapshotSeq: first.seq))
+        }
+        let firstOpened = speculative == nil && !speculationFailed ? decoded.take() : nil
         for (index, candidate) in candidates.enumerated() where candidate.usable {
-            guard let opened = index == 0 ? firstOpened : open(candidate.source),
+            guard let opened = index == 0 && firstOpened != nil ? firstOpened : open(candidate.source),
                 candidate.vouchedHashes.contains(opened.hash), var start = opened.state
             else { continue }
             var tail = source
@@ -309,11 +339,14 @@ public enum Replay {
             condition.unlock()
         }
 
-        func wait() -> (hash: String, state: LedgerState?)? {
+        /// Waits for the value and takes it (later calls get nil): the ledger is handed over, not shared.
+        func take() -> (hash: String, state: LedgerState?)? {
             condition.lock()
             defer { condition.unlock() }
             while !done { condition.wait() }
-            return value
+            let taken = value
+            value = nil
+            return taken
         }
     }
 }

@@ -91,7 +91,8 @@ struct DurabilityTests {
             processes = try (0..<count).map { _ in
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: "/bin/sh")
-                process.arguments = ["-c", "while :; do :; done"]
+                // Spins while the test process lives, so that a killed test run leaves no loop behind.
+                process.arguments = ["-c", "parent=$PPID; while kill -0 $parent 2>/dev/null; do :; done"]
                 try process.run()
                 return process
             }

@@ -94,6 +94,23 @@ struct HistoryTests {
         #expect(first?["abandoned_log_records"] as? Int == abandoned)
     }
 
+    @Test("temporaries of an interrupted atomic replace are removed at start, and said so")
+    func temporariesRemoved() throws {
+        let workspace = try Workspace()
+        let (stateDir, arguments) = try Self.stoppedAgent(workspace)
+        let left = ["ledger.snapshot.tmp-4242-0a1b2c3d", "audit.anchor.tmp-4242-deadbeef"]
+        for name in left { _ = try workspace.write("state/" + name, "partial") }
+        let unrelated = try workspace.write("state/notes.tmp-1", "kept")
+        let agent = try RunningAgent(
+            arguments: arguments, socket: workspace.path + "/again.sock", logFile: workspace.path + "/again.log")
+        #expect(agent.stop() == 0)
+        for name in left {
+            #expect(!FileManager.default.fileExists(atPath: stateDir + "/" + name))
+            #expect(agent.log.contains("removed \(name), left by an interrupted write"), "\(agent.log)")
+        }
+        #expect(FileManager.default.fileExists(atPath: unrelated))
+    }
+
     @Test("a log renamed while serving: audit.unavailable, nothing signed; signing again once it is back")
     func renamedWhileServing() throws {
         let workspace = try Workspace()
