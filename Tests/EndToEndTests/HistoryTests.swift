@@ -31,6 +31,14 @@ struct HistoryTests {
         return (stateDir, arguments)
     }
 
+    /// A file's text, "" when it is missing or empty (Foundation's String(contentsOfFile:) leaks its buffer when it
+    /// reads an empty file, which LeakSanitizer reports).
+    static func text(_ path: String) -> String {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
+        defer { try? handle.close() }
+        return String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
+    }
+
     /// The lines of a log, without their newlines.
     static func lines(_ path: String) throws -> [String] {
         try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
@@ -261,7 +269,7 @@ struct HistoryTests {
             }
         }
         let deadline = Date().addingTimeInterval(20)
-        while !((try? String(contentsOfFile: logFile, encoding: .utf8)) ?? "").contains("holding the start") {
+        while !Self.text(logFile).contains("holding the start") {
             try #require(Date() < deadline && process.isRunning, "the agent never reached the seam")
             Thread.sleep(forTimeInterval: 0.02)
         }
@@ -278,7 +286,7 @@ struct HistoryTests {
             + "}\n"
         #expect(connection.send(Array(line.utf8)))
         #expect(connection.readLine() == nil, "an answer before the start records")
-        let logged = (try? String(contentsOfFile: stateDir + "/audit.log", encoding: .utf8)) ?? ""
+        let logged = Self.text(stateDir + "/audit.log")
         #expect(logged.isEmpty, "records before the start: \(logged)")
         // Released: the start records, then the decision.
         try FileManager.default.removeItem(atPath: hold)
