@@ -160,7 +160,8 @@ public enum Replay {
             } else if record.seq > first.seq, wanted(record), var current = speculative {
                 speculative = nil  // moved out, so that applying does not copy the ledger
                 if record.event == "operator"
-                    || apply(record, to: &current.state, address: &speculativeAddress, reader: reader, scratch: &scratch)
+                    || apply(
+                        record, to: &current.state, address: &speculativeAddress, reader: reader, scratch: &scratch)
                         != nil
                 {
                     speculationFailed = true  // the tail is replayed again below, which reports what is wrong
