@@ -2,6 +2,7 @@
 #include "CCustodianLinux.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -69,5 +70,14 @@ int ccustodian_ptrace_traceme(void) {
 #else
     errno = ENOSYS;
     return -1;
+#endif
+}
+
+int ccustodian_malloc_top_pad(int bytes) {
+#if defined(__GLIBC__)
+    return mallopt(M_TOP_PAD, bytes);
+#else
+    (void)bytes;
+    return 0;
 #endif
 }

@@ -107,7 +107,18 @@ public struct ChainReader {
     /// The SHA-256 of the last line read (32 zeros before the first).
     public private(set) var headBytes = [UInt8](repeating: 0, count: 32)
 
+    /// Whether the next line's `prev` is checked (not for the first line of a chain continued mid-log).
+    private var checksPrev = true
+
     public init() {}
+
+    /// A chain continued after its line `count`: the first line read takes `prev` as it finds it, which whoever
+    /// reads this way must check against the line before (``Replay``'s speculative tail: by the head the whole log's
+    /// verification reaches).
+    init(continuingAfter count: Int) {
+        chain.count = count
+        checksPrev = false
+    }
 
     /// The number of lines read so far.
     public var count: Int { chain.count }
@@ -121,7 +132,7 @@ public struct ChainReader {
         guard seq == UInt64(number) else {
             return .failure(.broken(line: number, why: "seq \(seq) where \(number) was expected"))
         }
-        guard RecordShape.hexEquals(prev, headBytes) else {
+        guard !checksPrev || RecordShape.hexEquals(prev, headBytes) else {
             return .failure(
                 .broken(
                     line: number,
@@ -133,6 +144,7 @@ public struct ChainReader {
             chain.agent = entry.string("address").flatMap(Address.init(eip55:))
         }
         hasher.hash(line, into: &headBytes)
+        checksPrev = true
         chain.count = number
         return .success(record)
     }
@@ -149,8 +161,8 @@ public struct ChainReader {
 
 /// The complete lines of a log, from memory or streamed from a file through a bounded buffer, so that a log of any
 /// size is read in one pass without being held in memory.
-public struct LineSource {
-    private enum Origin {
+public struct LineSource: Sendable {
+    private enum Origin: Sendable {
         case bytes([UInt8])
         case file(String)
     }
@@ -198,6 +210,90 @@ public struct LineSource {
         case .file(let path):
             return try Self.stream(path, from: from, upTo: upTo, body)
         }
+    }
+
+    /// The offset of the line after record `seq` (the end of the complete lines if that record is the last), found
+    /// by a binary search on the seqs at line starts and a short walk; nil if there is no such complete record.
+    /// Records are in seq order in a log that verifies; in one that does not, what this finds is wrong and whoever
+    /// uses it must check it against the verification (``Replay``'s speculative tail does).
+    public func offset(afterSeq seq: UInt64) -> Int? {
+        var fd: Int32 = -1
+        defer { if fd >= 0 { close(fd) } }
+        let size: Int
+        let read: (Int, Int) -> [UInt8]
+        switch origin {
+        case .bytes(let bytes):
+            size = bytes.count
+            read = { offset, count in Array(bytes[min(offset, size)..<min(offset + count, size)]) }
+        case .file(let path):
+            fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+            var info = stat()
+            guard fd >= 0, fstat(fd, &info) == 0 else { return nil }
+            size = Int(info.st_size)
+            let descriptor = fd
+            read = { offset, count in
+                var bytes = [UInt8](repeating: 0, count: max(0, min(count, size - offset)))
+                let got = bytes.withUnsafeMutableBytes { raw -> Int in
+                    guard let pointer = raw.baseAddress else { return 0 }
+                    return pread(descriptor, pointer, raw.count, off_t(offset))
+                }
+                bytes.removeLast(bytes.count - max(got, 0))
+                return bytes
+            }
+        }
+        // The first line start at or after `position`; nil when no line starts there (only a torn end).
+        func lineStart(atOrAfter position: Int) -> Int? {
+            if position == 0 { return size > 0 ? 0 : nil }
+            var at = position - 1
+            while at < size {
+                let window = read(at, 1 << 16)
+                if window.isEmpty { return nil }
+                if let newline = window.firstIndex(of: 0x0A) {
+                    let next = at + newline + 1
+                    return next < size ? next : nil
+                }
+                at += window.count
+            }
+            return nil
+        }
+        func seqAt(_ start: Int) -> UInt64? {
+            let head = read(start, 32)
+            guard head.starts(with: RecordShape.seqPrefix) else { return nil }
+            var value: UInt64 = 0
+            for byte in head.dropFirst(RecordShape.seqPrefix.count) {
+                if byte == UInt8(ascii: ",") { return value }
+                guard byte >= 0x30, byte <= 0x39, value < UInt64.max / 10 - 9 else { return nil }
+                value = value * 10 + UInt64(byte - 0x30)
+            }
+            return nil
+        }
+        guard let first = seqAt(0), first <= seq else { return nil }
+        var low = 0  // a line start whose seq is at most `seq`
+        var high = size  // no line starting at or after it has a seq at most `seq`
+        while high - low > 1 << 16 {
+            let middle = low + (high - low) / 2
+            if let start = lineStart(atOrAfter: middle), start < high, let found = seqAt(start), found <= seq {
+                low = start
+            } else {
+                high = middle
+            }
+        }
+        var start = low
+        while let found = seqAt(start), found <= seq {
+            // The line must be complete: its newline read.
+            var at = start
+            var next: Int?
+            while at < size, next == nil {
+                let window = read(at, 1 << 16)
+                if window.isEmpty { break }
+                if let newline = window.firstIndex(of: 0x0A) { next = at + newline + 1 }
+                at += window.count
+            }
+            guard let next else { return nil }
+            if found == seq { return next }
+            start = next
+        }
+        return nil
     }
 
     /// The index of the first newline in `buffer[from..<to]` (memchr).
@@ -298,17 +394,21 @@ public enum RecordShape {
     /// Whether 64 lower-case hex digits spell these 32 bytes.
     static func hexEquals(_ hex: ArraySlice<UInt8>, _ bytes: [UInt8]) -> Bool {
         guard hex.count == 64, bytes.count == 32 else { return false }
-        var index = hex.startIndex
-        for byte in bytes {
-            guard hexValue(hex[index]) == byte >> 4, hexValue(hex[index + 1]) == byte & 0x0F else { return false }
-            index += 2
+        return hex.withUnsafeBufferPointer { digits in
+            bytes.withUnsafeBufferPointer { expected in
+                lowerNibbles.withUnsafeBufferPointer { table in
+                    // Branch-free: any digit that is not lower-case hex sets 0x80, any differing byte sets bits of `difference`.
+                    var difference: UInt8 = 0
+                    for position in 0..<32 {
+                        let high = table[Int(digits[2 * position])]
+                        let low = table[Int(digits[2 * position + 1])]
+                        difference |= (high | low) & 0x80
+                        difference |= (high << 4 | (low & 0x0F)) ^ expected[position]
+                    }
+                    return difference == 0
+                }
+            }
         }
-        return true
-    }
-
-    @inline(__always)
-    private static func hexValue(_ char: UInt8) -> UInt8 {
-        char <= 0x39 ? char &- 0x30 : char &- 0x61 &+ 10
     }
 
     /// Whether `needle` occurs in `line` (raw bytes: inside a JSON string a quote is always escaped, so a key with
@@ -339,38 +439,66 @@ public enum RecordShape {
     /// Unescapes the JSON string body that starts at `from` into `out` (only the escapes custodian's writer makes);
     /// returns the index of its closing quote, or nil.
     static func unescape(_ line: ArraySlice<UInt8>, from: Int, into out: inout [UInt8]) -> Int? {
-        out.removeAll(keepingCapacity: true)
-        return line.withUnsafeBufferPointer { buffer -> Int? in
-            guard let base = buffer.baseAddress else { return nil }
-            let offset = line.startIndex
-            var index = from - offset
-            let count = buffer.count
-            while index < count {
-                // A run without quote or backslash is copied at once.
-                var run = index
-                while run < count, base[run] != 0x22, base[run] != 0x5C { run += 1 }
-                if run > index { out.append(contentsOf: UnsafeBufferPointer(start: base + index, count: run - index)) }
-                index = run
-                guard index < count else { return nil }
-                if base[index] == 0x22 { return index + offset }
-                guard index + 1 < count else { return nil }
-                switch base[index + 1] {
-                case 0x22, 0x5C: out.append(base[index + 1])
-                case UInt8(ascii: "n"): out.append(0x0A)
-                case UInt8(ascii: "r"): out.append(0x0D)
-                case UInt8(ascii: "t"): out.append(0x09)
-                case UInt8(ascii: "u"):
-                    guard index + 5 < count, base[index + 2] == 0x30, base[index + 3] == 0x30,
-                        let high = Hex.nibble(base[index + 4]), let low = Hex.nibble(base[index + 5]), high < 2
-                    else { return nil }
-                    out.append(high << 4 | low)
-                    index += 4
-                default: return nil
+        // The unescaped text is never longer than the escaped one: `out` is sized to the rest of the line, written
+        // through a pointer, then cut to what was written.
+        let available = max(line.endIndex - from, 0)
+        if out.count < available { out.append(contentsOf: repeatElement(0, count: available - out.count)) }
+        var written = 0
+        let closing = line.withUnsafeBufferPointer { buffer -> Int? in
+            out.withUnsafeMutableBufferPointer { target -> Int? in
+                guard let base = buffer.baseAddress, let sink = target.baseAddress else { return nil }
+                let offset = line.startIndex
+                var index = from - offset
+                let count = buffer.count
+                while index < count {
+                    // Eight bytes at a time while neither a quote nor a backslash is among them (SWAR: a byte equal
+                    // to c makes (w ^ c·0x01…01) have a zero byte; the lowest flagged byte is exact). The sink has
+                    // room: `written` never passes `index − from`.
+                    while count - index >= 8 {
+                        let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+                        let quotes = word ^ 0x2222_2222_2222_2222
+                        let slashes = word ^ 0x5C5C_5C5C_5C5C_5C5C
+                        let flagged =
+                            ((quotes &- 0x0101_0101_0101_0101) & ~quotes | (slashes &- 0x0101_0101_0101_0101)
+                                & ~slashes)
+                            & 0x8080_8080_8080_8080
+                        UnsafeMutableRawPointer(sink + written).storeBytes(of: word, as: UInt64.self)
+                        let plain = flagged == 0 ? 8 : flagged.trailingZeroBitCount / 8
+                        written += plain
+                        index += plain
+                        if plain < 8 { break }
+                    }
+                    guard index < count else { break }
+                    let byte = base[index]
+                    if byte != 0x22, byte != 0x5C {
+                        sink[written] = byte
+                        written += 1
+                        index += 1
+                        continue
+                    }
+                    if byte == 0x22 { return index + offset }
+                    guard index + 1 < count else { return nil }
+                    switch base[index + 1] {
+                    case 0x22, 0x5C: sink[written] = base[index + 1]
+                    case UInt8(ascii: "n"): sink[written] = 0x0A
+                    case UInt8(ascii: "r"): sink[written] = 0x0D
+                    case UInt8(ascii: "t"): sink[written] = 0x09
+                    case UInt8(ascii: "u"):
+                        guard index + 5 < count, base[index + 2] == 0x30, base[index + 3] == 0x30,
+                            let high = Hex.nibble(base[index + 4]), let low = Hex.nibble(base[index + 5]), high < 2
+                        else { return nil }
+                        sink[written] = high << 4 | low
+                        index += 4
+                    default: return nil
+                    }
+                    written += 1
+                    index += 2
                 }
-                index += 2
+                return nil
             }
-            return nil
         }
+        out.removeSubrange(written...)
+        return closing
     }
 
     /// Decodes hex digits into `out` (its count bytes); false if a digit is not hex.
@@ -392,6 +520,8 @@ public enum RecordShape {
 
     /// Each byte's value as a lower- or upper-case hex digit, 0x80 for any other byte.
     static let nibbles: [UInt8] = (0...255).map { Hex.nibble(UInt8($0)) ?? 0x80 }
+    /// Each byte's value as a lower-case hex digit (the only form custodian writes), 0x80 for any other byte.
+    static let lowerNibbles: [UInt8] = (0...255).map { UInt8($0) >= 0x41 && UInt8($0) <= 0x46 ? 0x80 : nibbles[$0] }
 
     static let timeKey = Array(#","time_ms":"#.utf8)
     static let reqKey = Array(#"","req":""#.utf8)

@@ -121,11 +121,21 @@ public enum Replay {
         var candidates: [Candidate] = snapshots.compactMap { snapshot in
             snapshot.seq.map { Candidate(source: snapshot, seq: $0) }
         }
-        // The newest snapshot is read, hashed and decoded on another thread while the chain is verified; the others
-        // are read only if it cannot be used.
+        // The newest snapshot is read, hashed and decoded on another thread while the chain is verified, and the
+        // records after its seq are replayed onto it there at once (found by their seqs, read and chained on their
+        // own): speculatively, since it counts only if the log vouches for the snapshot and the verification read
+        // the same records (the same start, end, count and head). The other snapshots are read only if it cannot
+        // be used.
         let decoded = Decoded()
         if let first = candidates.first {
-            let thread = Thread { decoded.set(open(first.source)) }
+            let thread = Thread {
+                guard var opened = open(first.source) else { return decoded.set(nil) }
+                // Moved out (not shared with `opened`), so that the tail changes the ledger in place.
+                guard var state = opened.state else { return decoded.set(Opened(hash: opened.hash)) }
+                opened.state = nil
+                let tail = SpeculativeTail.replay(source, after: first.seq, onto: &state, agent: agent)
+                decoded.set(Opened(hash: opened.hash, state: state, tail: tail))
+            }
             thread.name = "custodian-snapshot-decode"
             thread.start()
         }
@@ -133,12 +143,6 @@ public enum Replay {
         var address = agent
         let reader = NitroRPCv0Reader()
         var scratch: [UInt8] = []
-        // The newest snapshot's tail is replayed during the verification pass, on the ledger the decode thread
-        // hands over when the pass reaches the snapshot's seq: speculatively, since it counts only if the log turns
-        // out to vouch for that snapshot (a periodic one is vouched for by a record after its seq).
-        var speculative: (state: LedgerState, hash: String)?
-        var speculationFailed = false
-        var speculativeAddress = agent
         var input = source
         let verified = AuditVerifier.verify(&input, address: agent, headAt: headAt) { record in
             if candidates.isEmpty {
@@ -147,47 +151,31 @@ public enum Replay {
             }
             if record.event == "start", address == nil, case .success(let entry) = record.parse() {
                 address = entry.string("address").flatMap(Address.init(eip55:))
-                speculativeAddress = address
             }
             for index in candidates.indices { candidates[index].observe(record) }
-            guard let first = candidates.first, !speculationFailed else { return nil }
-            if record.seq == first.seq {
-                if let opened = decoded.take(), let decodedState = opened.state {
-                    speculative = (decodedState, opened.hash)
-                } else {
-                    speculationFailed = true
-                }
-            } else if record.seq > first.seq, wanted(record), var current = speculative {
-                speculative = nil  // moved out, so that applying does not copy the ledger
-                if record.event == "operator"
-                    || apply(
-                        record, to: &current.state, address: &speculativeAddress, reader: reader, scratch: &scratch)
-                        != nil
-                {
-                    speculationFailed = true  // the tail is replayed again below, which reports what is wrong
-                } else {
-                    speculative = current
-                }
-            }
             return nil
         }
+        var opened = candidates.isEmpty ? nil : decoded.take()
         let verification: AuditVerification
         switch verified {
         case .success(let value): verification = value
-        case .failure(let error):
-            if !candidates.isEmpty { _ = decoded.take() }
-            return .failure(error)
+        case .failure(let error): return .failure(error)
         }
         if candidates.isEmpty { return .success(Rebuilt(verification: verification, state: state)) }
-        if let first = candidates.first, first.usable, !speculationFailed, let (replayed, hash) = speculative,
-            first.vouchedHashes.contains(hash)
+        if let first = candidates.first, first.usable, let speculated = opened, let replayed = speculated.state,
+            first.vouchedHashes.contains(speculated.hash),
+            speculated.tail?.read(verification, after: first.tailOffset) == true
         {
             return .success(Rebuilt(verification: verification, state: replayed, snapshotSeq: first.seq))
         }
-        let firstOpened = speculative == nil && !speculationFailed ? decoded.take() : nil
+        // The newest snapshot's hash is known; its ledger has moved on with the speculative tail, so it is decoded
+        // again if it is used after all (a tail that did not apply, which the replay below reports).
+        let newestHash = opened?.hash
+        opened = nil
         for (index, candidate) in candidates.enumerated() where candidate.usable {
-            guard let opened = index == 0 && firstOpened != nil ? firstOpened : open(candidate.source),
-                candidate.vouchedHashes.contains(opened.hash), var start = opened.state
+            if index == 0, let newestHash, !candidate.vouchedHashes.contains(newestHash) { continue }
+            guard let reopened = open(candidate.source), candidate.vouchedHashes.contains(reopened.hash),
+                var start = reopened.state
             else { continue }
             var tail = source
             tail.from = candidate.tailOffset
@@ -326,13 +314,82 @@ public enum Replay {
         }
     }
 
+    /// A snapshot as the decode thread leaves it: its hash, its ledger (nil: it does not decode) with the
+    /// speculative tail applied, and that tail (nil: it did not apply).
+    struct Opened {
+        var hash: String
+        var state: LedgerState?
+        var tail: SpeculativeTail?
+    }
+
+    /// The records after a snapshot's seq, replayed onto its ledger while the log is still being verified.
+    struct SpeculativeTail {
+        /// Where the first record after the snapshot's begins, where the last complete line ends, the SHA-256 of
+        /// that line, and the count of records.
+        var start: Int
+        var validLength: Int
+        var head: [UInt8]
+        var count: Int
+
+        /// Replays the records after `seq` onto `state` (nil: they could not be found, read or applied, or an
+        /// operator action is among them).
+        static func replay(_ source: LineSource, after seq: UInt64, onto state: inout LedgerState, agent: Address?)
+            -> SpeculativeTail?
+        {
+            guard let start = source.offset(afterSeq: seq) else { return nil }
+            var address = agent
+            if address == nil {
+                // The agent is named by the log's first record, its start record.
+                var first = source
+                first.from = 0
+                _ = try? first.forEachLine { line, _ in
+                    if let (_, _, event) = RecordShape.fields(line), event == "start",
+                        case .success(let entry) = RawRecord(line: 1, seq: 1, event: event, bytes: line, offset: 0)
+                            .parse()
+                    {
+                        address = entry.string("address").flatMap(Address.init(eip55:))
+                    }
+                    return .unavailable("only the first line")
+                }
+            }
+            guard address != nil, seq < UInt64(Int.max) else { return nil }
+            var chain = ChainReader(continuingAfter: Int(seq))
+            var tail = source
+            tail.from = start
+            tail.upTo = nil
+            let reader = NitroRPCv0Reader()
+            var scratch: [UInt8] = []
+            let outcome = try? tail.forEachLine { line, offset in
+                switch chain.next(line, offset: offset) {
+                case .failure(let error): return error
+                case .success(let record):
+                    // A release needs the sessions' previous states, which snapshots do not keep.
+                    if record.event == "operator" { return .unavailable("an operator action") }
+                    guard wanted(record) else { return nil }
+                    return apply(record, to: &state, address: &address, reader: reader, scratch: &scratch)
+                }
+            }
+            guard let outcome, outcome.error == nil else { return nil }
+            return SpeculativeTail(
+                start: start, validLength: outcome.validLength, head: chain.headBytes, count: chain.count)
+        }
+
+        /// Whether these are the records `verification` verified after the offset `tailOffset`: the same start, and
+        /// a chain that ends at the same length, count and head (each line's prev names the line before, so the same
+        /// head means the same lines).
+        func read(_ verification: AuditVerification, after tailOffset: Int) -> Bool {
+            start == tailOffset && validLength == verification.chain.validLength
+                && count == verification.chain.count && Hex.encode(head) == verification.chain.head
+        }
+    }
+
     /// A value handed from the decoding thread.
     private final class Decoded: @unchecked Sendable {
         private let condition = NSCondition()
         private var done = false
-        private var value: (hash: String, state: LedgerState?)?
+        private var value: Opened?
 
-        func set(_ opened: (hash: String, state: LedgerState?)?) {
+        func set(_ opened: Opened?) {
             condition.lock()
             value = opened
             done = true
@@ -341,7 +398,7 @@ public enum Replay {
         }
 
         /// Waits for the value and takes it (later calls get nil): the ledger is handed over, not shared.
-        func take() -> (hash: String, state: LedgerState?)? {
+        func take() -> Opened? {
             condition.lock()
             defer { condition.unlock() }
             while !done { condition.wait() }

@@ -9,7 +9,7 @@ public struct ExactString: Hashable, Sendable, CustomStringConvertible, Expressi
     public init(stringLiteral value: String) { self.value = value }
 
     public static func == (lhs: ExactString, rhs: ExactString) -> Bool {
-        lhs.value.utf8.elementsEqual(rhs.value.utf8)
+        lhs.value.hasSameBytes(as: rhs.value)
     }
 
     public static func < (lhs: ExactString, rhs: ExactString) -> Bool {
@@ -17,8 +17,26 @@ public struct ExactString: Hashable, Sendable, CustomStringConvertible, Expressi
     }
 
     public func hash(into hasher: inout Hasher) {
-        for byte in value.utf8 { hasher.combine(byte) }
+        let done: Void? = value.utf8.withContiguousStorageIfAvailable {
+            hasher.combine(bytes: UnsafeRawBufferPointer($0))
+        }
+        if done == nil {
+            for byte in value.utf8 { hasher.combine(byte) }
+        }
+        hasher.combine(0xFF as UInt8)  // never a UTF-8 byte: ends the value
     }
 
     public var description: String { value }
+}
+
+extension String {
+    /// Whether the two strings have the same UTF-8 bytes (no canonical equivalence, unlike `==`).
+    @inlinable
+    public func hasSameBytes(as other: String) -> Bool {
+        let compared = utf8.withContiguousStorageIfAvailable { mine in
+            other.utf8.withContiguousStorageIfAvailable { theirs in mine.elementsEqual(theirs) }
+        }
+        if let compared, let result = compared { return result }
+        return utf8.elementsEqual(other.utf8)
+    }
 }

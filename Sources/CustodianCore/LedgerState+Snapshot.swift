@@ -147,6 +147,19 @@ private struct SnapshotWriter {
     }
 }
 
+/// 20 bytes (an address) as a hashable value without an allocation: the key of the address cache.
+private struct AddressBytes: Hashable {
+    var first: UInt64
+    var second: UInt64
+    var last: UInt32
+
+    init(_ bytes: UnsafeRawPointer) {
+        first = bytes.loadUnaligned(as: UInt64.self)
+        second = bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        last = bytes.loadUnaligned(fromByteOffset: 16, as: UInt32.self)
+    }
+}
+
 /// Up to 16 bytes as a hashable value without an allocation: the key of the short-string cache.
 private struct ShortBytes: Hashable {
     var low: UInt64 = 0
@@ -172,8 +185,9 @@ private struct SnapshotReader {
     private let next: (() -> [UInt8]?)?
     private var ended: Bool
     /// Addresses repeat (participants, allocations): their EIP-55 form is computed once.
-    var addresses: [[UInt8]: Address] = [:]
-    var amounts: [String: Amount] = [:]
+    var addresses: [AddressBytes: Address] = [:]
+    /// Amounts repeat too; those of up to 16 digits are parsed once.
+    var amounts: [ShortBytes: Amount] = [:]
     /// Short strings repeat (asset symbols, applications, protocols): each is built once.
     var strings: [ShortBytes: String] = [:]
 
@@ -192,7 +206,12 @@ private struct SnapshotReader {
     }
 
     /// Whether `count` bytes are at hand from `index`, taking more chunks if needed (the bytes read are dropped).
+    @inline(__always)
     mutating func ensure(_ count: Int) -> Bool {
+        bytes.count - index >= count || refill(count)
+    }
+
+    private mutating func refill(_ count: Int) -> Bool {
         while bytes.count - index < count {
             guard !ended, let next, let chunk = next() else {
                 ended = true
@@ -247,20 +266,26 @@ private struct SnapshotReader {
     }
 
     mutating func amount() -> Amount? {
-        guard let text = string() else { return nil }
-        if let known = amounts[text] { return known }
-        guard let parsed = Amount(text) else { return nil }
-        amounts[text] = parsed
+        guard let length = count(), ensure(length) else { return nil }
+        let slice = bytes[index..<(index + length)]
+        index += length
+        let key = length <= 16 ? ShortBytes(slice) : nil
+        if let key, let known = amounts[key] { return known }
+        guard let parsed = Amount(String(decoding: slice, as: UTF8.self)) else { return nil }
+        if let key { amounts[key] = parsed }
         return parsed
     }
 
     mutating func address() -> Address? {
         guard ensure(20) else { return nil }
-        let raw = Array(bytes[index..<(index + 20)])
+        let start = index
         index += 20
-        if let known = addresses[raw] { return known }
-        guard let parsed = Address(bytes: raw) else { return nil }
-        addresses[raw] = parsed
+        guard let key = bytes.withUnsafeBytes({ raw in raw.baseAddress.map { AddressBytes($0 + start) } }) else {
+            return nil
+        }
+        if let known = addresses[key] { return known }
+        guard let parsed = Address(bytes: Array(bytes[start..<(start + 20)])) else { return nil }
+        addresses[key] = parsed
         return parsed
     }
 

@@ -24,9 +24,9 @@ public struct NitroRPCv0Reader: Sendable {
         case .object(let members):
             for member in members {
                 switch member.key {
-                case _ where member.key.utf8.elementsEqual("req".utf8):
+                case _ where member.key.hasSameBytes(as: "req"):
                     reqNode = member.node
-                case _ where member.key.utf8.elementsEqual("sig".utf8):
+                case _ where member.key.hasSameBytes(as: "sig"):
                     guard let elements = member.node.value.elements else {
                         findings.note(.payloadMalformed, "sig is not an array")
                         continue
@@ -65,7 +65,7 @@ public struct NitroRPCv0Reader: Sendable {
             findings.note(.payloadMalformed, "params is not an object")
             return .failure(findings.denial ?? Denial(.payloadMalformed, "bad params"))
         }
-        guard let method = RequestMethod(rawValue: methodName), methodName.utf8.elementsEqual(method.rawValue.utf8)
+        guard let method = RequestMethod(rawValue: methodName), methodName.hasSameBytes(as: method.rawValue)
         else {
             findings.note(.payloadMethodNotAllowed, "custodian does not sign \(methodName)")
             return .failure(findings.denial ?? Denial(.payloadMethodNotAllowed, "unknown method"))
@@ -173,7 +173,7 @@ private struct FieldReader {
     }
 
     mutating func expectOnly(_ members: [StrictJSON.Member], _ known: [String], in place: String) {
-        for member in members where !known.contains(where: { $0.utf8.elementsEqual(member.key.utf8) }) {
+        for member in members where !known.contains(where: { $0.hasSameBytes(as: member.key) }) {
             findings.note(.payloadUnknownField, "\(place) has the unknown key \"\(member.key)\"")
         }
     }

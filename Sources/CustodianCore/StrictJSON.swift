@@ -91,7 +91,7 @@ extension StrictJSON.Value {
 extension Array where Element == StrictJSON.Member {
     /// The member whose key has exactly these UTF-8 bytes.
     public func member(_ key: String) -> StrictJSON.Node? {
-        first(where: { $0.key.utf8.elementsEqual(key.utf8) })?.node
+        first(where: { $0.key.hasSameBytes(as: key) })?.node
     }
 }
 
@@ -145,9 +145,13 @@ private struct Parser {
         index += count
     }
 
+    /// Objects with up to this many keys are checked for duplicates by comparing keys (no set to build).
+    static let keysComparedDirectly = 16
+
     mutating func parseObject(depth: Int) throws(StrictJSON.Failure) -> StrictJSON.Value {
         index += 1  // {
         var members: [StrictJSON.Member] = []
+        var seen: Set<ExactString> = []
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
@@ -163,8 +167,15 @@ private struct Parser {
             skipWhitespace()
             let node = try parseValue(depth: depth + 1)
             // Exact bytes: "\u0061" and "a" are the same key, "ſ" and "s" are not, nor are "K" and U+212A.
-            if firstDuplicate == nil, members.contains(where: { $0.key.utf8.elementsEqual(key.utf8) }) {
-                firstDuplicate = key
+            // A few keys are compared directly; past that a set finds a duplicate, so that an object with
+            // thousands of keys costs time linear in its size (a hostile line must not cost quadratic time).
+            if firstDuplicate == nil {
+                if members.count < Self.keysComparedDirectly {
+                    if members.contains(where: { $0.key.hasSameBytes(as: key) }) { firstDuplicate = key }
+                } else {
+                    if seen.isEmpty { seen = Set(members.map { ExactString($0.key) }) }
+                    if !seen.insert(ExactString(key)).inserted { firstDuplicate = key }
+                }
             }
             members.append(StrictJSON.Member(key: key, node: node))
             skipWhitespace()
@@ -236,16 +247,25 @@ private struct Parser {
     mutating func parseString() throws(StrictJSON.Failure) -> String {
         index += 1  // opening quote
         let start = index
-        // The common case: no escape. One scan, one validating conversion.
+        // The common case: no escape. One scan, one conversion (validating only if a byte is not ASCII: ASCII is
+        // valid UTF-8 as it stands).
+        var nonASCII: UInt8 = 0
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                guard let text = String(validating: bytes[start..<index], as: UTF8.self) else {
-                    throw StrictJSON.Failure.malformed("invalid UTF-8 in a string near offset \(start)")
+                let text: String
+                if nonASCII & 0x80 == 0 {
+                    text = String(decoding: bytes[start..<index], as: UTF8.self)
+                } else {
+                    guard let valid = String(validating: bytes[start..<index], as: UTF8.self) else {
+                        throw StrictJSON.Failure.malformed("invalid UTF-8 in a string near offset \(start)")
+                    }
+                    text = valid
                 }
                 index += 1
                 return text
             }
+            nonASCII |= byte
             if byte == UInt8(ascii: "\\") { break }
             if byte < 0x20 { throw fail("raw control character in a string") }
             index += 1

@@ -6,6 +6,9 @@
 //       a clean stop (no stop record, no final snapshot), as after a crash
 //   custodian-bench replay --state-dir D
 //       reads, verifies and replays D/audit.log as the agent does at start; prints the seconds it took
+//   custodian-bench requests --state-dir D [--records N] [--rounds R]
+//       the first N allowances' requests of D/audit.log, held in memory: prints microseconds per request to read
+//       (the strict reader) and to replay (the policy, applied to a ledger built from them)
 //   custodian-bench keccak --bytes B --iterations N
 //       prints nanoseconds per Keccak-256 of B bytes
 import CustodianAgent
@@ -176,6 +179,59 @@ case "verify":
     } catch {
         fail("\(error)")
     }
+case "requests":
+    guard let stateDir = option("--state-dir") else { fail("requests --state-dir D [--records N]") }
+    let limit = option("--records").flatMap { Int($0) } ?? 200_000
+    var requests: [(req: [UInt8], timeMs: UInt64)] = []
+    var agent: Address?
+    var source = LineSource(path: stateDir + "/audit.log")
+    do {
+        _ = try source.forEachLine { line, _ in
+            guard requests.count < limit,
+                let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any]
+            else { return requests.count < limit ? nil : AuditError.broken(line: 0, why: "enough") }
+            if agent == nil, object["event"] as? String == "start" {
+                agent = (object["address"] as? String).flatMap(Address.init(eip55:))
+            }
+            if object["decision"] as? String == "allow", let req = object["req"] as? String,
+                let time = object["time_ms"] as? NSNumber
+            {
+                requests.append((Array(req.utf8), time.uint64Value))
+            }
+            return nil
+        }
+    } catch {
+        fail("\(error)")
+    }
+    guard let agent else { fail("no start record names the agent") }
+    let rounds = option("--rounds").flatMap { Int($0) } ?? 1
+    let reader = NitroRPCv0Reader()
+    var readSeconds = 0.0
+    var replaySeconds = 0.0
+    for _ in 0..<rounds {
+        let readBegan = DispatchTime.now()
+        var parsed: [SignableRequest] = []
+        parsed.reserveCapacity(requests.count)
+        for (req, _) in requests {
+            guard case .success(let request) = reader.read(req) else { fail("a request does not read") }
+            parsed.append(request)
+        }
+        readSeconds += seconds(since: readBegan)
+        let replayBegan = DispatchTime.now()
+        var state = LedgerState()
+        for (index, request) in parsed.enumerated() {
+            guard let effect = Policy.replay(request, state: state, agent: agent) else {
+                fail("a request does not apply")
+            }
+            state.apply(effect, atMs: requests[index].timeMs)
+        }
+        replaySeconds += seconds(since: replayBegan)
+    }
+    let count = Double(requests.count * rounds)
+    print(
+        String(
+            format: "requests: %d × %d; read %.2f µs, replay %.2f µs per request", requests.count, rounds,
+            readSeconds * 1e6 / count, replaySeconds * 1e6 / count))
 case "keccak":
     let size = option("--bytes").flatMap { Int($0) } ?? 500
     let iterations = option("--iterations").flatMap { Int($0) } ?? 200_000

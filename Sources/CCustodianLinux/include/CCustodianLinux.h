@@ -18,4 +18,7 @@ int ccustodian_apply_syscall_filter(void);
 /// ptrace(PTRACE_TRACEME): 0, or -1 with errno set (ptrace is variadic, so Swift cannot call it).
 int ccustodian_ptrace_traceme(void);
 
+/// Sets malloc's top padding (M_TOP_PAD): how much more than asked a heap grows by. Returns 1 on success.
+int ccustodian_malloc_top_pad(int bytes);
+
 #endif
