@@ -27,8 +27,14 @@ version = 1
 [requests]
 methods = ["create_app_session", "submit_app_state", "close_app_session"]
 max_age_ms = 100000000000000
+[sessions]
 [assets.usdc]
 decimals = 6
+[counterparties]
+allow = []
+[velocity]
+window_s = 86400
+max_own_loss = {}
 POLICY
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["req"], end="")' Tests/Vectors/sign/create_v1.json >"$work/v1.json"
     printf '%s' '{"req":[{{id}},"close_app_session",{"app_session_id":"0x3186abf9003acc50f21f6436ec0e92a3ca67e54bc77e07c0b0f44d841cb419af","allocations":[{"participant":"0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638","asset":"usdc","amount":"100"},{"participant":"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266","asset":"usdc","amount":"50"}]},{{ts}}],"sig":[]}' >"$work/close.txt"

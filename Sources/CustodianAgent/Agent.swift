@@ -56,6 +56,32 @@ public final class RunningAgent: Sendable {
         self.lock = lock
     }
 
+    /// Raises the soft open-file limit to the hard one; if `maxConnections` and the agent's own descriptors still do
+    /// not fit, lowers `maxConnections` to what fits and says so (or refuses when not even a few connections fit).
+    static func fitDescriptors(_ server: inout ServerSettings, log: (String) -> Void) throws(AgentStartError) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        let needed = UInt64(server.maxConnections) + UInt64(ServerSettings.reservedDescriptors)
+        guard UInt64(limit.rlim_cur) < needed else { return }
+        let fits = Int(limit.rlim_cur) - ServerSettings.reservedDescriptors
+        guard fits >= 8 else {
+            throw AgentStartError(
+                "the open-file limit is \(limit.rlim_cur): too few descriptors to serve (the agent keeps "
+                    + "\(ServerSettings.reservedDescriptors) for itself)",
+                hint: "raise it (LimitNOFILE= in the systemd unit, ulimit -n in a shell) to at least "
+                    + "\(needed)")
+        }
+        log(
+            "the open-file limit (\(limit.rlim_cur)) fits \(fits) connections, not \(server.maxConnections): "
+                + "max_connections lowered to \(fits); raise LimitNOFILE= (or ulimit -n) to \(needed) to serve more")
+        server.maxConnections = fits
+    }
+
     /// Starts the agent in the order that keeps the key safe: harden, load and check the policy, verify and replay
     /// the audit log, only then read the passphrase and unseal the key, then bind the socket.
     public static func start(
@@ -64,6 +90,8 @@ public final class RunningAgent: Sendable {
         do { try Hardening.applyBeforeKeyIsRead() } catch {
             throw AgentStartError("cannot harden the process: \(error)")
         }
+        var settings = settings
+        try fitDescriptors(&settings.server, log: log)
         let policy: LoadedPolicy
         do { policy = try PolicyFile.load(path: settings.policyFile) } catch {
             throw AgentStartError(
@@ -89,7 +117,7 @@ public final class RunningAgent: Sendable {
         let keyHeader: KeyFile.Header
         let keyBytes: [UInt8]
         do {
-            keyBytes = try FileIO.readAll(settings.keyFile, limit: 4096)
+            keyBytes = try SecretFile.readKeyFile(settings.keyFile)
             keyHeader = try KeyFile.header(keyBytes)
         } catch { throw AgentStartError("key file \(settings.keyFile): \(error)") }
         // Heaps grow in steps of 16 MiB instead of 128 KiB: the ledger of a long log is built on threads whose malloc

@@ -253,6 +253,16 @@ private final class DecisionChecker: @unchecked Sendable {
             else {
                 return .broken(line: line, why: "a decision without a request_hash")
             }
+            if let total = members.member("req_bytes") {
+                // A refusal that keeps only the start of its request: request_hash covers the whole, which is not
+                // here to hash. An allowance always keeps its whole req.
+                guard !isAllowance, let token = total.value.numberToken, let length = Int(token),
+                    length > text.utf8.count
+                else {
+                    return .broken(line: line, why: "req_bytes on an allowance, or not longer than the req it keeps")
+                }
+                return nil
+            }
             hash = decoded
             signature = members.member("signature")?.value.string.flatMap(Hex.decode)
             req = Array(text.utf8)

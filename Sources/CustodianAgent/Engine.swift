@@ -266,7 +266,7 @@ public final class Engine: @unchecked Sendable {
             request = parsed
         }
         let decision = policy.policy.evaluate(request, state: state, agent: address, nowMs: now)
-        let common: (inout JSONWriter) -> Void = { writer in
+        let common: (inout JSONWriter, _ refused: Bool) -> Void = { writer, refused in
             writePeer(peer, &writer)
             writer.field("policy_hash", policyHash)
             writer.field("method", request.body.method.rawValue)
@@ -277,14 +277,19 @@ public final class Engine: @unchecked Sendable {
                 }
             writer.field("app_session_id", sessionID)
             writer.field("request_hash", Hex.encode(request.digest, prefixed: true))
-            writer.field("req", utf8: request.signedBytes)
+            if refused && request.signedBytes.count > RefusalText.reqLimit {
+                writer.field("req", utf8: RefusalText.prefix(request.signedBytes, RefusalText.reqLimit))
+                writer.field("req_bytes", request.signedBytes.count)
+            } else {
+                writer.field("req", utf8: request.signedBytes)
+            }
         }
         switch decision {
         case .deny(let denial):
             return .ready(
                 stage: { [log] in
                     let seq = log.stage(event: "sign", timeMs: now) { writer in
-                        common(&writer)
+                        common(&writer, true)
                         writer.field("decision", "deny")
                         writeDenial(denial, &writer)
                     }
@@ -297,7 +302,7 @@ public final class Engine: @unchecked Sendable {
                 stage: { [log] signature in
                     {
                         let seq = log.stage(event: "sign", timeMs: now) { writer in
-                            common(&writer)
+                            common(&writer, false)
                             writer.field("decision", "allow")
                             writer.field("signature", signature)
                             // Warn mode: signed, and the refusal it would have been is on record.

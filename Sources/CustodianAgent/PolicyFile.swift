@@ -2,6 +2,10 @@ import CustodianCore
 import CustodianCrypto
 import TOMLKit
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Why a policy file was refused.
 public struct PolicyFileError: Error, Equatable, Sendable, CustomStringConvertible {
     public var message: String
@@ -24,18 +28,73 @@ public enum PolicyFile {
     /// The version this build reads.
     public static let version = 1
 
-    /// Loads and validates the policy at `path`.
+    /// Loads and validates the policy at `path`: refused if others may write it, and read again if it changed while
+    /// it was read (an editor rewriting it in place), so that only a file read whole is applied.
     public static func load(path: String) throws(PolicyFileError) -> LoadedPolicy {
-        let bytes: [UInt8]
-        do { bytes = try FileIO.readAll(path) } catch { throw PolicyFileError("cannot read \(path): \(error)") }
+        var bytes: [UInt8]?
+        for attempt in 0..<5 {
+            if attempt > 0 { usleep(50_000) }
+            bytes = try readStable(path)
+            if bytes != nil { break }
+        }
+        guard let bytes else {
+            throw PolicyFileError("\(path) kept changing while it was read; try again once it is written")
+        }
         var loaded = try parse(bytes)
         loaded.path = path
         return loaded
     }
 
+    /// The file's bytes if it did not change while they were read (the same file at the path, with the same size
+    /// and modification time before and after), nil if it did.
+    private static func readStable(_ path: String) throws(PolicyFileError) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PolicyFileError("cannot read \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var before = stat()
+        guard fstat(fd, &before) == 0 else {
+            throw PolicyFileError("cannot stat \(path): \(String(cString: strerror(errno)))")
+        }
+        guard before.st_mode & S_IFMT == S_IFREG else { throw PolicyFileError("\(path) is not a regular file") }
+        guard before.st_mode & 0o002 == 0 else {
+            throw PolicyFileError(
+                "\(path) is writable by others (mode 0\(String(before.st_mode & 0o777, radix: 8))): anyone could "
+                    + "loosen the policy; chmod o-w \(path)")
+        }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw PolicyFileError("cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            if count == 0 { break }
+            bytes.append(contentsOf: chunk[0..<count])
+            guard bytes.count <= 1 << 20 else { throw PolicyFileError("\(path) is larger than 1 MiB") }
+        }
+        var after = stat()
+        var named = stat()
+        guard fstat(fd, &after) == 0, stat(path, &named) == 0 else { return nil }
+        func same(_ one: stat, _ other: stat) -> Bool {
+            one.st_dev == other.st_dev && one.st_ino == other.st_ino && one.st_size == other.st_size
+                && one.st_mtim.tv_sec == other.st_mtim.tv_sec && one.st_mtim.tv_nsec == other.st_mtim.tv_nsec
+        }
+        guard same(before, after), same(after, named), Int(after.st_size) == bytes.count else { return nil }
+        return bytes
+    }
+
+    /// The tables a policy file must have, so that a file cut off while it was written is refused rather than
+    /// read as a looser policy (each can still switch itself off explicitly: `allow = []`, `max_own_loss = {}`).
+    static let requiredTables = ["requests", "sessions", "assets", "counterparties", "velocity"]
+
     /// Parses policy text.
     public static func parse(_ bytes: [UInt8]) throws(PolicyFileError) -> LoadedPolicy {
         guard let text = String(validating: bytes, as: UTF8.self) else { throw PolicyFileError("not UTF-8") }
+        // A file cut off in the middle of a line ("window_s = 864" of 86400) can still be valid TOML.
+        guard bytes.last == 0x0A else {
+            throw PolicyFileError("the file does not end with a newline: cut off while it was written?")
+        }
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let error as TOMLParseError {
             throw PolicyFileError("TOML error at line \(error.source.begin.line): \(error.description)")
@@ -115,7 +174,10 @@ public enum PolicyFile {
 
         if let counterparties = try table(root, "counterparties") {
             try allowOnly(counterparties, ["allow"], in: "[counterparties]")
-            for text in try strings(counterparties, "allow", in: "[counterparties]") ?? [] {
+            guard let allowed = try strings(counterparties, "allow", in: "[counterparties]") else {
+                throw PolicyFileError("[counterparties] allow is required (allow = [] for any counterparty)")
+            }
+            for text in allowed {
                 guard let address = Address(eip55: text) else {
                     throw PolicyFileError("[counterparties] allow: \(text) is not an EIP-55 address")
                 }
@@ -129,13 +191,14 @@ public enum PolicyFile {
                 throw PolicyFileError("[velocity] window_s (seconds, > 0) is required")
             }
             var caps: [ExactString: Amount] = [:]
-            if let losses = try table(velocity, "max_own_loss") {
-                for symbol in losses.keys {
-                    guard policy.assets[ExactString(symbol)] != nil else {
-                        throw PolicyFileError("[velocity] max_own_loss names \(symbol), which [assets] does not list")
-                    }
-                    caps[ExactString(symbol)] = try amount(losses, symbol, in: "[velocity] max_own_loss")
+            guard let losses = try table(velocity, "max_own_loss") else {
+                throw PolicyFileError("[velocity] max_own_loss is required (max_own_loss = {} for no daily cap)")
+            }
+            for symbol in losses.keys {
+                guard policy.assets[ExactString(symbol)] != nil else {
+                    throw PolicyFileError("[velocity] max_own_loss names \(symbol), which [assets] does not list")
                 }
+                caps[ExactString(symbol)] = try amount(losses, symbol, in: "[velocity] max_own_loss")
             }
             policy.velocity = Policy.Velocity(windowSeconds: window, maxOwnLoss: caps)
         }
@@ -159,6 +222,13 @@ public enum PolicyFile {
                 }
                 policy.warn.insert(reason)
             }
+        }
+        // Last, so that an error in what is there is reported first.
+        for name in requiredTables where root[name] == nil {
+            throw PolicyFileError(
+                "missing [\(name)]: every table of the format is required, so that a file cut off while it was "
+                    + "written is not read as a looser policy (README: \"Policy files are applied only when read "
+                    + "whole\")")
         }
         return policy
     }

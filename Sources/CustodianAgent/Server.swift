@@ -12,10 +12,12 @@ import NIOPosix
 /// Settings of the socket server.
 public struct ServerSettings: Sendable {
     public var socketPath: String
-    /// Allowed caller uids (the agent's own uid is always allowed when both lists are empty).
+    /// Callers allowed besides the agent's own uid, which is always served (as ssh-agent serves its owner: that uid
+    /// can read the key file anyway).
     public var allowUIDs: [UInt32]
     public var allowGIDs: [UInt32]
     public var maxConnections: Int
+    /// A connection silent this long is closed, and a line must be complete this long after its first byte.
     public var idleTimeoutSeconds: Int64
     public var maxLineBytes: Int
     /// Requests per second per caller uid (a burst of as many), checked before any parsing; 0 turns it off.
@@ -36,9 +38,13 @@ public struct ServerSettings: Sendable {
 
     /// Whether a caller with these credentials may talk to the agent.
     func allows(_ peer: Peer) -> Bool {
-        if allowUIDs.isEmpty && allowGIDs.isEmpty { return peer.uid == getuid() }
-        return allowUIDs.contains(peer.uid) || allowGIDs.contains(peer.gid)
+        peer.uid == getuid() || allowUIDs.contains(peer.uid) || allowGIDs.contains(peer.gid)
     }
+
+    /// Descriptors the agent needs besides its connections: the listening socket, the log, snapshots, anchor and
+    /// lock, each event loop's epoll and wake-up descriptors, standard streams, and room for the operator's
+    /// commands' answers.
+    public static let reservedDescriptors = 64
 }
 
 /// Why the server could not start.
@@ -69,8 +75,17 @@ public final class Server: Sendable {
         }
         let loopLoads = loads
         let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
+            // Room for every allowed connection to arrive at once (the kernel caps it at net.core.somaxconn).
+            .serverChannelOption(.backlog, value: Int32(clamping: max(settings.maxConnections, 256)))
             .serverChannelOption(.autoRead, value: false)
+            // Out of descriptors (EMFILE, ENFILE): accept again after a pause instead of spinning on the error; the
+            // waiting client stays in the backlog.
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptBackoffHandler(shouldForwardIOErrorCaught: false) { _ in .milliseconds(250) })
+                }
+            }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
@@ -164,7 +179,17 @@ final class CallerBook: Sendable {
         var refilledAt: UInt64
         var refusalLoggedAt: UInt64?
         var refusalsSuppressed: Int
+        /// Refused signing requests the caller may still have recorded now (refilled at `refusedRate`).
+        var refusedTokens = Double(CallerBook.refusedBurst)
+        var refusedRefilledAt: UInt64 = 0
     }
+
+    /// Refused signing requests recorded per caller uid per second, after a burst of `refusedBurst`: past that, the
+    /// caller's signing requests are answered -32005 without being read or recorded until the budget refills. With
+    /// a refusal record of at most about 5 KiB (``RefusalText``), refusals grow the log by at most about 100 KiB/s
+    /// per uid.
+    static let refusedRate = 20
+    static let refusedBurst = 1000
 
     private let rate: Int
     private let entries = NIOLockedValueBox<[UInt32: Entry]>([:])
@@ -201,6 +226,29 @@ final class CallerBook: Sendable {
             entry.tokens -= 1
             return true
         }
+    }
+
+    /// Whether `uid` may have another signing request read (its budget of recorded refusals is not spent).
+    func mayBeRefused(_ uid: UInt32) -> Bool {
+        withEntry(uid) { entry, now in
+            refill(&entry, now)
+            return entry.refusedTokens >= 1
+        }
+    }
+
+    /// Spends one recorded refusal of `uid`'s budget.
+    func chargeRefusal(_ uid: UInt32) {
+        withEntry(uid) { entry, now in
+            refill(&entry, now)
+            entry.refusedTokens = max(entry.refusedTokens - 1, 0)
+        }
+    }
+
+    private func refill(_ entry: inout Entry, _ now: UInt64) {
+        if entry.refusedRefilledAt == 0 { entry.refusedRefilledAt = now }
+        let elapsed = Double(now &- entry.refusedRefilledAt) / 1000
+        entry.refusedTokens = min(Double(Self.refusedBurst), entry.refusedTokens + elapsed * Double(Self.refusedRate))
+        entry.refusedRefilledAt = now
     }
 
     /// Whether to audit this refusal now; if so, how many were suppressed since the last record.
@@ -248,9 +296,18 @@ private struct PeerCredentials: Sendable {
 }
 
 /// One connection: line framing, the caller check, JSON-RPC dispatch, replies in request order.
-private final class ConnectionHandler: ChannelInboundHandler {
+///
+/// Backpressure: while `maxPendingReplies` replies are unsent (decided or not), or the socket's send buffer is
+/// past its high-water mark (the client does not read), no more lines are handled and nothing more is read; the
+/// kernel's socket buffer then stops the client. Reading resumes when the replies drain. A connection's memory is
+/// therefore bounded (one read, one line, the replies in flight), whatever the client does.
+private final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+
+    /// Replies that may wait unsent before the connection stops being read.
+    static let maxPendingReplies = 64
 
     private let engine: Engine
     private let settings: ServerSettings
@@ -270,6 +327,12 @@ private final class ConnectionHandler: ChannelInboundHandler {
     private var replies = CircularBuffer<Reply?>()
     /// The number of slots taken before the first one in `replies`.
     private var repliesTaken = 0
+    /// A read the pipeline asked for while the connection was held back.
+    private var readHeld = false
+    /// Whether `processBuffered` is running (a reply written inline must not start it again).
+    private var processing = false
+    /// Closes the connection if the line begun is not complete in time.
+    private var lineDeadline: Scheduled<Void>?
 
     private struct Reply {
         var bytes: [UInt8]
@@ -294,7 +357,14 @@ private final class ConnectionHandler: ChannelInboundHandler {
             return true
         }
         guard admitted else {
-            context.close(promise: nil)
+            // Told why, then closed: not left waiting for an answer that never comes.
+            closing = true
+            let reply = RPC.error(
+                id: nil, .rateLimited, "too many connections: the agent serves \(settings.maxConnections) at once")
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: reply))).whenComplete { _ in
+                channel.close(promise: nil)
+            }
             return
         }
         counted = true
@@ -336,6 +406,8 @@ private final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        lineDeadline?.cancel()
+        lineDeadline = nil
         if loaded, let loopLoad {
             loopLoad.value -= 1
             loaded = false
@@ -359,6 +431,56 @@ private final class ConnectionHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
+    /// Whether the connection must wait for its replies to drain before more lines are handled or read.
+    private func heldBack(_ context: ChannelHandlerContext) -> Bool {
+        replies.count >= Self.maxPendingReplies || !context.channel.isWritable
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if heldBack(context) {
+            readHeld = true
+            return
+        }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        resume(context: context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Once the replies drain: the lines already buffered, then the read that was held. (Not from within
+    /// `processBuffered`, whose loop goes on by itself.)
+    private func resume(context: ChannelHandlerContext) {
+        guard !closing, !processing, !heldBack(context) else { return }
+        if allowed, buffer.readableBytes > 0 { processBuffered(context: context) }
+        if readHeld, !heldBack(context) {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    /// A line begun must be complete within the idle timeout of its first byte, however slowly it trickles in.
+    private func updateLineDeadline(context: ChannelHandlerContext, lineCompleted: Bool) {
+        let partial = buffer.readableBytes > 0 && buffer.readableBytesView.firstIndex(of: 0x0A) == nil
+        if lineCompleted || !partial {
+            lineDeadline?.cancel()
+            lineDeadline = nil
+        }
+        guard partial, lineDeadline == nil, !closing else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let seconds = settings.idleTimeoutSeconds
+        lineDeadline = context.eventLoop.scheduleTask(in: .seconds(seconds)) {
+            let (handler, context) = bound.value
+            handler.lineDeadline = nil
+            guard !handler.closing else { return }
+            handler.closing = true
+            handler.buffer.clear()
+            let reply = RPC.error(id: nil, .invalidRequest, "line not complete within \(seconds) s of its first byte")
+            handler.send(reply, context: context, thenClose: true)
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
         var incoming = unwrapInboundIn(data)
@@ -380,7 +502,18 @@ private final class ConnectionHandler: ChannelInboundHandler {
                 engine.endOfReadBatch(sharedLoop: (loopLoad?.value ?? 0) > 1)
             }
         }
-        while !closing, let newline = buffer.readableBytesView.firstIndex(of: 0x0A) {
+        var lineCompleted = false
+        processing = true
+        defer {
+            processing = false
+            updateLineDeadline(context: context, lineCompleted: lineCompleted)
+            if readHeld, !closing, !heldBack(context) {
+                readHeld = false
+                context.read()
+            }
+        }
+        while !closing, !heldBack(context), let newline = buffer.readableBytesView.firstIndex(of: 0x0A) {
+            lineCompleted = true
             let length = newline - buffer.readerIndex
             guard length <= settings.maxLineBytes, let line = buffer.readBytes(length: length) else {
                 refuseLongLine(context: context)
@@ -395,7 +528,8 @@ private final class ConnectionHandler: ChannelInboundHandler {
             }
             handle(line: line, context: context)
         }
-        if buffer.readableBytes > settings.maxLineBytes {
+        // Held back with lines still buffered: they wait for the replies to drain (see `resume`).
+        if buffer.readableBytes > settings.maxLineBytes, buffer.readableBytesView.firstIndex(of: 0x0A) == nil {
             refuseLongLine(context: context)
             return
         }
@@ -419,6 +553,12 @@ private final class ConnectionHandler: ChannelInboundHandler {
             request = parsed
         }
         let address = engine.address.checksummed
+        // Fail closed: `address` and `status` take no parameters, and any given are refused, not ignored.
+        if request.method == "address" || request.method == "status", !request.params.isEmpty {
+            let reply = RPC.error(id: request.id, .invalidParams, "invalid params: \(request.method) takes none")
+            send(reply, context: context)
+            return
+        }
         switch request.method {
         case "sign":
             guard request.params.count == 1, let message = request.params.member("message")?.value.string else {
@@ -426,12 +566,23 @@ private final class ConnectionHandler: ChannelInboundHandler {
                 send(reply, context: context)
                 return
             }
+            if let peer, !callers.mayBeRefused(peer.uid) {
+                let reply = RPC.error(
+                    id: request.id, .rateLimited,
+                    "rate limited: more than \(CallerBook.refusedRate) refused requests/s (after \(CallerBook.refusedBurst))"
+                )
+                send(reply, context: context)
+                return
+            }
             let slot = reserveReply()
             let id = request.id
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let eventLoop = context.eventLoop
+            let callers = callers
+            let peer = peer
             signsStaged = true
             engine.sign(message: Array(message.utf8), peer: peer, deferWrite: true) { outcome in
+                if case .refused = outcome, let peer { callers.chargeRefusal(peer.uid) }
                 let bytes = RPC.reply(id: id, address: address, outcome)
                 // Inline when the batch was written on this connection's own event loop (a lone client).
                 if eventLoop.inEventLoop {
@@ -492,6 +643,9 @@ private final class ConnectionHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(ByteBuffer(bytes: ready.bytes)), promise: nil)
             wrote = true
         }
-        if wrote { context.flush() }
+        if wrote {
+            context.flush()
+            resume(context: context)
+        }
     }
 }

@@ -173,7 +173,13 @@ private struct Parser {
                 if members.count < Self.keysComparedDirectly {
                     if members.contains(where: { $0.key.hasSameBytes(as: key) }) { firstDuplicate = key }
                 } else {
-                    if seen.isEmpty { seen = Set(members.map { ExactString($0.key) }) }
+                    if seen.isEmpty {
+                        // Room for every key the rest of the line could hold (each takes 5 bytes at least): no rehash.
+                        let room = members.count + min((bytes.count - index) / 5, 1 << 16)
+                        seen.reserveCapacity(room)
+                        members.reserveCapacity(room)
+                        for member in members { seen.insert(ExactString(member.key)) }
+                    }
                     if !seen.insert(ExactString(key)).inserted { firstDuplicate = key }
                 }
             }

@@ -21,6 +21,8 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
     case io(String)
     /// The key file exists already and would be overwritten.
     case exists(String)
+    /// A key or passphrase file that group or others may read or write (as ssh refuses an unprotected key).
+    case unprotected(path: String, mode: UInt32)
     /// A C library call failed.
     case crypto(CryptoError)
 
@@ -32,6 +34,9 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
         case .emptyPassphrase: "the passphrase is empty"
         case .io(let why): why
         case .exists(let path): "\(path) exists already; custodian does not overwrite key files"
+        case .unprotected(let path, let mode):
+            "\(path) is open to group or others (mode 0\(String(mode & 0o777, radix: 8))); a key or passphrase file must "
+                + "be private: chmod 600 \(path)"
         case .crypto(let error): error.description
         }
     }
@@ -230,11 +235,46 @@ public enum SecretFile {
     /// The largest secret file read.
     static let limit = 4096
 
-    /// The bytes of the file at `path`, without one trailing newline (and carriage return).
+    /// The bytes of a sealed key file (at most 4 KiB), refused if group or others may read or write it.
+    public static func readKeyFile(_ path: String) throws(KeyFileError) -> [UInt8] {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw KeyFileError.io("cannot read \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        try requirePrivate(fd, path)
+        var bytes = [UInt8](repeating: 0, count: limit + 1)
+        var total = 0
+        while total < bytes.count {
+            let count = bytes.withUnsafeMutableBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return Glibc.read(fd, base + total, raw.count - total)
+            }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw KeyFileError.io("cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            if count == 0 { break }
+            total += count
+        }
+        guard total <= limit else { throw KeyFileError.malformed("\(path) is larger than \(limit) bytes") }
+        return Array(bytes[0..<total])
+    }
+
+    /// Refuses the open file `fd` if group or others may read or write it.
+    static func requirePrivate(_ fd: Int32, _ path: String) throws(KeyFileError) {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            throw KeyFileError.io("cannot stat \(path): \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & 0o077 == 0 else { throw KeyFileError.unprotected(path: path, mode: UInt32(info.st_mode)) }
+    }
+
+    /// The bytes of the file at `path`, without one trailing newline (and carriage return). Refused if group or
+    /// others may read or write it.
     public static func read(_ path: String) throws(KeyFileError) -> SecureBytes {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw KeyFileError.io("cannot read \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
+        try requirePrivate(fd, path)
         var buffer: SecureBytes
         do { buffer = try SecureBytes(count: limit) } catch { throw KeyFileError.crypto(error) }
         var total = 0

@@ -9,6 +9,9 @@
 //   custodian-bench requests --state-dir D [--records N] [--rounds R]
 //       the first N allowances' requests of D/audit.log, held in memory: prints microseconds per request to read
 //       (the strict reader) and to replay (the policy, applied to a ledger built from them)
+//   custodian-bench parse [--rounds R]
+//       the strict reader on a 64 KiB line of as many distinct keys as fit against an ordinary 64 KiB request (600
+//       allocations): microseconds per line and their ratio
 //   custodian-bench keccak --bytes B --iterations N
 //       prints nanoseconds per Keccak-256 of B bytes
 import CustodianAgent
@@ -232,6 +235,38 @@ case "requests":
         String(
             format: "requests: %d × %d; read %.2f µs, replay %.2f µs per request", requests.count, rounds,
             readSeconds * 1e6 / count, replaySeconds * 1e6 / count))
+case "parse":
+    let rounds = option("--rounds").flatMap { Int($0) } ?? 2000
+    let participant = "0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638"
+    var allocations: [String] = []
+    while allocations.joined(separator: ",").utf8.count < 60_000 {
+        allocations.append("{\"participant\":\"\(participant)\",\"asset\":\"usdc\",\"amount\":\"1\"}")
+    }
+    let ordinary = Array(
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\",\"params\":{\"allocations\":[\(allocations.joined(separator: ","))]}}"
+            .utf8)
+    var keys: [String] = []
+    while keys.joined(separator: ",").utf8.count < 60_000 { keys.append("\"k\(keys.count)\":0") }
+    let manyKeys = Array(
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\",\"params\":{\(keys.joined(separator: ","))}}".utf8)
+    func perLine(_ line: [UInt8]) -> Double {
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let began = DispatchTime.now()
+            for _ in 0..<(rounds / 5) {
+                guard case .success = StrictJSON.parse(line) else { fail("the line does not parse") }
+            }
+            best = min(best, seconds(since: began) / Double(rounds / 5))
+        }
+        return best
+    }
+    let ordinaryTime = perLine(ordinary)
+    let manyKeysTime = perLine(manyKeys)
+    print(
+        String(
+            format: "parse: ordinary %d-byte request %.1f µs; %d-byte line of %d keys %.1f µs: %.2f ×",
+            ordinary.count, ordinaryTime * 1e6, manyKeys.count, keys.count, manyKeysTime * 1e6,
+            manyKeysTime / ordinaryTime))
 case "keccak":
     let size = option("--bytes").flatMap { Int($0) } ?? 500
     let iterations = option("--iterations").flatMap { Int($0) } ?? 200_000

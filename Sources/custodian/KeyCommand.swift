@@ -92,7 +92,7 @@ struct KeyCommand: ParsableCommand {
 
         func run() throws {
             let bytes: [UInt8]
-            do { bytes = try FileIO.readAll(keyFile, limit: 4096) } catch { throw CLIFailure("\(error)") }
+            do { bytes = try SecretFile.readKeyFile(keyFile) } catch { throw CLIFailure("\(error)") }
             let current = try CLI.passphrase(file: passphraseFile, prompt: "Current passphrase: ")
             do {
                 let header = try KeyFile.header(bytes)
@@ -125,12 +125,10 @@ struct KeyCommand: ParsableCommand {
 
         func run() throws {
             do {
-                let bytes = try FileIO.readAll(keyFile, limit: 4096)
+                let bytes = try SecretFile.readKeyFile(keyFile)
                 print(try KeyFile.header(bytes).address.checksummed)
-            } catch let error as KeyFileError {
-                throw CLIFailure("\(keyFile): \(error)", exitCode: 2)
             } catch {
-                throw CLIFailure("\(error)")
+                throw CLIFailure("\(keyFile): \(error)", exitCode: 2)
             }
         }
     }

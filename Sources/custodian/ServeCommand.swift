@@ -15,13 +15,15 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "The policy file (TOML).") var policy: String?
     @Option(help: "The state directory (audit log); created with mode 0700.") var stateDir: String?
     @Option(help: "A file holding the passphrase.") var passphraseFile: String?
-    @Option(help: "A uid allowed to connect (default: the agent's own uid).") var allowUid: [UInt32] = []
+    @Option(help: "A uid allowed to connect besides the agent's own (always served).") var allowUid: [UInt32] = []
     @Option(help: "A gid allowed to connect.") var allowGid: [UInt32] = []
     @Option(help: "Write a signed checkpoint every N records.") var checkpointEvery: UInt64?
     @Option(help: "Snapshot the ledger every N records (0: only at a clean stop); bounds a restart after a crash.")
     var snapshotEvery: UInt64?
     @Option(help: "At most N connections at once.") var maxConnections: Int?
-    @Option(help: "Close a connection silent for T seconds.") var idleTimeoutS: Int64?
+    @Option(
+        help: "Close a connection silent for T seconds, or whose line is not complete T seconds after its first byte.")
+    var idleTimeoutS: Int64?
     @Option(help: "At most N requests per second per caller uid (0: no limit).") var rateLimit: Int?
 
     func run() throws {

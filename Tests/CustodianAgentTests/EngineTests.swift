@@ -30,6 +30,15 @@ struct EngineTests {
         max_age_ms = 100000000000000
         [assets.usdc]
         decimals = 6
+        [sessions]
+        max_participants = 8
+
+        [counterparties]
+        allow = []
+
+        [velocity]
+        window_s = 86400
+        max_own_loss = {}
 
         """
 

@@ -48,33 +48,106 @@ struct PolicyFileTests {
         }
     }
 
-    @Test("fail closed: unknown keys, wrong types, bad amounts, no assets, other versions")
+    @Test("fail closed: unknown keys, wrong types, bad amounts, no assets, other versions, missing tables")
     func refusals() {
         let base = """
             version = 1
             [requests]
             methods = ["close_app_session"]
+            [sessions]
             [assets.usdc]
             decimals = 6
+            [counterparties]
+            allow = []
+            [velocity]
+            window_s = 86400
+            max_own_loss = {}
 
             """
         #expect((try? PolicyFile.parse(Array(base.utf8))) != nil)
-        let broken = [
-            base.replacingOccurrences(of: "version = 1", with: "version = 2"),
-            base.replacingOccurrences(of: "version = 1", with: ""),
-            base + "[extra]\n",
-            base.replacingOccurrences(of: "decimals = 6", with: "decimals = 6\nmax_alocation = \"1\""),
-            base.replacingOccurrences(of: "decimals = 6", with: "decimals = 6\nmax_allocation = 100"),
-            base.replacingOccurrences(of: "decimals = 6", with: "decimals = 6\nmax_allocation = \"1e2\""),
-            base.replacingOccurrences(of: "decimals = 6", with: "decimals = \"6\""),
-            base.replacingOccurrences(of: "\"close_app_session\"", with: "\"transfer\""),
-            base.replacingOccurrences(of: "[assets.usdc]\ndecimals = 6\n", with: ""),
-            base + "[counterparties]\nallow = [\"0xfdec8f58fa4b3bf07dd11eaf4c562ee674e2c638\"]\n",
-            base + "[velocity]\nwindow_s = 10\nmax_own_loss = { eth = \"1\" }\n",
-            "version = 1\nversion = 1\n",
-        ]
+        var broken: [String] = []
+        func add(_ text: String) { broken.append(text) }
+        add(
+            base.replacingOccurrences(of: "version = 1", with: "version = 2"))
+        add(
+            base.replacingOccurrences(of: "version = 1", with: ""))
+        add(
+            base + "[extra]\n")
+        add(
+            base.replacingOccurrences(of: "decimals = 6", with: "decimals = 6\nmax_alocation = \"1\""))
+        add(
+            base.replacingOccurrences(of: "decimals = 6", with: "decimals = 6\nmax_allocation = 100"))
+        add(
+            base.replacingOccurrences(of: "decimals = 6", with: "decimals = 6\nmax_allocation = \"1e2\""))
+        add(
+            base.replacingOccurrences(of: "decimals = 6", with: "decimals = \"6\""))
+        add(
+            base.replacingOccurrences(of: "\"close_app_session\"", with: "\"transfer\""))
+        add(
+            base.replacingOccurrences(of: "[assets.usdc]\ndecimals = 6\n", with: ""))
+        add(
+            base.replacingOccurrences(
+                of: "allow = []", with: "allow = [\"0xfdec8f58fa4b3bf07dd11eaf4c562ee674e2c638\"]"))
+        add(
+            base.replacingOccurrences(of: "max_own_loss = {}", with: "max_own_loss = { eth = \"1\" }"))
+        add(
+            "version = 1\nversion = 1\n")
+        // Every table is required, and the keys whose absence would loosen it.
+        add(
+            base.replacingOccurrences(of: "[sessions]\n", with: ""))
+        add(
+            base.replacingOccurrences(of: "[counterparties]\nallow = []\n", with: ""))
+        add(
+            base.replacingOccurrences(of: "allow = []\n", with: ""))
+        add(
+            base.replacingOccurrences(of: "[velocity]\nwindow_s = 86400\nmax_own_loss = {}\n", with: ""))
+        add(
+            base.replacingOccurrences(of: "max_own_loss = {}\n", with: ""))
+        // Cut off in the middle of its last line.
+        add(
+            String(base.dropLast()))
         for text in broken {
             #expect((try? PolicyFile.parse(Array(text.utf8))) == nil, "\(text)")
         }
+    }
+
+    @Test(
+        "every policy in policies/ cut off at each line boundary and at random points is refused",
+        arguments: policyFiles())
+    func cutOff(_ name: String) throws {
+        let bytes = Array(try Data(contentsOf: Self.policies.appendingPathComponent(name)))
+        #expect((try? PolicyFile.parse(bytes)) != nil)
+        var cuts = Set(bytes.indices.filter { bytes[$0] == 0x0A }.map { $0 + 1 })
+        cuts.remove(bytes.count)
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<200 { cuts.insert(Int.random(in: 0..<bytes.count, using: &generator)) }
+        #expect(cuts.count > 20)
+        for cut in cuts.sorted() {
+            let prefix = Array(bytes[0..<cut])
+            // A cut inside the trailing comment lines or blank lines changes nothing the policy says.
+            let rest = String(decoding: bytes[cut...], as: UTF8.self)
+            let onlyComments = rest.split(separator: "\n").allSatisfy {
+                $0.trimmingCharacters(in: .whitespaces).isEmpty
+                    || $0.trimmingCharacters(in: .whitespaces).hasPrefix("#")
+            }
+            if onlyComments && prefix.last == 0x0A { continue }
+            #expect((try? PolicyFile.parse(prefix)) == nil, "\(name) cut at byte \(cut) of \(bytes.count)")
+        }
+    }
+
+    @Test("a policy file others can write is refused, with the chmod that fixes it")
+    func writableByOthers() throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.path + "/policy.toml"
+        try DefaultPolicy.text.write(toFile: path, atomically: false, encoding: .utf8)
+        chmod(path, 0o646)
+        #expect(throws: PolicyFileError.self) { try PolicyFile.load(path: path) }
+        do {
+            _ = try PolicyFile.load(path: path)
+        } catch {
+            #expect(error.message.contains("chmod o-w \(path)"), "\(error)")
+        }
+        chmod(path, 0o644)
+        #expect((try? PolicyFile.load(path: path)) != nil)
     }
 }

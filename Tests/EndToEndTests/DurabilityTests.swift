@@ -52,6 +52,15 @@ struct DurabilityTests {
         max_age_ms = 600000
         [assets.usdc]
         decimals = 6
+        [sessions]
+        max_participants = 8
+
+        [counterparties]
+        allow = []
+
+        [velocity]
+        window_s = 86400
+        max_own_loss = {}
 
         """
 

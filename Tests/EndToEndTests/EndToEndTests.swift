@@ -26,6 +26,13 @@ struct EndToEndTests {
         max_allocation = "10000"
         max_own_loss = "1000"
 
+        [counterparties]
+        allow = []
+
+        [velocity]
+        window_s = 86400
+        max_own_loss = {}
+
         """
 
     static func string(_ folder: String, _ name: String, _ field: String) throws -> String {

@@ -16,6 +16,15 @@ struct HardeningTests {
         methods = ["create_app_session", "submit_app_state", "close_app_session"]
         [assets.usdc]
         decimals = 6
+        [sessions]
+        max_participants = 8
+
+        [counterparties]
+        allow = []
+
+        [velocity]
+        window_s = 86400
+        max_own_loss = {}
 
         """
 
@@ -58,15 +67,19 @@ struct HardeningTests {
         let refusal = records.first { $0["event"] as? String == "caller_refused" }
         #expect((refusal?["peer"] as? [String: Any])?["uid"] as? Int == 65534)
 
+        // --allow-uid adds to the agent's own uid, which is always served.
         agent = try RunningAgent(
-            arguments: try Self.agentArguments(
-                workspace, key: key, extra: ["--allow-uid", "65534", "--allow-uid", "0"]),
+            arguments: try Self.agentArguments(workspace, key: key, extra: ["--allow-uid", "65534"]),
             socket: socket, logFile: workspace.path + "/agent2.log")
         chmod(socket, 0o666)
         let served = try Harness.run(
             Self.nobody[0], Array(Self.nobody.dropFirst()) + [binary, "status", "--socket", socket])
         #expect(served.status == 0, "\(served.stderr)")
         #expect(served.stdout.contains(EndToEndTests.addressA))
+        #expect(try Harness.custodian(["status", "--socket", socket]).status == 0, "the agent's own uid is served")
+        let daemon = try Harness.run(
+            "/usr/bin/setpriv", ["--reuid=1", "--regid=1", "--clear-groups", binary, "status", "--socket", socket])
+        #expect(daemon.status == 2 && daemon.stderr.contains("caller not allowed"), "\(daemon.stderr)")
         #expect(agent.stop() == 0)
     }
 

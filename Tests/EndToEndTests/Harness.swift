@@ -165,7 +165,7 @@ final class RunningAgent {
 }
 
 /// A raw client connection to a Unix socket, for tests of the transport itself.
-final class RawConnection {
+final class RawConnection: @unchecked Sendable {
     let fd: Int32
 
     init(_ path: String) throws {

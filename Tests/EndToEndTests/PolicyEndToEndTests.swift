@@ -45,8 +45,13 @@ struct PolicyEndToEndTests {
         [requests]
         methods = [\(methods)]
 
+        [sessions]
+
         [assets.usdc]
         decimals = 6
+
+        [counterparties]
+        allow = []
 
         [velocity]
         window_s = 86400
@@ -107,7 +112,10 @@ struct PolicyEndToEndTests {
         #expect(refused.stderr.contains("payload.method_not_allowed"), "\(refused.stderr)")
 
         // An invalid policy: the agent keeps the one in force and records the failure.
-        _ = try workspace.write("policy.toml", "version = 1\n[requests]\nmethods = [\"close_app_session\"]\n")
+        _ = try workspace.write(
+            "policy.toml",
+            "version = 1\n[requests]\nmethods = [\"close_app_session\"]\n[sessions]\n[assets]\n[counterparties]\n"
+                + "allow = []\n[velocity]\nwindow_s = 1\nmax_own_loss = {}\n")
         kill(agent.process.processIdentifier, SIGHUP)
         try Self.waitFor("the failed reload in the audit log") {
             (try? String(contentsOfFile: stateDir + "/audit.log", encoding: .utf8))?.contains("policy_reload_failed")

@@ -48,7 +48,8 @@ before(async () => {
   // The vectors are from 2024: a wide window.
   writeFileSync(join(workspace, 'policy.toml'), [
     'version = 1', '[requests]', 'methods = ["create_app_session", "submit_app_state", "close_app_session"]',
-    'max_age_ms = 100000000000000', '[assets.usdc]', 'decimals = 6', '',
+    'max_age_ms = 100000000000000', '[sessions]', '[assets.usdc]', 'decimals = 6', '[counterparties]', 'allow = []',
+    '[velocity]', 'window_s = 86400', 'max_own_loss = {}', '',
   ].join('\n'));
   socketPath = join(workspace, 'agent.sock');
   serveArguments = [
