@@ -159,8 +159,11 @@ public enum PolicyFile {
             guard let asset = assets[symbol]?.table else { throw PolicyFileError("[assets] \(symbol) is not a table") }
             let place = "[assets.\(symbol)]"
             try allowOnly(
-                asset, ["decimals", "max_session_total", "max_own_funding", "max_allocation", "max_own_loss"], in: place
-            )
+                asset,
+                [
+                    "decimals", "max_session_total", "max_own_funding", "max_allocation", "max_own_loss",
+                    "max_open_funding",
+                ], in: place)
             guard let decimals = try integer(asset, "decimals", in: place), decimals <= 78 else {
                 throw PolicyFileError("\(place) decimals (0 to 78) is required")
             }
@@ -169,7 +172,8 @@ public enum PolicyFile {
                 maxSessionTotal: try amount(asset, "max_session_total", in: place),
                 maxOwnFunding: try amount(asset, "max_own_funding", in: place),
                 maxAllocation: try amount(asset, "max_allocation", in: place),
-                maxOwnLoss: try amount(asset, "max_own_loss", in: place))
+                maxOwnLoss: try amount(asset, "max_own_loss", in: place),
+                maxOpenFunding: try amount(asset, "max_open_funding", in: place))
         }
 
         if let counterparties = try table(root, "counterparties") {

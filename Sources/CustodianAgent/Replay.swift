@@ -116,7 +116,8 @@ public enum Replay {
     /// after its seq are replayed, in a second pass over that tail. Otherwise the whole log is replayed.
     /// `headAt`: a seq whose line hash the verification reports (an anchor's).
     public static func ledger(
-        _ source: LineSource, agent: Address? = nil, snapshots: [SnapshotSource], headAt: UInt64? = nil
+        _ source: LineSource, agent: Address? = nil, snapshots: [SnapshotSource], headAt: UInt64? = nil,
+        historyOf: String? = nil
     ) -> Result<Rebuilt, AuditError> {
         var candidates: [Candidate] = snapshots.compactMap { snapshot in
             snapshot.seq.map { Candidate(source: snapshot, seq: $0) }
@@ -140,6 +141,7 @@ public enum Replay {
             thread.start()
         }
         var state = LedgerState()
+        state.historyOf = historyOf
         var address = agent
         let reader = NitroRPCv0Reader()
         var scratch: [UInt8] = []
@@ -190,6 +192,7 @@ public enum Replay {
         whole.from = 0
         whole.upTo = verification.chain.validLength
         state = LedgerState()
+        state.historyOf = historyOf
         address = agent
         if let error = replayTail(&whole, into: &state, address: &address, reader: reader) { return .failure(error) }
         return .success(Rebuilt(verification: verification, state: state))
@@ -297,8 +300,24 @@ public enum Replay {
             return nil
         case "operator":
             guard entry.string("action") == "session_release" else { return nil }
-            guard let id = entry.string("app_session_id"), state.release(id) else {
+            guard let id = entry.string("app_session_id"), state.session(id) != nil else {
                 return .broken(line: entry.line, why: "a release of a session the ledger does not hold")
+            }
+            if let hex = entry.string("restored_state") {
+                // The state the release returns the session to, written in the record.
+                guard let bytes = Hex.decode(hex), let record = LedgerState.decodeRecord(bytes),
+                    record.appSessionID == id
+                else {
+                    return .broken(line: entry.line, why: "a release whose restored_state does not decode")
+                }
+                state.restore(id, to: record)
+            } else if entry.integer("state_version") != nil {
+                guard entry.string("restored_status") == "forgotten" else {
+                    return .broken(line: entry.line, why: "a release with neither restored_state nor forgotten")
+                }
+                state.restore(id, to: nil)
+            } else {
+                _ = state.release(id)  // as custodian recorded a release before it recorded the state
             }
             return nil
         default:

@@ -10,9 +10,9 @@ public enum StateDirectory {
     /// ledger; refuses a history shorter or other than the evidence proves.
     /// `fromSnapshots` false: replay the whole log (a release needs the states before the latest, which snapshots do
     /// not keep).
-    public static func readHistory(_ stateDirectory: String, fromSnapshots: Bool = true) throws(AgentStartError)
-        -> Replay.Rebuilt
-    {
+    public static func readHistory(
+        _ stateDirectory: String, fromSnapshots: Bool = true, historyOf: String? = nil
+    ) throws(AgentStartError) -> Replay.Rebuilt {
         let logPath = stateDirectory + "/audit.log"
         let evidence: StateEvidence
         do { evidence = try StateEvidence.read(stateDirectory: stateDirectory) } catch {
@@ -41,7 +41,7 @@ public enum StateDirectory {
         }
         let source = logExists ? LineSource(path: logPath) : LineSource(bytes: [])
         let rebuilt: Replay.Rebuilt
-        switch Replay.ledger(source, snapshots: snapshots, headAt: evidence.anchor?.seq) {
+        switch Replay.ledger(source, snapshots: snapshots, headAt: evidence.anchor?.seq, historyOf: historyOf) {
         case .success(let value): rebuilt = value
         case .failure(.unavailable(let why)): throw AgentStartError("cannot read \(logPath): \(why)")
         case .failure(let error):
@@ -56,11 +56,14 @@ public enum StateDirectory {
         return rebuilt
     }
 
-    /// Releases the latest signed state of session `id` (an operator action, audited): the session returns to
-    /// the state before it, or is forgotten if that state was its create. Returns (released, restored) as text.
-    public static func release(_ stateDirectory: String, id: String, reason: String) throws(AgentStartError) -> (
-        SessionRecord, SessionRecord?
-    ) {
+    /// Releases the latest signed state of session `id`, which must be `version` (an operator action, audited): the
+    /// session returns to the state signed before it, or, for its create, is forgotten (only with `forgetSession`).
+    /// The record carries the state the session returns to, so that every replay returns it there exactly. Loss
+    /// already committed stays committed (a released signature may still be used), and so do the velocity window's
+    /// entries. Returns the released state and the one restored.
+    public static func release(
+        _ stateDirectory: String, id: String, version: UInt64, forgetSession: Bool, reason: String
+    ) throws(AgentStartError) -> (SessionRecord, SessionRecord?) {
         let lock: StateLock
         do { lock = try StateLock(stateDirectory: stateDirectory) } catch {
             throw AgentStartError(
@@ -69,9 +72,27 @@ public enum StateDirectory {
                     + "agent writes")
         }
         defer { withExtendedLifetime(lock) {} }
-        let rebuilt = try readHistory(stateDirectory, fromSnapshots: false)
+        let rebuilt = try readHistory(stateDirectory, fromSnapshots: false, historyOf: id)
         guard let session = rebuilt.state.session(id) else {
             throw AgentStartError("no session \(id) in \(stateDirectory)", exitCode: 2)
+        }
+        guard version == session.version else {
+            throw AgentStartError(
+                "version \(version) is not the latest signed state of \(id) (that is version \(session.version)): only "
+                    + "the latest state can be released, one at a time",
+                exitCode: 2)
+        }
+        let restored = rebuilt.state.history.last.map { session.released(to: $0) }
+        if restored != nil {
+            guard !forgetSession else {
+                throw AgentStartError(
+                    "--forget-session releases a create; version \(version) of \(id) is not its create", exitCode: 2)
+            }
+        } else if !forgetSession {
+            throw AgentStartError(
+                "version \(version) is the create of \(id): releasing it forgets the session, and with it every check "
+                    + "custodian makes for it (a create with other funding, a close it refused, could then be signed)",
+                hint: "add --forget-session if ClearNode never created the session", exitCode: 2)
         }
         var policyHash = ""
         var source = LineSource(path: stateDirectory + "/audit.log")
@@ -82,17 +103,19 @@ public enum StateDirectory {
             policyHash = entry.string("policy_hash") ?? policyHash
             return nil
         }
-        var after = rebuilt.state
-        _ = after.release(id)
-        let restored = after.session(id)
         try record(stateDirectory, chain: rebuilt.chain, event: "operator") { writer in
             writer.field("policy_hash", policyHash)
             writer.field("action", "session_release")
             writer.field("app_session_id", id)
             writer.field("reason_text", reason)
+            writer.field("state_version", version)
             writer.field("released_status", session.status.rawValue)
             writer.field("released_version", session.version)
             writer.field("restored_status", restored?.status.rawValue ?? "forgotten")
+            if let restored {
+                writer.field("restored_version", restored.version)
+                writer.field("restored_state", Hex.encode(LedgerState.encodeRecord(restored)))
+            }
         }
         return (session, restored)
     }

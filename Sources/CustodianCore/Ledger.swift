@@ -21,6 +21,21 @@ public struct SessionRecord: Sendable, Equatable {
     /// The create request's content, to tell a retry from a conflicting create.
     public var creation: [Allocation]
     public var creationSessionData: String?
+    /// Per asset, the session's committed loss: the largest loss of this key among all the states it signed for the
+    /// session ((funding − withdrawals paid to it) − its allocation), never lowered (a signed state cannot be
+    /// recalled).
+    public var committedLoss: [ExactString: Amount] = [:]
+
+    /// Per asset, this key's funding at risk in the session: funding − withdrawals paid to it (0 once closed).
+    public var fundingAtRisk: [ExactString: Amount] {
+        guard status == .open else { return [:] }
+        var atRisk: [ExactString: Amount] = [:]
+        for (asset, funded) in funding {
+            let remaining = funded - (withdrawn[asset] ?? .zero)
+            if remaining > .zero { atRisk[asset] = remaining }
+        }
+        return atRisk
+    }
 
     /// The held assets: those with a non-zero total, in a stable order.
     public var heldAssets: [ExactString] {
@@ -28,13 +43,26 @@ public struct SessionRecord: Sendable, Equatable {
     }
 }
 
-/// A realized loss of this key, for the velocity window.
+extension SessionRecord {
+    /// The state an operator's release of this (the latest) state returns the session to: `before`, with the
+    /// committed loss this state raised kept (a released signature exists, and may still be used).
+    public func released(to before: SessionRecord) -> SessionRecord {
+        var restored = before
+        for (asset, loss) in committedLoss where (restored.committedLoss[asset] ?? .zero) < loss {
+            restored.committedLoss[asset] = loss
+        }
+        return restored
+    }
+}
+
+/// An increase of this key's committed loss in a session, for the velocity window.
 public struct LossEvent: Sendable, Equatable {
     public var timeMs: UInt64
     public var asset: ExactString
     public var amount: Amount
-    /// The session whose close realized it.
+    /// The session, and the version of the signed state that raised its committed loss.
     public var sessionID: String
+    public var version: UInt64 = 0
 }
 
 /// What the policy reads of the ledger. A shared database can stand behind it (for a pair of agents) as well as
@@ -42,8 +70,12 @@ public struct LossEvent: Sendable, Equatable {
 public protocol LedgerView {
     /// The session this agent signed for, as it stands after the latest signed state.
     func session(_ id: String) -> SessionRecord?
-    /// This key's losses for `asset` realized by closes after `sinceMs`.
+    /// The increases of this key's committed loss in `asset` signed after `sinceMs`.
     func realizedLoss(asset: ExactString, sinceMs: UInt64) -> Amount
+    /// Those increases, each with its session and state, oldest first (to explain a velocity figure).
+    func lossEvents(asset: ExactString, sinceMs: UInt64) -> [LossEvent]
+    /// This key's funding at risk in `asset` summed over its open sessions.
+    func openFunding(asset: ExactString) -> Amount
 }
 
 /// The ledger's write side: applying decisions, undoing those that could not be made durable, and releasing a
@@ -84,6 +116,15 @@ public struct LedgerState: LedgerStore, Sendable {
     /// Each session's state before its latest signed one, for an operator's release.
     var previous: [String: SessionRecord] = [:]
     public internal(set) var losses: [LossEvent] = []
+    /// For an operator's release: the session whose every earlier signed state is kept in ``history`` (oldest first),
+    /// nil for none. Set before a replay; the agent itself never keeps history.
+    public var historyOf: String? {
+        didSet { history = [] }
+    }
+    /// The states of session ``historyOf`` before its current one.
+    public internal(set) var history: [SessionRecord] = []
+    /// Per asset, the sum of every open session's ``SessionRecord/fundingAtRisk``, kept as sessions change.
+    public internal(set) var openFundingTotals: [ExactString: Amount] = [:]
     /// The changes not yet forgotten, oldest first: the session's record and previous record before each.
     private var undo: [(String, SessionRecord?, SessionRecord?)] = []
     /// Changes forgotten so far (the count of `undo`'s first entry).
@@ -110,10 +151,37 @@ public struct LedgerState: LedgerStore, Sendable {
         guard let session = effect.session else { return }
         let id = session.appSessionID
         if tracking { undo.append((id, sessions[id], previous[id])) }
+        if id == historyOf, let before = sessions[id] { history.append(before) }
         previous[id] = sessions[id]
-        sessions[id] = session
+        replace(id, with: session)
         for (asset, amount) in effect.realizedLoss.sorted(by: { $0.key < $1.key }) where !amount.isZero {
-            losses.append(LossEvent(timeMs: timeMs, asset: asset, amount: amount, sessionID: id))
+            losses.append(
+                LossEvent(timeMs: timeMs, asset: asset, amount: amount, sessionID: id, version: session.version))
+        }
+    }
+
+    /// Sets a session's record, keeping ``openFundingTotals`` in step.
+    mutating func replace(_ id: String, with session: SessionRecord?) {
+        if let old = sessions[id] {
+            for (asset, amount) in old.fundingAtRisk {
+                openFundingTotals[asset] = (openFundingTotals[asset] ?? .zero) - amount
+            }
+        }
+        sessions[id] = session
+        if let session {
+            for (asset, amount) in session.fundingAtRisk {
+                openFundingTotals[asset] = (openFundingTotals[asset] ?? .zero) + amount
+            }
+        }
+    }
+
+    /// Recomputes ``openFundingTotals`` from the sessions (after a snapshot is decoded).
+    mutating func recountOpenFunding() {
+        openFundingTotals = [:]
+        for session in sessions.values {
+            for (asset, amount) in session.fundingAtRisk {
+                openFundingTotals[asset] = (openFundingTotals[asset] ?? .zero) + amount
+            }
         }
     }
 
@@ -138,17 +206,30 @@ public struct LedgerState: LedgerStore, Sendable {
 
     public mutating func rollbackPending() {
         for (id, session, before) in undo.reversed() {
-            sessions[id] = session
+            replace(id, with: session)
             previous[id] = before
         }
         undo.removeAll(keepingCapacity: true)
         if durableLosses < losses.count { losses.removeSubrange(durableLosses...) }
     }
 
+    /// Returns session `id` to `record` (nil: forgets it), as an operator's release records it: the state to
+    /// return to is written in the release record itself. The loss events stay: a released state was signed, and its
+    /// signature cannot be recalled.
+    public mutating func restore(_ id: String, to record: SessionRecord?) {
+        if id == historyOf { _ = history.popLast() }
+        previous[id] = nil
+        replace(id, with: record)
+    }
+
+    /// A release as custodian recorded it before release records carried the state to return to: back to the state
+    /// before the latest, forgetting the session when there is none (and a released close's loss events). Kept so
+    /// that such logs replay as they were decided.
     public mutating func release(_ id: String) -> Bool {
         guard sessions[id] != nil else { return false }
+        if id == historyOf { _ = history.popLast() }
         let restored = previous.removeValue(forKey: id)
-        sessions[id] = restored
+        replace(id, with: restored)
         // A released close was never executed: the loss it would have realized did not happen.
         if restored?.status != .closed { losses.removeAll { $0.sessionID == id } }
         return true
@@ -157,6 +238,12 @@ public struct LedgerState: LedgerStore, Sendable {
     public func realizedLoss(asset: ExactString, sinceMs: UInt64) -> Amount {
         losses.filter { $0.asset == asset && $0.timeMs > sinceMs }.map(\.amount).sum()
     }
+
+    public func lossEvents(asset: ExactString, sinceMs: UInt64) -> [LossEvent] {
+        losses.filter { $0.asset == asset && $0.timeMs > sinceMs }
+    }
+
+    public func openFunding(asset: ExactString) -> Amount { openFundingTotals[asset] ?? .zero }
 }
 
 extension Array where Element == Allocation {

@@ -2,10 +2,10 @@
 /// decision. Its SHA-256 is recorded in the audit log's stop record: a snapshot is used only when the chain
 /// vouches for it, and otherwise the ledger is replayed from the log as before.
 ///
-/// Layout (v2): the magic line, the seq, then length-prefixed fields (LEB128 integers, UTF-8 strings, 20-byte addresses,
+/// Layout (v3): the magic line, the seq, then length-prefixed fields (LEB128 integers, UTF-8 strings, 20-byte addresses,
 /// amounts as their decimal text). Decoding refuses anything malformed or left over.
 extension LedgerState {
-    static let snapshotMagic = Array("custodian ledger snapshot v2\n".utf8)
+    static let snapshotMagic = Array("custodian ledger snapshot v3\n".utf8)
 
     /// The snapshot of this ledger, as of the audit record `seq` (the stop record that will carry its hash).
     public func encodeSnapshot(seq: UInt64) -> [UInt8] {
@@ -26,8 +26,24 @@ extension LedgerState {
             out.string(loss.asset.value)
             out.amount(loss.amount)
             out.string(loss.sessionID)
+            out.uint(loss.version)
         }
         return out.bytes
+    }
+
+    /// One session's record in the snapshot encoding (an operator's release record carries the state it returns
+    /// the session to this way, as hex).
+    public static func encodeRecord(_ session: SessionRecord) -> [UInt8] {
+        var out = SnapshotWriter()
+        out.record(session)
+        return out.bytes
+    }
+
+    /// The record ``encodeRecord(_:)`` wrote, or nil (anything malformed or left over).
+    public static func decodeRecord(_ bytes: [UInt8]) -> SessionRecord? {
+        var input = SnapshotReader(bytes: bytes, index: 0)
+        guard let record = input.record(), !input.ensure(1) else { return nil }
+        return record
     }
 
     /// The seq a snapshot was taken at, read from its header without decoding it.
@@ -66,11 +82,13 @@ extension LedgerState {
         guard let lossCount = input.uint() else { return nil }
         for _ in 0..<lossCount {
             guard let time = input.uint(), let asset = input.string(), let amount = input.amount(),
-                let id = input.string()
+                let id = input.string(), let version = input.uint()
             else { return nil }
-            state.losses.append(LossEvent(timeMs: time, asset: ExactString(asset), amount: amount, sessionID: id))
+            state.losses.append(
+                LossEvent(timeMs: time, asset: ExactString(asset), amount: amount, sessionID: id, version: version))
         }
         guard !input.ensure(1) else { return nil }
+        state.recountOpenFunding()
         return (state, seq)
     }
 }
@@ -144,6 +162,7 @@ private struct SnapshotWriter {
         amounts(session.withdrawn)
         allocations(session.creation)
         optionalString(session.creationSessionData)
+        amounts(session.committedLoss)
     }
 }
 
@@ -328,7 +347,8 @@ private struct SnapshotReader {
         guard let quorum = uint(), let challenge = uint(), let nonce = uint(), let status = uint(), status <= 1,
             let version = uint(), let allocations = allocationList(), let sessionData = optionalString(),
             let totals = amountMap(), let funding = amountMap(), let withdrawn = amountMap(),
-            let creation = allocationList(), let creationSessionData = optionalString()
+            let creation = allocationList(), let creationSessionData = optionalString(),
+            let committedLoss = amountMap()
         else { return nil }
         let definition = AppDefinition(
             application: application, protocolName: protocolName, participants: participants, weights: weights,
@@ -336,6 +356,6 @@ private struct SnapshotReader {
         return SessionRecord(
             appSessionID: id, definition: definition, status: status == 0 ? .open : .closed, version: version,
             allocations: allocations, sessionData: sessionData, totals: totals, funding: funding, withdrawn: withdrawn,
-            creation: creation, creationSessionData: creationSessionData)
+            creation: creation, creationSessionData: creationSessionData, committedLoss: committedLoss)
     }
 }

@@ -36,7 +36,8 @@ extension Policy {
                     .sessionUnknown, "custodian has not signed the creation of session \(id)", ["app_session_id": id])
                 return conclude(findings, effect: nil)
             }
-            return evaluateSubmit(session, intent, version, allocations, sessionData, agent: agent, &findings)
+            return evaluateSubmit(
+                session, intent, version, allocations, sessionData, state: state, agent: agent, nowMs: nowMs, &findings)
         case .close(let id, let allocations, let sessionData):
             guard let session = state.session(id) else {
                 findings.note(
@@ -87,47 +88,90 @@ extension Policy {
                 ["app_session_id": session.appSessionID])
             return conclude(findings, effect: nil)
         }
+        if allocations.isEmpty {
+            // ClearNode refuses it ("missing required parameters"): signed, it would only block the real close.
+            findings.note(.payloadMalformed, "a close needs at least one allocation")
+        }
         checkSums(allocations, expected: session.totals, &findings)
         checkMembership(allocations, session.definition.participants, held: session.heldAssets, &findings)
         checkAssets(allocations, &findings)
-        let own = allocations.amounts(of: agent)
-        var realized: [ExactString: Amount] = [:]
-        for asset in Set(session.funding.keys).union(session.withdrawn.keys).union(own.keys).sorted() {
-            let loss = loss(session, asset: asset, newOwn: own[asset] ?? .zero)
-            checkOwnLoss(loss, asset: asset, &findings)
-            if loss > .zero { realized[asset] = loss }
-        }
-        checkCounterparties(session.definition, agent: agent, &findings)
-        if let velocity, enforcing {
-            let window = velocity.windowSeconds.multipliedReportingOverflow(by: 1000)
-            let since = window.overflow || window.partialValue > nowMs ? 0 : nowMs - window.partialValue
-            for (asset, loss) in realized.sorted(by: { $0.key < $1.key }) {
-                guard let cap = velocity.maxOwnLoss[asset] else { continue }
-                let prior = state.realizedLoss(asset: asset, sinceMs: since)
-                if cap < prior + loss {
-                    findings.note(
-                        .velocityExceeded,
-                        "a loss of \(loss) \(asset) after \(prior) in the last \(velocity.windowSeconds) s exceeds \(cap)",
-                        [
-                            "asset": asset.value, "loss": "\(loss)", "prior_losses": "\(prior)", "cap": "\(cap)",
-                            "window_s": "\(velocity.windowSeconds)",
-                        ])
-                }
-            }
-        }
         var closed = session
+        let increases = checkLoss(
+            &closed, own: allocations.amounts(of: agent), state: state, nowMs: nowMs, &findings)
+        checkCounterparties(session.definition, agent: agent, &findings)
         closed.status = .closed
         closed.version = session.version &+ 1
         closed.allocations = allocations
         closed.sessionData = sessionData
-        return conclude(findings, effect: Effect(session: closed, realizedLoss: realized))
+        return conclude(findings, effect: Effect(session: closed, realizedLoss: increases))
+    }
+
+    /// The loss rules of a state this key signs (an operate, deposit, withdraw or close): its loss within
+    /// `max_own_loss`, and the increase of the session's committed loss (the largest loss among the states signed
+    /// for it) within the `[velocity]` window's cap. Raises `next.committedLoss`; returns the increases, which the
+    /// window counts from now on.
+    private func checkLoss(
+        _ next: inout SessionRecord, own: [ExactString: Amount], state: some LedgerView, nowMs: UInt64,
+        _ findings: inout Findings
+    ) -> [ExactString: Amount] {
+        var increases: [ExactString: Amount] = [:]
+        for asset in Set(next.funding.keys).union(next.withdrawn.keys).union(own.keys).sorted() {
+            let loss = loss(next, asset: asset, newOwn: own[asset] ?? .zero)
+            checkOwnLoss(loss, asset: asset, &findings)
+            let committed = next.committedLoss[asset] ?? .zero
+            if committed < loss {
+                increases[asset] = loss - committed
+                next.committedLoss[asset] = loss
+            }
+        }
+        if let velocity, enforcing {
+            let window = velocity.windowSeconds.multipliedReportingOverflow(by: 1000)
+            let since = window.overflow || window.partialValue > nowMs ? 0 : nowMs - window.partialValue
+            for (asset, increase) in increases.sorted(by: { $0.key < $1.key }) {
+                guard let cap = velocity.maxOwnLoss[asset] else { continue }
+                let prior = state.realizedLoss(asset: asset, sinceMs: since)
+                if cap < prior + increase {
+                    findings.note(
+                        .velocityExceeded,
+                        "this state commits \(increase) \(asset) more loss after \(prior) in the last "
+                            + "\(velocity.windowSeconds) s; the cap is \(cap)",
+                        [
+                            "asset": asset.value, "loss": "\(increase)", "prior_losses": "\(prior)", "cap": "\(cap)",
+                            "window_s": "\(velocity.windowSeconds)", "since_ms": "\(since)",
+                        ])
+                }
+            }
+        }
+        return increases
+    }
+
+    /// `max_open_funding`: this key's funding at risk over all its open sessions, with `next` in place of `old`.
+    private func checkExposure(
+        old: SessionRecord?, next: SessionRecord, state: some LedgerView, _ findings: inout Findings
+    ) {
+        let before = old?.fundingAtRisk ?? [:]
+        for (asset, atRisk) in next.fundingAtRisk.sorted(by: { $0.key < $1.key }) {
+            guard let cap = assets[asset]?.maxOpenFunding else { continue }
+            let was = before[asset] ?? .zero
+            guard was < atRisk else { continue }
+            let total = state.openFunding(asset: asset) - was + atRisk
+            if cap < total {
+                findings.note(
+                    .exposureExceeded,
+                    "this key's funding at risk in open sessions would be \(total) \(asset); max_open_funding is \(cap)",
+                    [
+                        "asset": asset.value, "open_funding": "\(total)", "this_session": "\(atRisk)",
+                        "cap": "\(cap)",
+                    ])
+            }
+        }
     }
 
     // MARK: - submit_app_state
 
     private func evaluateSubmit(
         _ session: SessionRecord, _ intent: Intent?, _ version: UInt64?, _ allocations: [Allocation],
-        _ sessionData: String?, agent: Address, _ findings: inout Findings
+        _ sessionData: String?, state: some LedgerView, agent: Address, nowMs: UInt64, _ findings: inout Findings
     ) -> Decision {
         if session.status == .closed {
             findings.note(
@@ -194,14 +238,13 @@ extension Policy {
         }
         next.totals = newTotals
         checkFunding(next, &findings)
-        for asset in Set(next.funding.keys).union(next.withdrawn.keys).union(ownAfter.keys).sorted() {
-            checkOwnLoss(loss(next, asset: asset, newOwn: ownAfter[asset] ?? .zero), asset: asset, &findings)
-        }
+        checkExposure(old: session, next: next, state: state, &findings)
+        let increases = checkLoss(&next, own: ownAfter, state: state, nowMs: nowMs, &findings)
         checkCounterparties(session.definition, agent: agent, &findings)
         next.version = session.version &+ 1
         next.allocations = allocations
         next.sessionData = sessionData
-        return conclude(findings, effect: Effect(session: next))
+        return conclude(findings, effect: Effect(session: next, realizedLoss: increases))
     }
 
     // MARK: - create_app_session
@@ -219,6 +262,7 @@ extension Policy {
             sessionData: sessionData, totals: totals, funding: allocations.amounts(of: agent), withdrawn: [:],
             creation: allocations, creationSessionData: sessionData)
         checkFunding(record, &findings)
+        if state.session(id) == nil { checkExposure(old: nil, next: record, state: state, &findings) }
         checkCounterparties(definition, agent: agent, &findings)
         if let applications {
             let application = ExactString(definition.application ?? "")

@@ -7,20 +7,24 @@ public struct Policy: Sendable {
         public var maxOwnFunding: Amount?
         public var maxAllocation: Amount?
         public var maxOwnLoss: Amount?
+        /// This key's funding at risk summed over all its open sessions (`max_open_funding`): a flood of small
+        /// sessions cannot add up to a large one.
+        public var maxOpenFunding: Amount?
 
         public init(
             decimals: Int, maxSessionTotal: Amount? = nil, maxOwnFunding: Amount? = nil, maxAllocation: Amount? = nil,
-            maxOwnLoss: Amount? = nil
+            maxOwnLoss: Amount? = nil, maxOpenFunding: Amount? = nil
         ) {
             self.decimals = decimals
             self.maxSessionTotal = maxSessionTotal
             self.maxOwnFunding = maxOwnFunding
             self.maxAllocation = maxAllocation
             self.maxOwnLoss = maxOwnLoss
+            self.maxOpenFunding = maxOpenFunding
         }
     }
 
-    /// A rolling-window cap on the losses realized by the closes this key signed.
+    /// A rolling-window cap on the increases of committed loss of the states this key signed (CONTRACT §5).
     public struct Velocity: Sendable, Equatable {
         public var windowSeconds: UInt64
         public var maxOwnLoss: [ExactString: Amount]
@@ -80,7 +84,8 @@ public enum Decision: Sendable {
 public struct Effect: Sendable {
     /// The session as it stands after the request (nil when nothing changes, e.g. an identical retry).
     public var session: SessionRecord?
-    /// This key's realized loss per asset, for the velocity window (closes only).
+    /// Per asset, how much this state raised the session's committed loss (the largest loss among the states
+    /// signed for it): counted in the velocity window when the state is signed.
     public var realizedLoss: [ExactString: Amount]
     /// The refusals a warn-mode policy let through: signed, and recorded as warnings.
     public var warnings: [Denial]

@@ -23,6 +23,7 @@ public enum ReasonCode: String, CaseIterable, Sendable, Comparable, Codable {
     case counterpartyNotAllowed = "policy.counterparty_not_allowed"
     case versionConflict = "policy.version_conflict"
     case velocityExceeded = "policy.velocity_exceeded"
+    case exposureExceeded = "policy.exposure_exceeded"
     case applicationNotAllowed = "policy.application_not_allowed"
     case notParticipant = "policy.not_participant"
     case definitionInvalid = "policy.definition_invalid"
@@ -69,7 +70,7 @@ extension ReasonCode {
     public static let warnable: Set<ReasonCode> = [
         .payloadStale, .payloadFuture, .sumMismatch, .participantUnknown, .participantMissing, .duplicateAllocation,
         .assetNotAllowed, .precision, .capExceeded, .ownLossExceeded, .fundingExceeded, .counterpartyNotAllowed,
-        .velocityExceeded, .applicationNotAllowed, .definitionInvalid, .quorumWithoutUs,
+        .velocityExceeded, .exposureExceeded, .applicationNotAllowed, .definitionInvalid, .quorumWithoutUs,
     ]
 }
 

@@ -79,6 +79,7 @@ struct PolicyCommand: ParsableCommand {
                 case .deny(let denial):
                     writer.field("decision", "deny")
                     writeDenial(denial, &writer)
+                    Self.explain(denial, state: state, &writer)
                     allowed = false
                 }
             }
@@ -87,6 +88,41 @@ struct PolicyCommand: ParsableCommand {
             writer.endObject()
             CLI.out(writer.bytes)
             if !allowed { throw ExitCode(2) }
+        }
+
+        /// For a velocity or exposure refusal, the signed states its figure sums: `explanation`, one object each.
+        static func explain(_ denial: Denial, state: LedgerState, _ writer: inout JSONWriter) {
+            let figures = Dictionary(
+                denial.figures.map { ($0.name, $0.value) }, uniquingKeysWith: { first, _ in first })
+            guard let asset = figures["asset"].map({ ExactString($0) }) else { return }
+            switch denial.reason {
+            case .velocityExceeded:
+                let since = figures["since_ms"].flatMap { UInt64($0) } ?? 0
+                writer.key("explanation")
+                writer.beginArray()
+                for event in state.lossEvents(asset: asset, sinceMs: since) {
+                    writer.beginObject()
+                    writer.field("app_session_id", event.sessionID)
+                    writer.field("version", event.version)
+                    writer.field("time_ms", event.timeMs)
+                    writer.field("committed_loss_increase", "\(event.amount)")
+                    writer.endObject()
+                }
+                writer.endArray()
+            case .exposureExceeded:
+                writer.key("explanation")
+                writer.beginArray()
+                for session in state.sessions.values.sorted(by: { $0.appSessionID < $1.appSessionID }) {
+                    guard let atRisk = session.fundingAtRisk[asset] else { continue }
+                    writer.beginObject()
+                    writer.field("app_session_id", session.appSessionID)
+                    writer.field("version", session.version)
+                    writer.field("funding_at_risk", "\(atRisk)")
+                    writer.endObject()
+                }
+                writer.endArray()
+            default: break
+            }
         }
     }
 }

@@ -116,12 +116,19 @@ struct SessionCommand: ParsableCommand {
                 + "be signed. Audited; the agent must be stopped.")
 
         @Argument(help: "The app_session_id.") var id: String
+        @Option(help: "The version of the state to forget: the session's latest (its create is version 1).")
+        var stateVersion: UInt64
+        @Flag(help: "Release a create: the session is forgotten, with every check custodian makes for it.")
+        var forgetSession = false
         @Option(help: "Why (recorded in the audit log).") var reason: String
         @Option(help: "The agent's state directory.") var stateDir: String
 
         func run() throws {
             let (session, restored): (SessionRecord, SessionRecord?)
-            do { (session, restored) = try StateDirectory.release(stateDir, id: id, reason: reason) } catch {
+            do {
+                (session, restored) = try StateDirectory.release(
+                    stateDir, id: id, version: stateVersion, forgetSession: forgetSession, reason: reason)
+            } catch {
                 throw CLIFailure(error)
             }
             print(

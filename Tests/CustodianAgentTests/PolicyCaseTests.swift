@@ -15,6 +15,7 @@ struct PolicyCaseTests {
     @Test("every reason code has a refused case and an allowed case at its boundary")
     func coverage() {
         let names = Self.cases()
+        #expect(names.count == 96, "Tests/PolicyCases holds \(names.count) cases; generate.py writes 96")
         for reason in ReasonCode.allCases where reason != .auditUnavailable {
             #expect(names.contains { $0.hasPrefix(reason.rawValue + "__reject_") }, "no refused case for \(reason)")
             #expect(names.contains { $0.hasPrefix(reason.rawValue + "__allow_") }, "no allowed case for \(reason)")

@@ -404,7 +404,9 @@ struct OperatorTests {
         let second = try Harness.custodian(["serve", "--socket", workspace.path + "/second.sock"] + arguments)
         #expect(second.status == 1)
         #expect(second.stderr.contains("another custodian process is using"), "\(second.stderr)")
-        let early = try Harness.custodian(["session", "release", id, "--reason", "x", "--state-dir", stateDir])
+        let early = try Harness.custodian([
+            "session", "release", id, "--state-version", "2", "--reason", "x", "--state-dir", stateDir,
+        ])
         #expect(early.status == 1)
         #expect(early.stderr.contains("an agent is running"), "\(early.stderr)")
         #expect(agent.stop() == 0)
@@ -413,7 +415,8 @@ struct OperatorTests {
         #expect(list.status == 0)
         #expect(list.stdout.contains("\"app_session_id\":\"\(id)\",\"status\":\"closed\""), "\(list.stdout)")
         let released = try Harness.custodian([
-            "session", "release", id, "--reason", "the close was never executed by ClearNode", "--state-dir", stateDir,
+            "session", "release", id, "--state-version", "2", "--reason", "the close was never executed by ClearNode",
+            "--state-dir", stateDir,
         ])
         #expect(released.status == 0, "\(released.stderr)")
         #expect(released.stdout.contains("closed at version 2 -> open at version 1"), "\(released.stdout)")
@@ -434,6 +437,85 @@ struct OperatorTests {
         let operatorRecord = try EndToEndTests.auditRecords(stateDir).first { $0["event"] as? String == "operator" }
         #expect((operatorRecord?["peer"] as? [String: Any])?["uid"] as? Int == Int(getuid()))
         #expect((operatorRecord?["policy_hash"] as? String)?.count == 64)
+    }
+}
+
+extension OperatorTests {
+    static func submit(id: String, version: UInt64, _ amountA: String, _ amountB: String) -> String {
+        "{\"req\":[\(version + 10),\"submit_app_state\",{\"app_session_id\":\"\(id)\",\"intent\":\"operate\","
+            + "\"version\":\(version),\"allocations\":\(Messages.allocations(amountA, amountB))},\(Messages.nowMs())],"
+            + "\"sig\":[]}"
+    }
+
+    @Test("releases pop one state at a time, by version: two releases return a session to its create, not oblivion")
+    func releaseByVersion() throws {
+        let workspace = try Workspace()
+        let key = try EndToEndTests.importKeyA(workspace)
+        let stateDir = workspace.path + "/state"
+        let socket = workspace.path + "/agent.sock"
+        let policy = try workspace.write(
+            "policy.toml",
+            """
+            version = 1
+            [requests]
+            methods = ["create_app_session", "submit_app_state", "close_app_session"]
+            max_age_ms = 600000
+            [sessions]
+            [assets.usdc]
+            decimals = 6
+            max_own_loss = "500"
+            [counterparties]
+            allow = []
+            [velocity]
+            window_s = 86400
+            max_own_loss = {}
+
+            """)
+        let arguments = [
+            "--key-file", key.0, "--policy", policy, "--state-dir", stateDir, "--passphrase-file", key.1,
+        ]
+        var agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent1.log")
+        let create = Messages.create(nonce: Messages.nowMs(), "1000", "0")
+        #expect(try EndToEndTests.sign(agent, create, in: workspace).status == 0)
+        let id = try DurabilityTests.sessionID(of: create)
+        for (version, a, b) in [(UInt64(2), "900", "100"), (3, "800", "200")] {
+            let signed = try EndToEndTests.sign(agent, Self.submit(id: id, version: version, a, b), in: workspace)
+            #expect(signed.status == 0, "\(signed.stderr)")
+        }
+        let lossy = Messages.close(id: id, "0", "1000")
+        #expect(try EndToEndTests.sign(agent, lossy, in: workspace).stderr.contains("policy.own_loss_exceeded"))
+        #expect(agent.stop() == 0)
+
+        func release(_ version: String, _ extra: [String] = []) throws -> Harness.Output {
+            try Harness.custodian(
+                ["session", "release", id, "--state-version", version, "--reason", "test", "--state-dir", stateDir]
+                    + extra)
+        }
+        let older = try release("2")
+        #expect(older.status == 2 && older.stderr.contains("not the latest signed state"), "\(older.stderr)")
+        var released = try release("3")
+        #expect(
+            released.stdout.contains("open at version 3 -> open at version 2"), "\(released.stdout) \(released.stderr)")
+        released = try release("2")
+        #expect(
+            released.stdout.contains("open at version 2 -> open at version 1"), "\(released.stdout) \(released.stderr)")
+        let create1 = try release("1")
+        #expect(create1.status == 2 && create1.stderr.contains("--forget-session"), "\(create1.stderr)")
+
+        // The session is back at its create: the same definition with other funding, and the lossy close, refused.
+        agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent2.log")
+        guard case .create(let definition, _, _) = try NitroRPCv0Reader().read(Array(create.utf8)).get().body else {
+            throw HarnessError("not a create")
+        }
+        let unfunded = try EndToEndTests.sign(
+            agent, Messages.create(nonce: definition.nonce, "0", "1000"), in: workspace)
+        #expect(unfunded.stderr.contains("policy.session_exists"), "\(unfunded.stderr)")
+        let refused = try EndToEndTests.sign(agent, lossy, in: workspace)
+        #expect(refused.stderr.contains("policy.own_loss_exceeded"), "\(refused.stderr)")
+        let next = try EndToEndTests.sign(agent, Self.submit(id: id, version: 2, "700", "300"), in: workspace)
+        #expect(next.status == 0, "version 2 is the next again: \(next.stderr)")
+        #expect(agent.stop() == 0)
+        #expect(try Harness.custodian(["audit", "verify", stateDir]).status == 0)
     }
 }
 

@@ -176,6 +176,12 @@ struct PolicyEndToEndTests {
         #expect(figures?["cap"] == "40")
         #expect(figures?["prior_losses"] == "20")
         #expect(figures?["loss"] == "20.000001")
+        // Explained by the states that make the figure up: the first session's close, which committed 20.
+        let explanation = object?["explanation"] as? [[String: Any]] ?? []
+        #expect(explanation.count == 1)
+        #expect(explanation.first?["app_session_id"] as? String == firstID)
+        #expect(explanation.first?["version"] as? Int == 2)
+        #expect(explanation.first?["committed_loss_increase"] as? String == "20")
         let atCap = try workspace.write("at-cap.json", Messages.close(id: secondID, "80", "70"))
         let allowed = try Harness.custodian(["policy", "test", policyFile, "--message", atCap, "--state-dir", stateDir])
         #expect(allowed.status == 0, "\(allowed.stdout)")

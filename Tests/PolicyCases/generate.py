@@ -248,6 +248,60 @@ case("policy.velocity_exceeded__allow_outside_window", "window_s 3600: the first
      close([alloc(A, "60"), alloc(B, "90")], d=D2, ts=T0 + 61000 + 3600 * 1000, request_id=6), "allow",
      setup=[create(), close([alloc(A, "80"), alloc(B, "70")]), create(D2, ts=T0 + 61000, request_id=5)],
      policy_toml=policy(velocity='{ usdc = "40" }', window_s=3600))
+# Committed loss (CONTRACT §5): every signed state counts, when it is signed; a close adds only what it raises.
+S_OP = S0 + [submit([alloc(A, "80"), alloc(B, "70")]), create(D2, ts=T0 + 61000, request_id=5)]
+case("policy.velocity_exceeded__reject_operate_route",
+     "An operate committed a loss of 20; an operate in a second session commits 20.000001 more: 40.000001 > 40.",
+     submit([alloc(A, "79.999999"), alloc(B, "70.000001")], d=D2, ts=T0 + 62000, request_id=6), "reject",
+     "policy.velocity_exceeded", S_OP, policy_toml=vel, figures={"loss": "20.000001", "prior_losses": "20"})
+case("policy.velocity_exceeded__allow_operate_at_cap", "Operates committing 20 then 20: exactly 40.",
+     submit([alloc(A, "80"), alloc(B, "70")], d=D2, ts=T0 + 62000, request_id=6), "allow", setup=S_OP,
+     policy_toml=vel)
+S_FULL = S_OP + [submit([alloc(A, "80"), alloc(B, "70")], d=D2, ts=T0 + 62000, request_id=6)]
+case("policy.velocity_exceeded__allow_close_already_committed",
+     "The window is full (40), but this close loses the 20 its operate already committed: it adds nothing.",
+     close([alloc(A, "80"), alloc(B, "70")], ts=T0 + 63000, request_id=7), "allow", setup=S_FULL, policy_toml=vel)
+case("policy.velocity_exceeded__reject_close_raises_committed",
+     "The window is full (40); this close loses 0.000001 more than its operate committed.",
+     close([alloc(A, "79.999999"), alloc(B, "70.000001")], ts=T0 + 63000, request_id=7), "reject",
+     "policy.velocity_exceeded", S_FULL, policy_toml=vel, figures={"loss": "0.000001", "prior_losses": "40"})
+S_WD = S0 + [submit([alloc(A, "70"), alloc(B, "50")], intent="withdraw")]
+case("submit.withdraw__allow_own_withdrawal_commits_nothing",
+     "A withdrew 30 to itself: funding at risk 70; a close paying A 70 commits no loss, even with a 0 velocity cap.",
+     close([alloc(A, "70"), alloc(B, "50")], ts=T0 + 63000, request_id=7), "allow", setup=S_WD,
+     policy_toml=policy(velocity='{ usdc = "0" }'))
+case("submit.withdraw__reject_paid_to_other_commits",
+     "B withdrew 50 (paid to B, not to A); A's 100 at risk: a close paying A 99.999999 commits a loss over a 0 cap.",
+     close([alloc(A, "99.999999"), alloc(B, "0.000001")], ts=T0 + 63000, request_id=7), "reject",
+     "policy.velocity_exceeded", S0 + [submit([alloc(A, "100"), alloc(B, "0")], intent="withdraw")],
+     policy_toml=policy(velocity='{ usdc = "0" }'))
+
+# Exposure: this key's funding at risk over all its open sessions (max_open_funding).
+expo = policy(usdc={"max_open_funding": "150"})
+case("policy.exposure_exceeded__reject_one_unit_over", "100 at risk in one session; a create funding 50.000001 more.",
+     create(D2, allocations=[alloc(A, "50.000001"), alloc(B, "0")], ts=T0 + 61000, request_id=5), "reject",
+     "policy.exposure_exceeded", S0, policy_toml=expo, figures={"open_funding": "150.000001", "cap": "150"})
+case("policy.exposure_exceeded__allow_at_cap", "100 + 50: exactly 150.",
+     create(D2, allocations=[alloc(A, "50"), alloc(B, "0")], ts=T0 + 61000, request_id=5), "allow", setup=S0,
+     policy_toml=expo)
+case("policy.exposure_exceeded__allow_after_close", "The first session is closed: nothing of it is at risk.",
+     create(D2, allocations=[alloc(A, "100"), alloc(B, "0")], ts=T0 + 61000, request_id=5), "allow",
+     setup=S0 + [close(GOOD)], policy_toml=policy(usdc={"max_open_funding": "100"}))
+S_EXPO = S0 + [create(D2, allocations=[alloc(A, "50"), alloc(B, "0")], ts=T0 + 61000, request_id=5)]
+case("policy.exposure_exceeded__reject_deposit", "150 at risk (the cap); A deposits 0.000001 more.",
+     submit([alloc(A, "50.000001"), alloc(B, "0")], intent="deposit", d=D2, ts=T0 + 62000, request_id=6), "reject",
+     "policy.exposure_exceeded", S_EXPO, policy_toml=expo)
+case("policy.exposure_exceeded__allow_withdraw_frees", "A withdraws 10 to itself, then deposits 10: back at 150.",
+     submit([alloc(A, "50"), alloc(B, "0")], intent="deposit", d=D2, version=3, ts=T0 + 63000, request_id=7),
+     "allow", setup=S_EXPO + [submit([alloc(A, "40"), alloc(B, "0")], intent="withdraw", d=D2, ts=T0 + 62000,
+                                     request_id=6)], policy_toml=expo)
+
+# A close ClearNode refuses: no allocations ("missing required parameters").
+ZERO = [create(allocations=[alloc(A, "0"), alloc(B, "0")])]
+case("payload.malformed__reject_close_without_allocations", "allocations [] on a session with a zero total.",
+     close([]), "reject", "payload.malformed", ZERO)
+case("payload.malformed__allow_close_zero_total_listed", "The same close listing both participants at 0.",
+     close([alloc(A, "0"), alloc(B, "0")]), "allow", setup=ZERO)
 case("policy.application_not_allowed__reject_application", "application poker; the policy allows chess.",
      create(definition(application="poker")), "reject", "policy.application_not_allowed")
 case("policy.application_not_allowed__reject_protocol", "protocol NitroRPC/0.3 is not allowed.",
@@ -345,6 +399,11 @@ example("game-escrow", "allow_winner_takes_pot", "B wins: the whole 200 usdc pot
         close([alloc(A, "0"), alloc(B, "200")]), "allow", setup=ESCROW)
 example("game-escrow", "refuse_pays_out_190", "Only 190 of the 200 usdc pot is paid out.",
         close([alloc(A, "0"), alloc(B, "190")]), "reject", "policy.sum_mismatch", ESCROW)
+FIVE_GAMES = [create(definition(nonce=T0 + n), allocations=[alloc(A, "100"), alloc(B, "100")], ts=T0 + n,
+                   request_id=10 + n) for n in range(5)]
+example("game-escrow", "refuse_sixth_open_game", "Five games of 100 usdc each are open: a sixth stake would be 600.",
+        create(definition(nonce=T0 + 5), allocations=[alloc(A, "100"), alloc(B, "100")], ts=T0 + 5, request_id=15),
+        "reject", "policy.exposure_exceeded", FIVE_GAMES)
 ROOM = definition(application="game-room", participants=(B, C, A), weights=(0, 0, 100), quorum=100)
 ROOM_SETUP = [create(ROOM, allocations=[alloc(B, "10"), alloc(C, "10"), alloc(A, "0")])]
 example("game-room-arbiter", "allow_winner_takes_pot", "The server (A) gives the 20 usdc pot to the winner B.",
