@@ -4,6 +4,12 @@ import Testing
 
 @Suite("EIP-55 addresses against vectors/keys")
 struct AddressTests {
+    @Test("vectors/keys holds the 5 EIP-55 cases and the 3 keys")
+    func counts() {
+        #expect(VectorFiles.names("keys").filter { $0.hasPrefix("eip55_") }.count == 5)
+        #expect(VectorFiles.names("keys").filter { $0.hasPrefix("key_") }.count == 3)
+    }
+
     @Test(arguments: VectorFiles.names("keys").filter { $0.hasPrefix("eip55_") })
     func checksum(_ name: String) throws {
         let vector = try VectorFiles.load("keys", name)
