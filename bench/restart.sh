@@ -30,8 +30,14 @@ version = 1
 [requests]
 methods = ["create_app_session", "submit_app_state", "close_app_session"]
 max_age_ms = 600000
+[sessions]
 [assets.usdc]
 decimals = 6
+[counterparties]
+allow = []
+[velocity]
+window_s = 86400
+max_own_loss = {}
 POLICY
 
 # start STATE_DIR: prints "<seconds> <VmHWM MiB> <where the ledger came from>"

@@ -87,6 +87,7 @@ public final class RunningAgent: Sendable {
     public static func start(
         _ settings: AgentSettings, passphrase: () throws -> SecureBytes, log: @escaping @Sendable (String) -> Void
     ) throws -> RunningAgent {
+        let began = DispatchTime.now().uptimeNanoseconds
         do { try Hardening.applyBeforeKeyIsRead() } catch {
             throw AgentStartError("cannot harden the process: \(error)")
         }
@@ -164,6 +165,7 @@ public final class RunningAgent: Sendable {
             server.stop()
             throw AgentStartError("cannot write to the audit log: \(error)")
         }
+        engine.metrics.started(seconds: Double(DispatchTime.now().uptimeNanoseconds &- began) / 1e9)
         server.serve()
         // Serving: from here on the process never needs to run a program, trace one, or reach a network.
         do { try Hardening.applySyscallFilter() } catch {

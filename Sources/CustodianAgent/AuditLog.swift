@@ -28,6 +28,8 @@ public enum AuditError: Error, Equatable, Sendable, CustomStringConvertible {
 /// durable.
 public struct AuditBatch: Sendable {
     public fileprivate(set) var bytes: [UInt8]
+    /// How many records it holds.
+    public let count: Int
     public let lastSeq: UInt64
     public let lastHead: String
     /// The anchor the batch's last checkpoint makes, written once the batch is durable.
@@ -133,7 +135,10 @@ public final class AuditLog {
     /// Takes every staged record for one write (nil when none is staged); later records stage behind them.
     public func takeStaged() -> AuditBatch? {
         guard !staged.isEmpty else { return nil }
-        let batch = AuditBatch(bytes: staged, lastSeq: stagedSeq, lastHead: stagedHead, anchor: stagedAnchor)
+        var records = 0
+        for byte in staged where byte == 0x0A { records += 1 }
+        let batch = AuditBatch(
+            bytes: staged, count: records, lastSeq: stagedSeq, lastHead: stagedHead, anchor: stagedAnchor)
         stagedAnchor = nil
         staged = spare
         spare = []

@@ -99,6 +99,7 @@ extension Engine {
             do { try log.write(records) } catch { failure = error }
         }
         let took = DispatchTime.now().uptimeNanoseconds &- began
+        if let records = batch.records, failure == nil { metrics.batch(records: records.count, nanoseconds: took) }
         condition.lock()
         defer { condition.unlock() }
         recentWriteNanos = (recentWriteNanos * 7 + took) / 8

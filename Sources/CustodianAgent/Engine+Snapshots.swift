@@ -43,6 +43,7 @@ extension Engine {
             guard let (copy, seq, copyEpoch) = pendingSnapshot else { break }
             pendingSnapshot = nil
             condition.unlock()
+            let began = DispatchTime.now().uptimeNanoseconds
             let encoded = copy.encodeSnapshot(seq: seq)
             // The file is written only once the records up to `seq` are durable: a snapshot on disk is evidence of
             // how far the log reached (a start refuses a log shorter than its snapshots).
@@ -51,6 +52,7 @@ extension Engine {
             let durable = log.seq >= seq && epoch == copyEpoch && lifecycle < .stopping
             condition.unlock()
             if durable, let hash = Self.writeSnapshot(encoded, to: snapshotPath) {
+                metrics.snapshot(nanoseconds: DispatchTime.now().uptimeNanoseconds &- began)
                 // Vouched for only if no write failed since the copy: a failure drops the records up to `seq`
                 // that were not yet durable, and later records reuse their seqs; this record, staged after them,
                 // is durable only if they are.

@@ -42,6 +42,8 @@ public final class Engine: @unchecked Sendable {
     let snapshotPath: String?
     /// Records between periodic snapshots (0: only at a clean stop).
     let snapshotEvery: UInt64
+    /// The agent's metrics (decisions, group commits, snapshots).
+    public let metrics: AgentMetrics
 
     /// Guards everything above that changes, and the fields below.
     let condition = NSCondition()
@@ -96,9 +98,10 @@ public final class Engine: @unchecked Sendable {
     /// Takes ownership of the key; replays nothing itself (the caller passes the rebuilt `state`).
     public init(
         key: consuming SigningKey, policy: LoadedPolicy, state: LedgerState, log: AuditLog, checkpointEvery: UInt64,
-        snapshotPath: String? = nil, snapshotEvery: UInt64 = 0,
+        snapshotPath: String? = nil, snapshotEvery: UInt64 = 0, metrics: AgentMetrics = AgentMetrics(),
         clock: @escaping @Sendable () -> UInt64 = Engine.systemClock
     ) {
+        self.metrics = metrics
         self.snapshotPath = snapshotPath
         self.snapshotEvery = snapshotPath == nil ? 0 : snapshotEvery
         self.address = key.address
@@ -135,9 +138,45 @@ public final class Engine: @unchecked Sendable {
         message: [UInt8], peer: Peer?, deferWrite: Bool = false, reply: @escaping @Sendable (SignOutcome) -> Void
     ) {
         let parsed = reader.read(message)
-        submit(deferWrite: deferWrite, orElse: { reply(.unavailable("the agent is stopping")) }) { now in
-            plan(message, parsed: parsed, peer: peer, now: now, reply: reply)
+        let method = (try? parsed.get())?.body.method.rawValue ?? ""
+        let wire = (try? parsed.get())?.wireProtocol.rawValue ?? WireProtocol.nitroRPCv0.rawValue
+        let metrics = metrics
+        let counted: @Sendable (SignOutcome) -> Void = { outcome in
+            switch outcome {
+            case .signed: metrics.decision(method: method, protocol: wire, outcome: "allow", reason: nil)
+            case .refused(let denial, _):
+                metrics.decision(method: method, protocol: wire, outcome: "deny", reason: denial.reason)
+            case .unavailable:
+                metrics.decision(method: method, protocol: wire, outcome: "unavailable", reason: .auditUnavailable)
+            }
+            reply(outcome)
         }
+        submit(deferWrite: deferWrite, orElse: { counted(.unavailable("the agent is stopping")) }) { now in
+            plan(message, parsed: parsed, peer: peer, now: now, reply: counted)
+        }
+    }
+
+    /// The ledger's gauges for the metrics: session counts, funding at risk and velocity use per asset.
+    public func ledgerGauges() -> LedgerGauges {
+        condition.lock()
+        defer { condition.unlock() }
+        let counts = state.counts
+        let now = clock()
+        var openFunding: [String: Double] = [:]
+        for (asset, amount) in state.openFundingTotals { openFunding[asset.value] = Double("\(amount)") ?? 0 }
+        var used: [String: Double] = [:]
+        var caps: [String: Double] = [:]
+        if let velocity = policy.policy.velocity {
+            let window = velocity.windowSeconds.multipliedReportingOverflow(by: 1000)
+            let since = window.overflow || window.partialValue > now ? 0 : now - window.partialValue
+            for (asset, cap) in velocity.maxOwnLoss {
+                used[asset.value] = Double("\(state.realizedLoss(asset: asset, sinceMs: since))") ?? 0
+                caps[asset.value] = Double("\(cap)") ?? 0
+            }
+        }
+        return LedgerGauges(
+            openSessions: counts.open, closedSessions: counts.closed, auditSeq: log.seq, openFunding: openFunding,
+            velocityUsed: used, velocityCap: caps)
     }
 
     /// Replaces the policy (after SIGHUP), in order with the requests around it; a nil policy records the failure.

@@ -359,6 +359,7 @@ private final class ConnectionHandler: ChannelDuplexHandler {
         guard admitted else {
             // Told why, then closed: not left waiting for an answer that never comes.
             closing = true
+            engine.metrics.rateLimited("connections")
             let reply = RPC.error(
                 id: nil, .rateLimited, "too many connections: the agent serves \(settings.maxConnections) at once")
             let channel = context.channel
@@ -368,6 +369,7 @@ private final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         counted = true
+        engine.metrics.connections(1)
         if let loopLoad {
             loopLoad.value += 1
             loaded = true
@@ -393,6 +395,7 @@ private final class ConnectionHandler: ChannelDuplexHandler {
         if !allowed {
             closing = true
             buffer.clear()
+            engine.metrics.callerRefused()
             if let peer, let suppressed = callers.refusalToLog(peer.uid) {
                 engine.record(event: "caller_refused", peer: peer) { writer in
                     writer.field("suppressed_since_last", suppressed)
@@ -414,6 +417,7 @@ private final class ConnectionHandler: ChannelDuplexHandler {
         }
         if counted {
             connections.withLockedValue { $0 -= 1 }
+            engine.metrics.connections(-1)
             counted = false
         }
         context.fireChannelInactive()
@@ -522,6 +526,7 @@ private final class ConnectionHandler: ChannelDuplexHandler {
             buffer.moveReaderIndex(forwardBy: 1)
             // The rate is checked before any parsing: a flooding caller costs a counter, not a parse.
             if let peer, !callers.admit(peer.uid) {
+                engine.metrics.rateLimited("requests")
                 let reply = RPC.error(id: nil, .rateLimited, "rate limited: more than \(settings.rateLimit) requests/s")
                 send(reply, context: context)
                 continue
@@ -553,8 +558,8 @@ private final class ConnectionHandler: ChannelDuplexHandler {
             request = parsed
         }
         let address = engine.address.checksummed
-        // Fail closed: `address` and `status` take no parameters, and any given are refused, not ignored.
-        if request.method == "address" || request.method == "status", !request.params.isEmpty {
+        // Fail closed: `address`, `status` and `metrics` take no parameters, and any given are refused, not ignored.
+        if ["address", "status", "metrics"].contains(request.method), !request.params.isEmpty {
             let reply = RPC.error(id: request.id, .invalidParams, "invalid params: \(request.method) takes none")
             send(reply, context: context)
             return
@@ -567,6 +572,7 @@ private final class ConnectionHandler: ChannelDuplexHandler {
                 return
             }
             if let peer, !callers.mayBeRefused(peer.uid) {
+                engine.metrics.rateLimited("refusals")
                 let reply = RPC.error(
                     id: request.id, .rateLimited,
                     "rate limited: more than \(CallerBook.refusedRate) refused requests/s (after \(CallerBook.refusedBurst))"
@@ -604,6 +610,15 @@ private final class ConnectionHandler: ChannelDuplexHandler {
             send(reply, context: context)
         case "status":
             let reply = RPC.status(id: request.id, engine.status(), nowMs: Engine.systemClock())
+            send(reply, context: context)
+        case "metrics":
+            let text = engine.metrics.exposition(engine.ledgerGauges())
+            let reply = RPC.result(id: request.id) { writer in
+                writer.beginObject()
+                writer.field("format", "prometheus-text-0.0.4")
+                writer.field("text", utf8: text)
+                writer.endObject()
+            }
             send(reply, context: context)
         default:
             let reply = RPC.error(id: request.id, .methodNotFound, "method not found: \(request.method)")

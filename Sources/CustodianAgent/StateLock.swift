@@ -12,7 +12,8 @@ public final class StateLock: Sendable {
     /// Takes the lock, or fails at once if another process holds it.
     public init(stateDirectory: String) throws(SystemError) {
         let path = stateDirectory + "/lock"
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        // Not through a symbolic link: the lock is created inside the state directory or not at all.
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw SystemError("open", path) }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let code = errno

@@ -86,6 +86,15 @@ public final class CustodianClient {
         return Array(line[node.span])
     }
 
+    /// The agent's metrics in the Prometheus text format (the `metrics` method's `text`).
+    public func metricsText() throws(ClientError) -> String {
+        let result = try call(method: "metrics", params: nil)
+        guard let text = result.value.members?.member("text")?.value.string else {
+            throw ClientError.protocolError("the metrics result has no text")
+        }
+        return text
+    }
+
     /// Calls `method` and returns the parsed `result`.
     public func call(method: String, params: [UInt8]?) throws(ClientError) -> StrictJSON.Node {
         try callRaw(method: method, params: params).0

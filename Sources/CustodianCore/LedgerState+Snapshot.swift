@@ -197,6 +197,32 @@ private struct ShortBytes: Hashable {
     }
 }
 
+/// Values by the exact bytes that encode them (at most `limit` of them: past that, values are decoded each time).
+private struct Interned<Value> {
+    private var buckets: [UInt64: [(key: [UInt8], value: Value)]] = [:]
+    private var count = 0
+    static var limit: Int { 1 << 16 }
+
+    /// FNV-1a over `bytes[range]`.
+    static func hash(_ bytes: [UInt8], _ range: Range<Int>) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for index in range {
+            hash = (hash ^ UInt64(bytes[index])) &* 0x0000_0100_0000_01B3
+        }
+        return hash
+    }
+
+    func find(_ bytes: [UInt8], _ range: Range<Int>, hash: UInt64) -> Value? {
+        buckets[hash]?.first { $0.key.elementsEqual(bytes[range]) }?.value
+    }
+
+    mutating func insert(_ key: [UInt8], _ value: Value, hash: UInt64) {
+        guard count < Self.limit else { return }
+        buckets[hash, default: []].append((key, value))
+        count += 1
+    }
+}
+
 private struct SnapshotReader {
     /// The bytes at hand; `index` is the next to read. More come from `next` as they are needed.
     var bytes: [UInt8]
@@ -209,6 +235,11 @@ private struct SnapshotReader {
     var amounts: [ShortBytes: Amount] = [:]
     /// Short strings repeat (asset symbols, applications, protocols): each is built once.
     var strings: [ShortBytes: String] = [:]
+    /// Amount maps (totals, funding, withdrawals, committed loss) and allocation lists repeat across sessions (the
+    /// same stakes, the same splits): each distinct encoding is decoded once and its value shared (copy-on-write),
+    /// which saves an allocation per map per session, in time and in the ledger's memory.
+    var amountMaps = Interned<[ExactString: Amount]>()
+    var allocationLists = Interned<[Allocation]>()
 
     init(bytes: [UInt8], index: Int) {
         self.bytes = bytes
@@ -308,7 +339,60 @@ private struct SnapshotReader {
         return parsed
     }
 
+    /// The end of the amount map or allocation list at `index` if it lies wholly in the bytes at hand (nil
+    /// otherwise, or if it is malformed: the full decode then reads it, or refuses it).
+    private func skim(allocations: Bool) -> Int? {
+        var cursor = index
+        func length() -> Int? {
+            var value = 0
+            var shift = 0
+            while cursor < bytes.count, shift < 28 {
+                let byte = bytes[cursor]
+                cursor += 1
+                value |= Int(byte & 0x7F) << shift
+                if byte & 0x80 == 0 { return value }
+                shift += 7
+            }
+            return nil
+        }
+        func skipString() -> Bool {
+            guard let count = length(), bytes.count - cursor >= count else { return false }
+            cursor += count
+            return true
+        }
+        guard let entries = length(), entries <= 64 else { return nil }
+        for _ in 0..<entries {
+            if allocations {
+                guard bytes.count - cursor >= 20 else { return nil }
+                cursor += 20
+            }
+            guard skipString(), skipString() else { return nil }
+        }
+        return cursor
+    }
+
+    /// A value decoded by `decode`, or the one an identical encoding decoded before.
+    private mutating func interned<Value>(
+        _ table: WritableKeyPath<SnapshotReader, Interned<Value>>, allocations: Bool,
+        _ decode: (inout SnapshotReader) -> Value?
+    ) -> Value? {
+        guard let end = skim(allocations: allocations) else { return decode(&self) }
+        let hash = Interned<Value>.hash(bytes, index..<end)
+        if let known = self[keyPath: table].find(bytes, index..<end, hash: hash) {
+            index = end
+            return known
+        }
+        let key = Array(bytes[index..<end])
+        guard let value = decode(&self) else { return nil }
+        self[keyPath: table].insert(key, value, hash: hash)
+        return value
+    }
+
     mutating func allocationList() -> [Allocation]? {
+        interned(\.allocationLists, allocations: true) { $0.decodeAllocationList() }
+    }
+
+    mutating func decodeAllocationList() -> [Allocation]? {
         guard let count = count() else { return nil }
         var result: [Allocation] = []
         result.reserveCapacity(count)
@@ -320,8 +404,13 @@ private struct SnapshotReader {
     }
 
     mutating func amountMap() -> [ExactString: Amount]? {
+        interned(\.amountMaps, allocations: false) { $0.decodeAmountMap() }
+    }
+
+    mutating func decodeAmountMap() -> [ExactString: Amount]? {
         guard let count = count() else { return nil }
         var result: [ExactString: Amount] = [:]
+        result.reserveCapacity(count)
         for _ in 0..<count {
             guard let asset = string(), let value = amount() else { return nil }
             result[ExactString(asset)] = value

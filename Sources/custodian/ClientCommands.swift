@@ -1,5 +1,6 @@
 import ArgumentParser
 import CustodianClient
+import Foundation
 
 struct SignCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,6 +33,20 @@ struct StatusCommand: ParsableCommand {
         } catch {
             throw clientFailure(error)
         }
+    }
+}
+
+struct MetricsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "metrics",
+        abstract: "Print the agent's metrics in the Prometheus text format (for node_exporter's textfile collector).")
+
+    @Option(help: "The agent's socket.") var socket: String
+
+    func run() throws {
+        let text: String
+        do { text = try CustodianClient(socketPath: socket).metricsText() } catch { throw clientFailure(error) }
+        FileHandle.standardOutput.write(Data(text.utf8))
     }
 }
 

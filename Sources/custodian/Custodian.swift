@@ -16,6 +16,7 @@ struct Custodian: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             KeyCommand.self, ServeCommand.self, DevCommand.self, SignCommand.self, StatusCommand.self,
+            MetricsCommand.self,
             PolicyCommand.self, AuditCommand.self, SessionCommand.self, StateCommand.self, SandboxCheckCommand.self,
         ])
 

@@ -293,7 +293,13 @@ struct HardeningTests {
         let socketUnit = try String(contentsOf: deploy.appendingPathComponent("custodian.socket"), encoding: .utf8)
         let servicePath = try workspace.write("custodian.service", service, mode: 0o644)
         let socketPath = try workspace.write("custodian.socket", socketUnit, mode: 0o644)
-        let output = try Harness.run(tool, ["verify", socketPath, servicePath])
+        let metrics = try String(
+            contentsOf: deploy.appendingPathComponent("custodian-metrics.service"), encoding: .utf8
+        ).replacingOccurrences(of: "/usr/local/bin/custodian", with: try Harness.binary())
+        let metricsPath = try workspace.write("custodian-metrics.service", metrics, mode: 0o644)
+        let timer = try String(contentsOf: deploy.appendingPathComponent("custodian-metrics.timer"), encoding: .utf8)
+        let timerPath = try workspace.write("custodian-metrics.timer", timer, mode: 0o644)
+        let output = try Harness.run(tool, ["verify", socketPath, servicePath, metricsPath, timerPath])
         #expect(output.status == 0, "\(output.stderr)")
         #expect(output.stderr.isEmpty, "\(output.stderr)")
     }
