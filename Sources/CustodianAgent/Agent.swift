@@ -121,11 +121,16 @@ public final class RunningAgent: Sendable {
             keyBytes = try SecretFile.readKeyFile(settings.keyFile)
             keyHeader = try KeyFile.header(keyBytes)
         } catch { throw AgentStartError("key file \(settings.keyFile): \(error)") }
-        // Heaps grow in steps of 16 MiB instead of 128 KiB: the ledger of a long log is built on threads whose malloc
-        // arenas would otherwise grow by one mprotect per 128 KiB (a few per cent of a start's CPU). Padding that is
-        // never touched costs no memory.
+        // While the history is read, heaps grow in steps of 16 MiB instead of 128 KiB: the ledger of a long log is
+        // built on threads whose malloc arenas would otherwise grow by one mprotect per 128 KiB (a few per cent of a
+        // start's CPU). Back to the default after: the pad also keeps freed memory resident, which serving does not
+        // need.
         _ = ccustodian_malloc_top_pad(16 << 20)
-        let rebuilt = try StateDirectory.readHistory(settings.stateDirectory)
+        let rebuilt: Replay.Rebuilt
+        do {
+            defer { _ = ccustodian_malloc_top_pad(128 << 10) }
+            rebuilt = try StateDirectory.readHistory(settings.stateDirectory)
+        }
         let chain = rebuilt.chain
         let state = rebuilt.state
         let rebuiltFrom =

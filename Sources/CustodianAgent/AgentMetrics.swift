@@ -12,6 +12,12 @@ import Prometheus
 public final class AgentMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
+    // Made once: the signing path then touches only each metric's own atomics, never the registry's lock.
+    private let decisions: [String: CounterHandler]
+    private let refusals: [ReasonCode: CounterHandler]
+    private let batchRecords: RecorderHandler
+    private let syncTime: TimerHandler
+    private let openConnections: MeterHandler
 
     /// Buckets: a durable sync takes from tens of microseconds (tmpfs) to tens of milliseconds (a slow disk).
     static let syncBuckets: [Double] = [
@@ -25,27 +31,51 @@ public final class AgentMetrics: Sendable {
         factory.defaultDurationHistogramBuckets = Self.syncBuckets.map { Duration.nanoseconds(Int64($0 * 1e9)) }
         factory.defaultValueHistogramBuckets = Self.batchBuckets
         self.factory = factory
+        var decisions: [String: CounterHandler] = [:]
+        for method in RequestMethod.allCases.map(\.rawValue) + ["unreadable"] {
+            for outcome in ["allow", "deny", "unavailable"] {
+                decisions[Self.key(method, WireProtocol.nitroRPCv0.rawValue, outcome)] = factory.makeCounter(
+                    label: "custodian_decisions_total",
+                    dimensions: [
+                        ("method", method), ("protocol", WireProtocol.nitroRPCv0.rawValue), ("outcome", outcome),
+                    ])
+            }
+        }
+        self.decisions = decisions
+        var refusals: [ReasonCode: CounterHandler] = [:]
+        for reason in ReasonCode.allCases {
+            refusals[reason] = factory.makeCounter(
+                label: "custodian_refusals_total", dimensions: [("reason", reason.rawValue)])
+        }
+        self.refusals = refusals
+        batchRecords = factory.makeRecorder(label: "custodian_commit_batch_records", dimensions: [], aggregate: true)
+        syncTime = factory.makeTimer(label: "custodian_sync_seconds", dimensions: [])
+        openConnections = factory.makeMeter(label: "custodian_connections", dimensions: [])
+    }
+
+    private static func key(_ method: String, _ wire: String, _ outcome: String) -> String {
+        method + " " + wire + " " + outcome
     }
 
     /// A decision on a `sign` request: by method (empty when the request could not be read), protocol and outcome
     /// (`allow`, `deny`, `unavailable`), and for a refusal its reason code.
     public func decision(method: String, protocol wire: String, outcome: String, reason: ReasonCode?) {
-        factory.makeCounter(
-            label: "custodian_decisions_total",
-            dimensions: [("method", method.isEmpty ? "unreadable" : method), ("protocol", wire), ("outcome", outcome)]
-        ).increment(by: 1)
-        if let reason {
-            factory.makeCounter(label: "custodian_refusals_total", dimensions: [("reason", reason.rawValue)])
-                .increment(by: 1)
+        let method = method.isEmpty ? "unreadable" : method
+        if let counter = decisions[Self.key(method, wire, outcome)] {
+            counter.increment(by: 1)
+        } else {
+            factory.makeCounter(
+                label: "custodian_decisions_total",
+                dimensions: [("method", method), ("protocol", wire), ("outcome", outcome)]
+            ).increment(by: 1)
         }
+        if let reason { refusals[reason]?.increment(by: 1) }
     }
 
     /// One group-commit write: how many records, and how long the write and fdatasync took.
     public func batch(records: Int, nanoseconds: UInt64) {
-        factory.makeRecorder(label: "custodian_commit_batch_records", dimensions: [], aggregate: true)
-            .record(Int64(records))
-        factory.makeTimer(label: "custodian_sync_seconds", dimensions: []).recordNanoseconds(
-            Int64(clamping: nanoseconds))
+        batchRecords.record(Int64(records))
+        syncTime.recordNanoseconds(Int64(clamping: nanoseconds))
     }
 
     /// A caller refused by its credentials, or a request answered -32005 (`kind`: `requests`, `refusals`,
@@ -59,7 +89,7 @@ public final class AgentMetrics: Sendable {
     }
 
     public func connections(_ delta: Int) {
-        factory.makeMeter(label: "custodian_connections", dimensions: []).increment(by: Double(delta))
+        openConnections.increment(by: Double(delta))
     }
 
     /// A periodic snapshot written: how long encoding and writing took.

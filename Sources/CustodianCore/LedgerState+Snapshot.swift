@@ -48,10 +48,16 @@ extension LedgerState {
 
     /// The seq a snapshot was taken at, read from its header without decoding it.
     public static func snapshotSeq(_ bytes: [UInt8]) -> UInt64? {
-        guard bytes.starts(with: snapshotMagic) else { return nil }
-        var input = SnapshotReader(bytes: bytes, index: snapshotMagic.count)
+        // An earlier build's snapshot (v2) is not decoded, but its seq is still evidence of how far the log reached.
+        guard let magic = [snapshotMagic, olderSnapshotMagic].first(where: { bytes.starts(with: $0) }) else {
+            return nil
+        }
+        var input = SnapshotReader(bytes: bytes, index: magic.count)
         return input.uint()
     }
+
+    /// The header of the snapshots builds before committed loss wrote (same header layout, other records).
+    static let olderSnapshotMagic = Array("custodian ledger snapshot v2\n".utf8)
 
     /// The ledger a snapshot holds and the seq of the record it was taken at, or nil if it is not one this build
     /// wrote.

@@ -341,4 +341,38 @@ struct EngineTests {
         #expect(fallback.state.sessions == full.1.sessions)
         engine.stop()
     }
+
+    @Test("an earlier build's snapshot (v2) is evidence of its seq, is not decoded, and a start replays the log")
+    func olderSnapshot() throws {
+        let older = Array("custodian ledger snapshot v2\n".utf8) + [0x85, 0x01] + [UInt8](repeating: 0, count: 16)
+        #expect(LedgerState.snapshotSeq(older) == 133)
+        #expect(LedgerState.decodeSnapshot(older) == nil)
+        let directory = try TemporaryDirectory()
+        let logPath = directory.path + "/audit.log"
+        let snapshotPath = directory.path + "/ledger.snapshot"
+        let engine = Engine(
+            key: try signingKey(hex: keyAHex), policy: try PolicyFile.parse(Array(Self.wide.utf8)),
+            state: LedgerState(), log: try AuditLog(path: logPath, chain: AuditChain()), checkpointEvery: 1000,
+            snapshotPath: snapshotPath)
+        try engine.start(version: "test")
+        guard case .signed = Self.sign(engine, try Self.vectorText("sign", "create_v1.json", "req")) else {
+            Issue.record("the create was not signed")
+            return
+        }
+        engine.stop()
+        let log = try FileIO.readAll(logPath)
+        let current = try FileIO.readAll(snapshotPath)
+        let full = try Replay.ledger(from: log).get()
+        #expect(full.1.sessions.count == 1)
+        let seq = try #require(LedgerState.snapshotSeq(current))
+        var header = Array("custodian ledger snapshot v2\n".utf8)
+        var value = seq
+        repeat {
+            header.append(UInt8(value & 0x7F) | (value > 0x7F ? 0x80 : 0))
+            value >>= 7
+        } while value > 0
+        let rebuilt = try Replay.ledger(from: log, snapshots: [header + [UInt8](repeating: 0, count: 8)]).get()
+        #expect(rebuilt.snapshotSeq == nil)
+        #expect(rebuilt.state.sessions == full.1.sessions)
+    }
 }
