@@ -5,11 +5,13 @@ import Foundation
 extension Engine {
     func stageCheckpoint(now: UInt64) {
         let head = log.stagedPrev
-        guard let headBytes = Hex.decode(head), let signature = try? key.personalSign(headBytes) else { return }
+        let text = AuditVerifier.checkpointText(seq: log.stagedSeq + 1, head: head)
+        guard let signature = try? key.personalSign(Array(text.utf8)) else { return }
         log.stage(event: "checkpoint", timeMs: now) { writer in
             writer.field("policy_hash", policy.hash)
             writer.field("address", address.checksummed)
             writer.field("head", head)
+            writer.field("signed_text", text)
             writer.field("signature", Hex.encode(signature, prefixed: true))
         }
     }

@@ -39,6 +39,8 @@ public enum AuditVerifier {
         var expected = address
         var verification = AuditVerification(chain: AuditChain())
         var reader = ChainReader()
+        // Once a checkpoint signs the labelled text, a later one in the older form would be a downgrade.
+        var labelled = false
         let outcome: LineSource.Outcome
         do {
             outcome = try source.forEachLine { line, offset in
@@ -61,7 +63,8 @@ public enum AuditVerifier {
                     guard let agent = expected else {
                         return .broken(line: record.line, why: "a checkpoint, but no address to check it against")
                     }
-                    if let error = verifyCheckpoint(entry, address: agent) { return error }
+                    if let error = verifyCheckpoint(entry, address: agent, afterLabelled: labelled) { return error }
+                    labelled = labelled || entry.string("signed_text") != nil
                     verification.lastCheckpoint = (record.seq, entry.string("head") ?? "")
                 case "start":
                     guard case .success(let entry) = record.parse() else {
@@ -92,15 +95,37 @@ public enum AuditVerifier {
         return .success(verification)
     }
 
-    /// A checkpoint's `head` must equal its `prev`, and its EIP-191 signature must recover to `address`.
-    public static func verifyCheckpoint(_ entry: AuditEntry, address: Address) -> AuditError? {
+    /// A checkpoint's `head` must equal its `prev`, and its EIP-191 signature must recover to `address`: over the
+    /// labelled text its `signed_text` holds (which must be exactly ``checkpointText(seq:head:)``), or, in logs
+    /// written before checkpoints were labelled, over the 32 bytes of `head` (refused after a labelled one).
+    public static func verifyCheckpoint(_ entry: AuditEntry, address: Address, afterLabelled: Bool = false)
+        -> AuditError?
+    {
         guard let head = entry.string("head"), head == entry.string("prev"), let headBytes = Hex.decode(head),
             headBytes.count == 32
         else { return .broken(line: entry.line, why: "checkpoint head differs from its prev") }
+        let message: [UInt8]
+        if let text = entry.string("signed_text") {
+            guard let seq = entry.integer("seq"), text == checkpointText(seq: seq, head: head) else {
+                return .broken(line: entry.line, why: "checkpoint signed_text is not the label of its seq and head")
+            }
+            message = Array(text.utf8)
+        } else {
+            guard !afterLabelled else {
+                return .broken(line: entry.line, why: "an unlabelled checkpoint after labelled ones")
+            }
+            message = headBytes
+        }
         guard let signatureText = entry.string("signature"), let signature = Hex.decode(signatureText),
-            Recovery.address(digest: SigningKey.personalDigest(headBytes), signature: signature) == address
+            Recovery.address(digest: SigningKey.personalDigest(message), signature: signature) == address
         else { return .broken(line: entry.line, why: "checkpoint signature does not recover to \(address)") }
         return nil
+    }
+
+    /// The text a checkpoint signs (CONTRACT §6): labelled, so that no checkpoint signature is ever an EIP-191
+    /// signature over 32 raw bytes, which a v1 quorum signature is (PROTOCOL-v1 §8).
+    public static func checkpointText(seq: UInt64, head: String) -> String {
+        "custodian audit checkpoint seq=\(seq) head=\(head)"
     }
 }
 
@@ -136,6 +161,8 @@ private final class DecisionChecker: @unchecked Sendable {
     private var scratch: [UInt8] = []
 
     static let hashKey = Array(#""request_hash":"0x"#.utf8)
+    /// A v1 decision's protocol, written before `request_hash` (inside `req` a quote is always escaped).
+    static let v1Protocol = Array(#""protocol":"nitrolite/v1""#.utf8)
     static let reqKey = Array(#"","req":""#.utf8)
     static let decisionKey = Array(#","decision":""#.utf8)
     static let allow = Array(#"allow","signature":"0x"#.utf8)
@@ -267,9 +294,20 @@ private final class DecisionChecker: @unchecked Sendable {
             signature = members.member("signature")?.value.string.flatMap(Hex.decode)
             req = Array(text.utf8)
         }
-        let digest = Keccak256.hash(req)
-        guard digest == hash else {
-            return .broken(line: line, why: "request_hash is not the Keccak-256 of req: the record was edited")
+        let digest: [UInt8]
+        if RecordShape.contains(Self.v1Protocol, in: bytes.prefix(640)) {
+            // v1: req is the frame; request_hash is the ABI hash of the values read from it, and the key signed
+            // that hash's EIP-191 digest.
+            guard case .success(let request) = NitroliteV1Reader().read(req), request.requestHash == hash else {
+                return .broken(
+                    line: line, why: "request_hash is not the hash of the v1 request in req: the record was edited")
+            }
+            digest = request.digest
+        } else {
+            digest = Keccak256.hash(req)
+            guard digest == hash else {
+                return .broken(line: line, why: "request_hash is not the Keccak-256 of req: the record was edited")
+            }
         }
         if isAllowance {
             guard let signature, signature.count == 65 else {

@@ -4,16 +4,21 @@ public enum DefaultPolicy {
     public static let text = """
         # custodian default policy (CONTRACT §5, version 1).
         #
-        # What it allows: two-party (up to 8) NitroRPC/0.2 and 0.4 sessions in usdc in which this key takes part and
-        # cannot be outvoted; closes and states whose allocations sum exactly to the session's total, list every
-        # participant once, and cost this key at most 1000 usdc per session and 5000 usdc per day.
+        # What it allows: two-party (up to 8) sessions in usdc, v0 (ClearNode, NitroRPC/0.2 and 0.4) and v1 (nitronode), in
+        # which this key takes part and cannot be outvoted; closes and states whose allocations sum exactly to the
+        # session's total, list every participant once, and cost this key at most 1000 usdc per session and 5000 usdc per
+        # day (v0 and v1 in one window). A v1 close must equal the session's current state.
         #
         # Examples (policies/examples/default/): allowed, a close of a 150 usdc session as 75.5 + 74.5; refused, the
-        # same close one smallest unit short, 149.999999 (policy.sum_mismatch).
+        # same close one smallest unit short, 149.999999 (policy.sum_mismatch); for v1, a close equal to the current
+        # state is allowed, one that moves 10 usdc is refused (policy.close_not_current).
         version = 1
 
         [requests]
-        methods = ["create_app_session", "submit_app_state", "close_app_session"]
+        methods = [
+            "create_app_session", "submit_app_state", "close_app_session",
+            "app_sessions.v1.create_app_session", "app_sessions.v1.submit_app_state", "app_sessions.v1.submit_deposit_state",
+        ]
         max_age_ms = 30000        # refuse timestamps older than this (ClearNode accepts up to 60 s)
         max_future_ms = 5000      # refuse timestamps further ahead: ClearNode does not check the future
 

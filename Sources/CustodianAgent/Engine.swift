@@ -34,7 +34,7 @@ public final class Engine: @unchecked Sendable {
     var durablePolicy: LoadedPolicy
     var state: LedgerState
     let log: AuditLog
-    let reader = NitroRPCv0Reader()
+    let reader = RequestReader()
     let clock: @Sendable () -> UInt64
     let checkpointEvery: UInt64
     let startedAtMs: UInt64
@@ -138,7 +138,7 @@ public final class Engine: @unchecked Sendable {
         message: [UInt8], peer: Peer?, deferWrite: Bool = false, reply: @escaping @Sendable (SignOutcome) -> Void
     ) {
         let parsed = reader.read(message)
-        let method = (try? parsed.get())?.body.method.rawValue ?? ""
+        let method = (try? parsed.get())?.method.rawValue ?? ""
         let wire = (try? parsed.get())?.wireProtocol.rawValue ?? WireProtocol.nitroRPCv0.rawValue
         let metrics = metrics
         let counted: @Sendable (SignOutcome) -> Void = { outcome in
@@ -308,14 +308,15 @@ public final class Engine: @unchecked Sendable {
         let common: (inout JSONWriter, _ refused: Bool) -> Void = { writer, refused in
             writePeer(peer, &writer)
             writer.field("policy_hash", policyHash)
-            writer.field("method", request.body.method.rawValue)
+            writer.field("method", request.method.rawValue)
+            writer.field("protocol", request.wireProtocol.rawValue)
             let sessionID: String =
                 switch request.body {
                 case .create(let definition, _, _): definition.appSessionID
                 default: request.namedSessionID ?? ""
                 }
             writer.field("app_session_id", sessionID)
-            writer.field("request_hash", Hex.encode(request.digest, prefixed: true))
+            writer.field("request_hash", Hex.encode(request.requestHash, prefixed: true))
             if refused && request.signedBytes.count > RefusalText.reqLimit {
                 writer.field("req", utf8: RefusalText.prefix(request.signedBytes, RefusalText.reqLimit))
                 writer.field("req_bytes", request.signedBytes.count)
@@ -347,10 +348,10 @@ public final class Engine: @unchecked Sendable {
                             // Warn mode: signed, and the refusal it would have been is on record.
                             writeWarnings(effect.warnings, &writer)
                         }
-                        let envelope = NitroRPCv0Reader.envelope(for: request, appending: signature)
                         let outcome = SignOutcome.signed(
-                            signature: signature, envelope: envelope,
-                            requestHash: Hex.encode(request.digest, prefixed: true), auditSeq: seq)
+                            signature: signature, quorumSig: request.quorumSignature(signature),
+                            envelope: request.signedMessage(appending: signature),
+                            requestHash: Hex.encode(request.requestHash, prefixed: true), auditSeq: seq)
                         return Completion(durable: { reply(outcome) }, dropped: dropped)
                     }
                 }, dropped: dropped)

@@ -127,10 +127,11 @@ enum RPC {
     /// The reply to a `sign` outcome.
     static func reply(id: [UInt8], address: String, _ outcome: SignOutcome) -> [UInt8] {
         switch outcome {
-        case .signed(let signature, let envelope, let requestHash, let auditSeq):
+        case .signed(let signature, let quorumSig, let envelope, let requestHash, let auditSeq):
             return result(id: id) { writer in
                 writer.beginObject()
                 writer.field("signature", signature)
+                if let quorumSig { writer.field("quorum_sig", quorumSig) }
                 writer.field("address", address)
                 writer.field("request_hash", requestHash)
                 writer.field("message", utf8: envelope)

@@ -143,7 +143,7 @@ public enum Replay {
         var state = LedgerState()
         state.historyOf = historyOf
         var address = agent
-        let reader = NitroRPCv0Reader()
+        let reader = RequestReader()
         var scratch: [UInt8] = []
         var input = source
         let verified = AuditVerifier.verify(&input, address: agent, headAt: headAt) { record in
@@ -243,7 +243,7 @@ public enum Replay {
 
     /// Applies the records of an already verified stretch of the log.
     private static func replayTail(
-        _ source: inout LineSource, into state: inout LedgerState, address: inout Address?, reader: NitroRPCv0Reader
+        _ source: inout LineSource, into state: inout LedgerState, address: inout Address?, reader: RequestReader
     ) -> AuditError? {
         var scratch: [UInt8] = []
         do {
@@ -263,7 +263,7 @@ public enum Replay {
 
     /// Applies one record; an allowance is read in place where custodian wrote it (no full parse of the line).
     private static func apply(
-        _ record: RawRecord, to state: inout LedgerState, address: inout Address?, reader: NitroRPCv0Reader,
+        _ record: RawRecord, to state: inout LedgerState, address: inout Address?, reader: RequestReader,
         scratch: inout [UInt8]
     ) -> AuditError? {
         if record.event == "sign", let agent = address, let timeMs = RecordShape.allowance(record.bytes, req: &scratch)
@@ -278,7 +278,7 @@ public enum Replay {
 
     private static func applyAllowance(
         _ req: [UInt8], timeMs: UInt64, line: Int, to state: inout LedgerState, agent: Address,
-        reader: NitroRPCv0Reader
+        reader: RequestReader
     ) -> AuditError? {
         guard case .success(let request) = reader.read(req) else {
             return .broken(line: line, why: "an allowance whose req does not parse")
@@ -292,7 +292,7 @@ public enum Replay {
 
     /// Applies one allowance, operator action or start record to the ledger.
     private static func apply(
-        _ entry: AuditEntry, to state: inout LedgerState, address: inout Address?, reader: NitroRPCv0Reader
+        _ entry: AuditEntry, to state: inout LedgerState, address: inout Address?, reader: RequestReader
     ) -> AuditError? {
         switch entry.event {
         case "start":
@@ -376,7 +376,7 @@ public enum Replay {
             var tail = source
             tail.from = start
             tail.upTo = nil
-            let reader = NitroRPCv0Reader()
+            let reader = RequestReader()
             var scratch: [UInt8] = []
             let outcome = try? tail.forEachLine { line, offset in
                 switch chain.next(line, offset: offset) {

@@ -15,8 +15,9 @@ public struct Peer: Sendable, Equatable {
 
 /// The answer to one `sign` request.
 public enum SignOutcome: Sendable {
-    /// Signed and recorded: the signature, the envelope to send, the request hash, the audit seq.
-    case signed(signature: String, envelope: [UInt8], requestHash: String, auditSeq: UInt64)
+    /// Signed and recorded: the signature, v1's quorum signature (nil for v0), the message to send (v0's envelope,
+    /// v1's frame), the request hash, the audit seq.
+    case signed(signature: String, quorumSig: String?, envelope: [UInt8], requestHash: String, auditSeq: UInt64)
     /// Refused and recorded.
     case refused(Denial, auditSeq: UInt64)
     /// The decision could not be made durable: nothing was signed (fail closed).

@@ -1,8 +1,12 @@
 extension AppDefinition {
-    /// `app_session_id` as ClearNode computes it: keccak256 of Go's `json.Marshal` of its AppDefinition struct
-    /// (PROTOCOL.md §9), as `0x` + 64 lower-case hex digits. It does not depend on the client's text.
+    /// `app_session_id` as the session's node computes it, as `0x` + 64 lower-case hex digits; it does not depend
+    /// on the client's text. v0 (ClearNode): keccak256 of Go's `json.Marshal` of its AppDefinition struct
+    /// (PROTOCOL.md §9). v1 (nitronode): keccak256 of the ABI-encoded definition (PROTOCOL-v1 §3.1).
     public var appSessionID: String {
-        Hex.encode(Keccak256.hash(goJSON), prefixed: true)
+        switch wire {
+        case .nitroRPCv0: Hex.encode(Keccak256.hash(goJSON), prefixed: true)
+        case .nitroliteV1: v1AppSessionID
+        }
     }
 
     /// The bytes Go's encoding/json writes for ClearNode's struct: fixed field order, compact, Go string escapes.

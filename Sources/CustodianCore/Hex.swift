@@ -55,6 +55,11 @@ public enum Hex {
         return out
     }
 
+    /// Whether every byte is a lower-case hex digit.
+    public static func isLowerCase(_ bytes: some Sequence<UInt8>) -> Bool {
+        bytes.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
     /// The value of one hex digit, or nil.
     public static func nibble(_ char: UInt8) -> UInt8? {
         switch char {

@@ -265,3 +265,26 @@ extension Array where Element == Allocation {
         return amounts
     }
 }
+
+/// A (participant, asset) pair, as a dictionary key.
+public struct PairKey: Hashable, Sendable {
+    public var participant: String
+    public var asset: String
+
+    public init(_ participant: Address, _ asset: ExactString) {
+        self.participant = participant.checksummed
+        self.asset = asset.value
+    }
+}
+
+extension Array where Element == Allocation {
+    /// The non-zero amounts by (participant, asset), duplicates summed: the state as nitronode's ledger holds it.
+    public func nonZeroPairs() -> [PairKey: Amount] {
+        var pairs: [PairKey: Amount] = [:]
+        for allocation in self {
+            let key = PairKey(allocation.participant, allocation.asset)
+            pairs[key] = (pairs[key] ?? .zero) + allocation.amount
+        }
+        return pairs.filter { !$0.value.isZero }
+    }
+}

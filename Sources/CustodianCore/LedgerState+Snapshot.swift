@@ -2,10 +2,10 @@
 /// decision. Its SHA-256 is recorded in the audit log's stop record: a snapshot is used only when the chain
 /// vouches for it, and otherwise the ledger is replayed from the log as before.
 ///
-/// Layout (v3): the magic line, the seq, then length-prefixed fields (LEB128 integers, UTF-8 strings, 20-byte addresses,
+/// Layout (v4: v3 plus each definition's protocol): the magic line, the seq, then length-prefixed fields (LEB128 integers, UTF-8 strings, 20-byte addresses,
 /// amounts as their decimal text). Decoding refuses anything malformed or left over.
 extension LedgerState {
-    static let snapshotMagic = Array("custodian ledger snapshot v3\n".utf8)
+    static let snapshotMagic = Array("custodian ledger snapshot v4\n".utf8)
 
     /// The snapshot of this ledger, as of the audit record `seq` (the stop record that will carry its hash).
     public func encodeSnapshot(seq: UInt64) -> [UInt8] {
@@ -35,29 +35,39 @@ extension LedgerState {
     /// the session to this way, as hex).
     public static func encodeRecord(_ session: SessionRecord) -> [UInt8] {
         var out = SnapshotWriter()
+        out.bytes = recordMagic
         out.record(session)
         return out.bytes
     }
 
-    /// The record ``encodeRecord(_:)`` wrote, or nil (anything malformed or left over).
+    /// What starts a record ``encodeRecord(_:)`` writes since records carry their protocol; the records of release
+    /// records written before (v3 layout) start with the session id's length (66).
+    static let recordMagic = Array("r4:".utf8)
+
+    /// The record ``encodeRecord(_:)`` wrote (or an earlier build's, without the protocol: a v0 session), or nil
+    /// (anything malformed or left over).
     public static func decodeRecord(_ bytes: [UInt8]) -> SessionRecord? {
-        var input = SnapshotReader(bytes: bytes, index: 0)
-        guard let record = input.record(), !input.ensure(1) else { return nil }
+        let current = bytes.starts(with: recordMagic)
+        var input = SnapshotReader(bytes: bytes, index: current ? recordMagic.count : 0)
+        guard let record = input.record(withProtocol: current), !input.ensure(1) else { return nil }
         return record
     }
 
     /// The seq a snapshot was taken at, read from its header without decoding it.
     public static func snapshotSeq(_ bytes: [UInt8]) -> UInt64? {
         // An earlier build's snapshot (v2) is not decoded, but its seq is still evidence of how far the log reached.
-        guard let magic = [snapshotMagic, olderSnapshotMagic].first(where: { bytes.starts(with: $0) }) else {
+        guard let magic = ([snapshotMagic] + olderSnapshotMagics).first(where: { bytes.starts(with: $0) }) else {
             return nil
         }
         var input = SnapshotReader(bytes: bytes, index: magic.count)
         return input.uint()
     }
 
-    /// The header of the snapshots builds before committed loss wrote (same header layout, other records).
-    static let olderSnapshotMagic = Array("custodian ledger snapshot v2\n".utf8)
+    /// The headers of the snapshots earlier builds wrote (same header layout, other records): v2 before committed
+    /// loss, v3 before v1 sessions.
+    static let olderSnapshotMagics = [
+        Array("custodian ledger snapshot v3\n".utf8), Array("custodian ledger snapshot v2\n".utf8),
+    ]
 
     /// The ledger a snapshot holds and the seq of the record it was taken at, or nil if it is not one this build
     /// wrote.
@@ -159,6 +169,7 @@ private struct SnapshotWriter {
         uint(definition.quorum)
         uint(definition.challenge)
         uint(definition.nonce)
+        uint(definition.wire == .nitroliteV1 ? 1 : 0)
         uint(session.status == .open ? 0 : 1)
         uint(session.version)
         allocations(session.allocations)
@@ -424,7 +435,8 @@ private struct SnapshotReader {
         return result
     }
 
-    mutating func record() -> SessionRecord? {
+    /// One session's record; `withProtocol` false reads the v3 layout (a v0 session, no protocol field).
+    mutating func record(withProtocol: Bool = true) -> SessionRecord? {
         guard let id = string(), let application = optionalString(), let protocolName = string(),
             let participantCount = count(limit: 4096)
         else { return nil }
@@ -439,15 +451,22 @@ private struct SnapshotReader {
             guard let weight = uint() else { return nil }
             weights.append(Int64(bitPattern: weight))
         }
-        guard let quorum = uint(), let challenge = uint(), let nonce = uint(), let status = uint(), status <= 1,
+        guard let quorum = uint(), let challenge = uint(), let nonce = uint() else { return nil }
+        var wire = WireProtocol.nitroRPCv0
+        if withProtocol {
+            guard let code = uint(), code <= 1 else { return nil }
+            if code == 1 { wire = .nitroliteV1 }
+        }
+        guard let status = uint(), status <= 1,
             let version = uint(), let allocations = allocationList(), let sessionData = optionalString(),
             let totals = amountMap(), let funding = amountMap(), let withdrawn = amountMap(),
             let creation = allocationList(), let creationSessionData = optionalString(),
             let committedLoss = amountMap()
         else { return nil }
-        let definition = AppDefinition(
+        var definition = AppDefinition(
             application: application, protocolName: protocolName, participants: participants, weights: weights,
             quorum: quorum, challenge: challenge, nonce: nonce)
+        definition.wire = wire
         return SessionRecord(
             appSessionID: id, definition: definition, status: status == 0 ? .open : .closed, version: version,
             allocations: allocations, sessionData: sessionData, totals: totals, funding: funding, withdrawn: withdrawn,

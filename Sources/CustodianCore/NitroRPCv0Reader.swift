@@ -6,15 +6,17 @@ public struct NitroRPCv0Reader: Sendable {
 
     public init() {}
 
-    /// Checks `message` and returns what it asks, or the first reason (in contract order) to refuse it.
+    /// Checks `message` and returns what it asks, or the first reason (in contract order) to refuse it. Reads v0
+    /// only: ``RequestReader`` also takes v1 frames.
     public func read(_ message: [UInt8]) -> Result<SignableRequest, Denial> {
-        let root: StrictJSON.Node
         switch StrictJSON.parse(message) {
-        case .success(let node): root = node
-        case .failure(.malformed(let why)): return .failure(Denial(.payloadMalformed, "not valid JSON: \(why)"))
-        case .failure(.duplicateKey(let key)):
-            return .failure(Denial(.payloadDuplicateKey, "the key \"\(key)\" appears twice in one object"))
+        case .success(let root): read(root, in: message)
+        case .failure(let failure): .failure(RequestReader.denial(failure))
         }
+    }
+
+    /// Checks the parsed `message`.
+    func read(_ root: StrictJSON.Node, in message: [UInt8]) -> Result<SignableRequest, Denial> {
         var findings = Findings()
         var reqNode: StrictJSON.Node?
         var signatureTokens: [ArraySlice<UInt8>] = []
@@ -65,7 +67,8 @@ public struct NitroRPCv0Reader: Sendable {
             findings.note(.payloadMalformed, "params is not an object")
             return .failure(findings.denial ?? Denial(.payloadMalformed, "bad params"))
         }
-        guard let method = RequestMethod(rawValue: methodName), methodName.hasSameBytes(as: method.rawValue)
+        guard let method = RequestMethod(rawValue: methodName), methodName.hasSameBytes(as: method.rawValue),
+            method.wireProtocol == .nitroRPCv0
         else {
             findings.note(.payloadMethodNotAllowed, "custodian does not sign \(methodName)")
             return .failure(findings.denial ?? Denial(.payloadMethodNotAllowed, "unknown method"))
@@ -78,10 +81,11 @@ public struct NitroRPCv0Reader: Sendable {
             return .failure(Denial(.payloadMalformed, "incomplete request"))
         }
         let signed = Array(message[reqNode.span])
+        let hash = Keccak256.hash(signed)
         return .success(
             SignableRequest(
-                wireProtocol: .nitroRPCv0, requestID: requestID, timestamp: timestamp, body: body,
-                signedBytes: signed, digest: Keccak256.hash(signed), existingSignatureTokens: signatureTokens))
+                method: method, requestID: requestID, timestamp: timestamp, body: body, signedBytes: signed,
+                digest: hash, requestHash: hash, existingSignatureTokens: signatureTokens))
     }
 
     /// The v0 envelope with `signature` appended: the `req` bytes unchanged, co-signatures kept in order.
@@ -128,12 +132,15 @@ public struct NitroRPCv0Reader: Sendable {
 }
 
 /// Reads the params of one method, noting every finding and keeping the first in contract order.
-private struct FieldReader {
+struct FieldReader {
     let members: [StrictJSON.Member]
     var findings: Findings
 
     mutating func body(for method: RequestMethod) -> RequestBody? {
         switch method {
+        case .v1CreateAppSession, .v1SubmitAppState, .v1SubmitDepositState:
+            findings.note(.payloadMethodNotAllowed, "\(method.rawValue) is a v1 method: send it as a v1 frame")
+            return nil
         case .createAppSession:
             expectOnly(members, ["definition", "allocations", "session_data"], in: "params")
             let definition = required("definition").flatMap { self.definition($0) }
@@ -178,9 +185,9 @@ private struct FieldReader {
         }
     }
 
-    mutating func required(_ key: String) -> StrictJSON.Node? {
+    mutating func required(_ key: String, in place: String = "params") -> StrictJSON.Node? {
         guard let node = members.member(key) else {
-            findings.note(.payloadMalformed, "params lacks \(key)")
+            findings.note(.payloadMalformed, "\(place) lacks \(key)")
             return nil
         }
         return node

@@ -20,10 +20,10 @@ extension Policy {
                     "timestamp \(request.timestamp) is \(request.timestamp - nowMs) ms ahead; the policy allows \(maxFutureMs)",
                     ["timestamp": "\(request.timestamp)", "now_ms": "\(nowMs)", "max_future_ms": "\(maxFutureMs)"])
             }
-            guard methods.contains(request.body.method) else {
+            guard methods.contains(request.method) else {
                 findings.note(
-                    .payloadMethodNotAllowed, "the policy does not allow \(request.body.method.rawValue)",
-                    ["method": request.body.method.rawValue])
+                    .payloadMethodNotAllowed, "the policy does not allow \(request.method.rawValue)",
+                    ["method": request.method.rawValue])
                 return conclude(findings, effect: nil)
             }
         }
@@ -31,21 +31,38 @@ extension Policy {
         case .create(let definition, let allocations, let sessionData):
             return evaluateCreate(definition, allocations, sessionData, state: state, agent: agent, &findings)
         case .submit(let id, let intent, let version, let allocations, let sessionData):
-            guard let session = state.session(id) else {
-                findings.note(
-                    .sessionUnknown, "custodian has not signed the creation of session \(id)", ["app_session_id": id])
+            guard let session = trackedSession(id, for: request, state: state, &findings) else {
                 return conclude(findings, effect: nil)
             }
             return evaluateSubmit(
                 session, intent, version, allocations, sessionData, state: state, agent: agent, nowMs: nowMs, &findings)
-        case .close(let id, let allocations, let sessionData):
-            guard let session = state.session(id) else {
-                findings.note(
-                    .sessionUnknown, "custodian has not signed the creation of session \(id)", ["app_session_id": id])
+        case .close(let id, let allocations, let sessionData, let version):
+            guard let session = trackedSession(id, for: request, state: state, &findings) else {
                 return conclude(findings, effect: nil)
             }
-            return evaluateClose(session, allocations, sessionData, state: state, agent: agent, nowMs: nowMs, &findings)
+            return evaluateClose(
+                session, allocations, sessionData, version, state: state, agent: agent, nowMs: nowMs, &findings)
         }
+    }
+
+    /// The session a submit or close names, if this key signed its creation under the request's protocol: a v0
+    /// request for a v1 session (or the reverse) names a session that protocol's node does not hold.
+    private func trackedSession(
+        _ id: String, for request: SignableRequest, state: some LedgerView, _ findings: inout Findings
+    ) -> SessionRecord? {
+        guard let session = state.session(id) else {
+            findings.note(
+                .sessionUnknown, "custodian has not signed the creation of session \(id)", ["app_session_id": id])
+            return nil
+        }
+        guard session.definition.wire == request.wireProtocol else {
+            findings.note(
+                .sessionUnknown,
+                "session \(id) was created under \(session.definition.wire.rawValue), not \(request.wireProtocol.rawValue)",
+                ["app_session_id": id, "protocol": session.definition.wire.rawValue])
+            return nil
+        }
+        return session
     }
 
     /// The effect of a request that was allowed before, applied again when the ledger is rebuilt from the audit
@@ -74,13 +91,15 @@ extension Policy {
     // MARK: - close_app_session
 
     private func evaluateClose(
-        _ session: SessionRecord, _ allocations: [Allocation], _ sessionData: String?, state: some LedgerView,
-        agent: Address, nowMs: UInt64, _ findings: inout Findings
+        _ session: SessionRecord, _ allocations: [Allocation], _ sessionData: String?, _ version: UInt64?,
+        state: some LedgerView, agent: Address, nowMs: UInt64, _ findings: inout Findings
     ) -> Decision {
         if session.status == .closed {
             // A retry of the very close already signed is harmless (clients retry after a timeout); anything else
             // would be a second, conflicting close.
-            if session.allocations == allocations && session.sessionData == sessionData {
+            if session.allocations == allocations && session.sessionData == sessionData
+                && (version == nil || version == session.version)
+            {
                 return conclude(findings, effect: Effect(session: nil))
             }
             findings.note(
@@ -88,12 +107,21 @@ extension Policy {
                 ["app_session_id": session.appSessionID])
             return conclude(findings, effect: nil)
         }
-        if allocations.isEmpty {
+        if let version, version != session.version &+ 1 {
+            findings.note(
+                .versionConflict, "version \(version) is not the next one; custodian signed up to \(session.version)",
+                ["expected": "\(session.version &+ 1)", "got": "\(version)"])
+        }
+        if session.definition.wire.closeIsValueNeutral {
+            // v1: value moves in an operate; a close must list exactly the current state (nitronode refuses any
+            // other), so it can neither redistribute nor be signed twice with different contents.
+            checkCloseIsCurrent(allocations, session, &findings)
+        } else if allocations.isEmpty {
             // ClearNode refuses it ("missing required parameters"): signed, it would only block the real close.
             findings.note(.payloadMalformed, "a close needs at least one allocation")
         }
         checkSums(allocations, expected: session.totals, &findings)
-        checkMembership(allocations, session.definition.participants, held: session.heldAssets, &findings)
+        checkMembership(allocations, requiredPairs(session, held: session.heldAssets), session.definition, &findings)
         checkAssets(allocations, &findings)
         var closed = session
         let increases = checkLoss(
@@ -178,13 +206,18 @@ extension Policy {
                 .sessionClosed, "session \(session.appSessionID) is closed", ["app_session_id": session.appSessionID])
             return conclude(findings, effect: nil)
         }
-        let isV04 = session.definition.protocolName == "NitroRPC/0.4"
-        if isV04 {
-            if intent == nil { findings.note(.payloadMalformed, "NitroRPC/0.4 submit_app_state requires intent") }
-            if version == nil { findings.note(.payloadMalformed, "NitroRPC/0.4 submit_app_state requires version") }
-        } else {
-            if intent != nil { findings.note(.payloadUnknownField, "intent is not defined in NitroRPC/0.2") }
-            if version != nil { findings.note(.payloadUnknownField, "version is not defined in NitroRPC/0.2") }
+        // A v0 definition's protocol says whether its states carry intent and version (0.4) or not (0.2); the v1
+        // reader requires both.
+        if session.definition.wire.definitionNamesProtocol {
+            if session.definition.protocolName == "NitroRPC/0.4" {
+                if intent == nil { findings.note(.payloadMalformed, "NitroRPC/0.4 submit_app_state requires intent") }
+                if version == nil {
+                    findings.note(.payloadMalformed, "NitroRPC/0.4 submit_app_state requires version")
+                }
+            } else {
+                if intent != nil { findings.note(.payloadUnknownField, "intent is not defined in NitroRPC/0.2") }
+                if version != nil { findings.note(.payloadUnknownField, "version is not defined in NitroRPC/0.2") }
+            }
         }
         if let version, version != session.version &+ 1 {
             if version == session.version && allocations == session.allocations && sessionData == session.sessionData {
@@ -222,9 +255,12 @@ extension Policy {
                 }
             }
             if !moved { findings.note(.sumMismatch, "a \(intent.rawValue) that changes no allocation") }
+            if intent == .deposit, session.definition.wire.depositsOneAsset {
+                checkV1Deposit(allocations, session, &findings)
+            }
         }
         let held = Set(session.heldAssets).union(newTotals.filter { !$0.value.isZero }.map(\.key)).sorted()
-        checkMembership(allocations, session.definition.participants, held: held, &findings)
+        checkMembership(allocations, requiredPairs(session, held: held), session.definition, &findings)
         checkAssets(allocations, &findings)
         var next = session
         let ownBefore = old.amounts(of: agent)
@@ -254,7 +290,7 @@ extension Policy {
         agent: Address, _ findings: inout Findings
     ) -> Decision {
         let id = definition.appSessionID
-        checkMembership(allocations, definition.participants, held: [], &findings)
+        checkMembership(allocations, [], definition, &findings)
         checkAssets(allocations, &findings)
         let totals = allocations.totals()
         let record = SessionRecord(
@@ -273,7 +309,7 @@ extension Policy {
                     ["application": application.value])
             }
         }
-        if !protocols.contains(ExactString(definition.protocolName)) {
+        if definition.wire.definitionNamesProtocol, !protocols.contains(ExactString(definition.protocolName)) {
             findings.note(
                 .applicationNotAllowed, "protocol \"\(definition.protocolName)\" is not allowed",
                 ["protocol": definition.protocolName])
@@ -321,10 +357,63 @@ extension Policy {
         }
     }
 
-    /// No unknown recipients, no omissions (every participant × held asset), no duplicates.
+    /// The (participant, asset) pairs a state must list: v0 every participant × held asset; v1 every pair whose
+    /// current amount is not zero (zero pairs may be omitted, as nitronode reads them).
+    private func requiredPairs(_ session: SessionRecord, held: [ExactString]) -> [(Address, ExactString)] {
+        if session.definition.wire.omitsZeroPairs {
+            return session.allocations.filter { !$0.amount.isZero }.map { ($0.participant, $0.asset) }
+        }
+        return session.definition.participants.flatMap { participant in held.map { (participant, $0) } }
+    }
+
+    /// v1: a close lists exactly the current non-zero pairs, each with its current amount (zero pairs may be listed
+    /// or omitted).
+    private func checkCloseIsCurrent(_ allocations: [Allocation], _ session: SessionRecord, _ findings: inout Findings) {
+        let current = session.allocations.nonZeroPairs()
+        let given = allocations.nonZeroPairs()
+        guard current != given else { return }
+        for key in Set(current.keys).union(given.keys).sorted(by: { ($0.asset, $0.participant) < ($1.asset, $1.participant) })
+        where current[key] != given[key] {
+            let was = current[key] ?? .zero
+            let got = given[key] ?? .zero
+            findings.note(
+                .closeNotCurrent,
+                "a close must equal the current state: \(key.participant) holds \(was) \(key.asset), the close lists \(got)",
+                ["participant": key.participant, "asset": key.asset, "current": "\(was)", "got": "\(got)"])
+            return
+        }
+        findings.note(.closeNotCurrent, "a close must equal the current state")
+    }
+
+    /// v1's deposit (nitronode's rules, PROTOCOL-v1 §5): the increase is the depositor's one commit, so in one
+    /// asset; a zero entry for a pair with no balance is refused.
+    private func checkV1Deposit(_ allocations: [Allocation], _ session: SessionRecord, _ findings: inout Findings) {
+        let before = session.allocations.nonZeroPairs()
+        var raised = Set<ExactString>()
+        for allocation in allocations {
+            let key = PairKey(allocation.participant, allocation.asset)
+            let was = before[key] ?? .zero
+            if allocation.amount.isZero && was.isZero {
+                findings.note(
+                    .sumMismatch,
+                    "a deposit lists a zero \(allocation.asset) entry for \(allocation.participant), who holds none",
+                    ["participant": allocation.participant.checksummed, "asset": allocation.asset.value])
+            }
+            if was < allocation.amount { raised.insert(allocation.asset) }
+        }
+        if raised.count > 1 {
+            findings.note(
+                .sumMismatch,
+                "a deposit raises \(raised.count) assets; it commits one (\(raised.map(\.value).sorted().joined(separator: ", ")))")
+        }
+    }
+
+    /// No unknown recipients, no omissions (the `required` pairs), no duplicates.
     private func checkMembership(
-        _ allocations: [Allocation], _ participants: [Address], held: [ExactString], _ findings: inout Findings
+        _ allocations: [Allocation], _ required: [(Address, ExactString)], _ definition: AppDefinition,
+        _ findings: inout Findings
     ) {
+        let participants = definition.participants
         var seen = Set<[UInt8]>()
         for allocation in allocations {
             if !participants.contains(allocation.participant) {
@@ -339,13 +428,11 @@ extension Policy {
                     ["participant": allocation.participant.checksummed, "asset": allocation.asset.value])
             }
         }
-        for participant in participants {
-            for asset in held where !allocations.contains(where: { $0.participant == participant && $0.asset == asset })
-            {
-                findings.note(
-                    .participantMissing, "no \(asset) allocation for participant \(participant)",
-                    ["participant": participant.checksummed, "asset": asset.value])
-            }
+        for (participant, asset) in required
+        where !allocations.contains(where: { $0.participant == participant && $0.asset == asset }) {
+            findings.note(
+                .participantMissing, "no \(asset) allocation for participant \(participant)",
+                ["participant": participant.checksummed, "asset": asset.value])
         }
     }
 
@@ -438,6 +525,7 @@ extension Policy {
                 ["quorum": "\(definition.quorum)", "weights": "\(total)"])
         }
         if definition.nonce == 0 { findings.note(.definitionInvalid, "nonce is 0") }
+        for problem in definition.wire.nodeRefusals(of: definition) { findings.note(.definitionInvalid, problem) }
     }
 
     private func saturatingSum(_ values: [Int64]) -> Int64 {

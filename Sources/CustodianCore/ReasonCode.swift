@@ -11,6 +11,7 @@ public enum ReasonCode: String, CaseIterable, Sendable, Comparable, Codable {
     case payloadMethodNotAllowed = "payload.method_not_allowed"
     case sessionUnknown = "policy.session_unknown"
     case sessionClosed = "policy.session_closed"
+    case closeNotCurrent = "policy.close_not_current"
     case sumMismatch = "policy.sum_mismatch"
     case participantUnknown = "policy.participant_unknown"
     case participantMissing = "policy.participant_missing"

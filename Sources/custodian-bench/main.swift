@@ -208,7 +208,7 @@ case "requests":
     }
     guard let agent else { fail("no start record names the agent") }
     let rounds = option("--rounds").flatMap { Int($0) } ?? 1
-    let reader = NitroRPCv0Reader()
+    let reader = RequestReader()
     var readSeconds = 0.0
     var replaySeconds = 0.0
     for _ in 0..<rounds {

@@ -59,14 +59,15 @@ struct PolicyCommand: ParsableCommand {
             var writer = JSONWriter()
             writer.beginObject()
             let allowed: Bool
-            switch NitroRPCv0Reader().read(bytes) {
+            switch RequestReader().read(bytes) {
             case .failure(let denial):
                 writer.field("decision", "deny")
                 writeDenial(denial, &writer)
                 allowed = false
             case .success(let request):
-                writer.field("method", request.body.method.rawValue)
-                writer.field("request_hash", Hex.encode(request.digest, prefixed: true))
+                writer.field("method", request.method.rawValue)
+                writer.field("protocol", request.wireProtocol.rawValue)
+                writer.field("request_hash", Hex.encode(request.requestHash, prefixed: true))
                 switch request.body {
                 case .create(let definition, _, _): writer.field("app_session_id", definition.appSessionID)
                 default: writer.field("app_session_id", request.namedSessionID ?? "")

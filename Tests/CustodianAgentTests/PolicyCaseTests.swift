@@ -15,7 +15,7 @@ struct PolicyCaseTests {
     @Test("every reason code has a refused case and an allowed case at its boundary")
     func coverage() {
         let names = Self.cases()
-        #expect(names.count == 96, "Tests/PolicyCases holds \(names.count) cases; generate.py writes 96")
+        #expect(names.count == 126, "Tests/PolicyCases holds \(names.count) cases; generate.py writes 126")
         for reason in ReasonCode.allCases where reason != .auditUnavailable {
             #expect(names.contains { $0.hasPrefix(reason.rawValue + "__reject_") }, "no refused case for \(reason)")
             #expect(names.contains { $0.hasPrefix(reason.rawValue + "__allow_") }, "no allowed case for \(reason)")
@@ -33,7 +33,7 @@ struct PolicyCaseTests {
     static func check(_ vector: [String: Any], policy: Policy, name: String) throws {
         let agentText = try #require(vector["agent_address"] as? String)
         let agent = try #require(Address(eip55: agentText))
-        let reader = NitroRPCv0Reader()
+        let reader = RequestReader()
         var state = LedgerState()
         for (index, step) in (vector["setup"] as? [[String: Any]] ?? []).enumerated() {
             let message = try #require(step["message"] as? String)

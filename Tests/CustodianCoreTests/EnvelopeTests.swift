@@ -23,7 +23,7 @@ struct EnvelopeTests {
             let request = try result.get()
             let parsed = try #require(vector["parsed"] as? [String: Any])
             #expect(request.requestID == (parsed["request_id"] as? NSNumber)?.uint64Value)
-            #expect(request.body.method.rawValue == parsed["method"] as? String)
+            #expect(request.method.rawValue == parsed["method"] as? String)
             #expect(request.timestamp == (parsed["timestamp"] as? NSNumber)?.uint64Value)
             // What is checked is what is signed: the exact span, and its Keccak-256.
             #expect(request.signedBytes == Array(try #require(vector["req_text"] as? String).utf8))

@@ -30,7 +30,7 @@ struct HostileCorpusTests {
         case ("accept", .success(let request)):
             #expect(request.signedBytes == Array(try #require(vector["req_text"] as? String).utf8), "\(name)")
             #expect(request.requestID == (vector["request_id"] as? NSNumber)?.uint64Value)
-            #expect(request.body.method.rawValue == vector["method"] as? String)
+            #expect(request.method.rawValue == vector["method"] as? String)
             #expect(request.digest == Keccak256.hash(request.signedBytes))
         case (let expected, let got):
             Issue.record("\(name): expected \(expected ?? "?"), got \(got)")

@@ -5,11 +5,13 @@ public enum VectorFiles {
     public static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Vectors")
 
-    /// The names of the `.json` files in a folder, sorted.
+    /// The names of the `.json` files in a folder, sorted. A missing or empty folder gives one name that no file
+    /// has, so that a test over its cases fails (on loading it) instead of passing with none.
     public static func names(_ folder: String) -> [String] {
         let url = root.appendingPathComponent(folder)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
-        return names.filter { $0.hasSuffix(".json") }.sorted()
+        let cases = names.filter { $0.hasSuffix(".json") }.sorted()
+        return cases.isEmpty ? ["(no .json files in \(folder))"] : cases
     }
 
     /// One vector file as a dictionary.

@@ -145,15 +145,20 @@ struct EndToEndTests {
         #expect(signs.contains { $0["decision"] as? String == "allow" && $0["signature"] as? String == signatureV2 })
         #expect(signs.first { $0["signature"] as? String == signatureV2 }?["req"] as? String == v2)
 
-        // The chain verifies, and eth-account recovers A from every checkpoint.
+        // The chain verifies, and eth-account recovers A from every checkpoint, which signs the labelled text
+        // CONTRACT §6 gives (never 32 raw bytes, which a v1 quorum signature could be).
         let verify = try Harness.custodian(["audit", "verify", stateDir + "/audit.log", "--address", Self.addressA])
         #expect(verify.status == 0, "\(verify.stderr)")
         let checkpoints = records.filter { $0["event"] as? String == "checkpoint" }
         #expect(checkpoints.count == 2, "one per clean stop")
         for checkpoint in checkpoints {
             let head = try #require(checkpoint["head"] as? String)
+            let seq = try #require((checkpoint["seq"] as? NSNumber)?.uint64Value)
             let signature = try #require(checkpoint["signature"] as? String)
-            #expect(try Harness.recoverCheckpoint(head: head, signature: signature) == Self.addressA)
+            let text = "custodian audit checkpoint seq=\(seq) head=\(head)"
+            #expect(checkpoint["signed_text"] as? String == text)
+            #expect(try Harness.recoverCheckpoint(text: text, signature: signature) == Self.addressA)
+            #expect(try Harness.recoverCheckpoint(head: head, signature: signature) != Self.addressA)
         }
         // Every file the agent wrote is private.
         for path in [stateDir + "/audit.log", keyFile] {

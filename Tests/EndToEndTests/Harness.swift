@@ -80,8 +80,22 @@ enum Harness {
 
     /// The address of an EIP-191 checkpoint signature over `head`, recovered by eth-account.
     static func recoverCheckpoint(head: String, signature: String) throws -> String {
+        try oracle(["checkpoint", head, signature])
+    }
+
+    /// The address eth-account recovers from an EIP-191 signature over `text` (a labelled checkpoint).
+    static func recoverCheckpoint(text: String, signature: String) throws -> String {
+        try oracle(["checkpoint-text", text, signature])
+    }
+
+    /// The address eth-keys recovers from a v1 quorum signature over the state hash `hash` (`0x` + 64 hex).
+    static func recoverV1(hash: String, quorumSig: String) throws -> String {
+        try oracle(["v1", hash, quorumSig])
+    }
+
+    static func oracle(_ arguments: [String]) throws -> String {
         let script = repository.appendingPathComponent("Tests/EndToEndTests/oracle.py").path
-        let output = try run(try python(), [script, "checkpoint", head, signature])
+        let output = try run(try python(), [script] + arguments)
         guard output.status == 0 else { throw HarnessError("oracle failed: \(output.stderr)") }
         return output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }

@@ -2,6 +2,10 @@
 
     oracle.py recover REQ_FILE SIGNATURE   prints the EIP-55 address that signed keccak256(file bytes)
     oracle.py checkpoint HEAD SIGNATURE    prints the address of an EIP-191 personal_sign over the 32 bytes of HEAD
+                                           (checkpoints written before they were labelled)
+    oracle.py checkpoint-text TEXT SIG     prints the address of an EIP-191 personal_sign over the UTF-8 TEXT
+    oracle.py v1 HASH QUORUM_SIG           prints the address that signed a v1 state hash: the quorum signature's
+                                           type byte 0xa1 stripped, then EIP-191 over the 32 bytes of HASH (eth-keys)
     oracle.py encrypt KEY PASSWORD KDF N   prints a V3 keystore of KEY written by eth-account (KDF scrypt or pbkdf2,
                                            N its work factor)
 """
@@ -27,6 +31,19 @@ def recover(path, signature_hex):
     return public_key.to_checksum_address()
 
 
+def recover_v1(hash_hex, quorum_sig):
+    raw = bytes.fromhex(quorum_sig[2:])
+    assert len(raw) == 66 and raw[0] == 0xA1, "a wallet quorum signature is 0xa1 + 65 bytes"
+    signature = raw[1:]
+    v = signature[64] - 27
+    assert v in (0, 1), "v is 27 or 28"
+    r = int.from_bytes(signature[0:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    assert s <= SECPK1_N // 2, "high-S signature"
+    digest = keccak(b"\x19Ethereum Signed Message:\n32" + bytes.fromhex(hash_hex[2:]))
+    return keys.Signature(vrs=(v, r, s)).recover_public_key_from_msg_hash(digest).to_checksum_address()
+
+
 def main():
     if sys.argv[1] == "recover":
         print(recover(sys.argv[2], sys.argv[3]))
@@ -34,6 +51,10 @@ def main():
         print(json.dumps(Account.encrypt(sys.argv[2], sys.argv[3], kdf=sys.argv[4], iterations=int(sys.argv[5]))))
     elif sys.argv[1] == "checkpoint":
         print(Account.recover_message(encode_defunct(hexstr=sys.argv[2]), signature=sys.argv[3]))
+    elif sys.argv[1] == "checkpoint-text":
+        print(Account.recover_message(encode_defunct(text=sys.argv[2]), signature=sys.argv[3]))
+    elif sys.argv[1] == "v1":
+        print(recover_v1(sys.argv[2], sys.argv[3]))
     else:
         sys.exit("unknown command")
 

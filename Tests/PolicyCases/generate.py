@@ -379,6 +379,142 @@ case("enforcement.warn_mode__reject_duplicate_key", "mode = warn never signs an 
      "reject", "payload.duplicate_key", S0, policy_toml=warn_all)
 
 
+# Nitrolite v1 (PROTOCOL-v1.md): frames [1, id, method, payload, ts], sessions whose id is the Keccak-256 of the
+# ABI-encoded definition (eth-abi here, as nitronode's Go packer), states that are full snapshots, a close that must
+# equal the current state. One policy file for both protocols: the methods by their protocol's names.
+V0_METHODS = ("create_app_session", "submit_app_state", "close_app_session")
+V1_METHODS = ("app_sessions.v1.create_app_session", "app_sessions.v1.submit_app_state",
+              "app_sessions.v1.submit_deposit_state")
+BOTH = V0_METHODS + V1_METHODS
+
+
+def v1_definition(application="chess", participants=(A, B), weights=(1, 1), quorum=2, nonce=T0):
+    return {"application_id": application,
+            "participants": [{"wallet_address": p, "signature_weight": w} for p, w in zip(participants, weights)],
+            "quorum": quorum, "nonce": str(nonce)}
+
+
+def v1_session_id(d):
+    from eth_abi import encode
+    values = [d["application_id"], [(p["wallet_address"], p["signature_weight"]) for p in d["participants"]],
+              d["quorum"], int(d["nonce"])]
+    return "0x" + keccak(encode(["string", "(address,uint8)[]", "uint8", "uint64"], values)).hex()
+
+
+def v1_frame(method, payload, ts, request_id):
+    return json.dumps([1, request_id, method, payload, ts], separators=(",", ":"))
+
+
+def v1_create(d=None, ts=T0, request_id=1):
+    payload = {"definition": d or v1_definition(), "session_data": "", "quorum_sigs": []}
+    return {"message": v1_frame("app_sessions.v1.create_app_session", payload, ts, request_id), "now_ms": ts + 1000}
+
+
+def v1_update(intent, version, allocations, d=None, ts=None, request_id=None, session_data=""):
+    ts = ts if ts is not None else T0 + 10000 * version
+    update = {"app_session_id": v1_session_id(d or v1_definition()), "intent": intent, "version": str(version),
+              "allocations": allocations, "session_data": session_data}
+    payload = {"app_state_update": update, "quorum_sigs": []}
+    method = "app_sessions.v1.submit_app_state"
+    if intent == 1:
+        method = "app_sessions.v1.submit_deposit_state"
+        payload["user_state"] = {"note": "the depositor's channel state: passed through, not read"}
+    return {"message": v1_frame(method, payload, ts, request_id or version), "now_ms": ts + 1000}
+
+
+V1_POLICY = policy(methods=BOTH)
+# Created (version 1); A deposits 100 (2); B deposits 50 (3); an operate moves 30 to B (4).
+V1_FUNDED = [v1_create(), v1_update(1, 2, [alloc(A, "100")]), v1_update(1, 3, [alloc(A, "100"), alloc(B, "50")])]
+V1_PLAYED = V1_FUNDED + [v1_update(0, 4, [alloc(A, "70"), alloc(B, "80")])]
+
+
+def v1_case(name, comment, final, expect, reason=None, setup=(), policy_toml=None, figures=None):
+    case(name, comment, final, expect, reason, setup, policy_toml or V1_POLICY, figures=figures)
+
+
+v1_case("policy.close_not_current__reject_redistributes",
+        "A v1 close that moves 10 usdc from A to B: the sums hold, but a close must equal the current state "
+        "(nitronode refuses any other; value moves in an operate).",
+        v1_update(3, 5, [alloc(A, "60"), alloc(B, "90")]), "reject", "policy.close_not_current", V1_PLAYED,
+        figures={"current": "70", "got": "60"})
+v1_case("policy.close_not_current__allow_equal", "The close lists the current state exactly.",
+        v1_update(3, 5, [alloc(A, "70"), alloc(B, "80")]), "allow", setup=V1_PLAYED)
+v1_case("v1.close__allow_zero_pair_listed", "A zero pair may be listed in a close (or left out).",
+        v1_update(3, 5, [alloc(A, "70"), alloc(B, "80"), alloc(A, "0", "eth")]), "allow", setup=V1_PLAYED)
+v1_case("v1.close__reject_wrong_version", "A close at version 6 while the session is at 4.",
+        v1_update(3, 6, [alloc(A, "70"), alloc(B, "80")]), "reject", "policy.version_conflict", V1_PLAYED)
+v1_case("v1.version__reject_conflicting_operate",
+        "Version 4 was signed as A 70 / B 80; another content for version 4 would be a second valid state.",
+        v1_update(0, 4, [alloc(A, "60"), alloc(B, "90")], request_id=40), "reject", "policy.version_conflict",
+        V1_PLAYED)
+v1_case("v1.version__allow_identical_retry", "The very state signed for version 4, asked again after a timeout.",
+        v1_update(0, 4, [alloc(A, "70"), alloc(B, "80")], request_id=41), "allow", setup=V1_PLAYED)
+v1_case("v1.version__reject_reordered_retry",
+        "Version 4's allocations in another order: another hash, so another signature for one version.",
+        v1_update(0, 4, [alloc(B, "80"), alloc(A, "70")], request_id=42), "reject", "policy.version_conflict",
+        V1_PLAYED)
+v1_case("v1.operate__reject_own_loss",
+        "An operate that leaves A (who put in 100) with nothing, under max_own_loss 50.",
+        v1_update(0, 4, [alloc(A, "0"), alloc(B, "150")]), "reject", "policy.own_loss_exceeded", V1_FUNDED,
+        policy_toml=policy(methods=BOTH, usdc={"max_own_loss": "50"}))
+v1_case("v1.operate__allow_own_loss_at_cap", "A loses exactly its max_own_loss of 50.",
+        v1_update(0, 4, [alloc(A, "50"), alloc(B, "100")]), "allow", setup=V1_FUNDED,
+        policy_toml=policy(methods=BOTH, usdc={"max_own_loss": "50"}))
+v1_case("v1.operate__reject_sum", "An operate that pays out 149 of the session's 150 usdc.",
+        v1_update(0, 4, [alloc(A, "70"), alloc(B, "79")]), "reject", "policy.sum_mismatch", V1_FUNDED)
+v1_case("v1.operate__reject_nonzero_pair_omitted", "B holds 50 usdc; an operate must list B (nitronode's rule too).",
+        v1_update(0, 4, [alloc(A, "150")]), "reject", "policy.participant_missing", V1_FUNDED)
+v1_case("v1.operate__allow_zero_pair_omitted", "B holds nothing yet: the operate may leave B out.",
+        v1_update(0, 3, [alloc(A, "100")]), "allow", setup=V1_FUNDED[:2])
+v1_case("v1.operate__reject_stranger", "An operate that pays C, who is not a participant.",
+        v1_update(0, 4, [alloc(A, "70"), alloc(B, "50"), alloc(C, "30")]), "reject", "policy.participant_unknown",
+        V1_FUNDED)
+v1_case("v1.deposit__reject_two_assets", "A deposit commits one asset: raising usdc and eth at once is not one.",
+        v1_update(1, 4, [alloc(A, "110"), alloc(B, "50"), alloc(A, "1", "eth")]), "reject", "policy.sum_mismatch",
+        V1_FUNDED)
+v1_case("v1.deposit__reject_zero_entry_for_new_pair",
+        "A deposit that lists B with 0 usdc while B holds none (nitronode: zero allocation with no existing balance).",
+        v1_update(1, 2, [alloc(A, "100"), alloc(B, "0")]), "reject", "policy.sum_mismatch", V1_FUNDED[:1])
+v1_case("v1.deposit__reject_decrease", "A deposit that lowers B's 50 to 40.",
+        v1_update(1, 4, [alloc(A, "120"), alloc(B, "40")]), "reject", "policy.sum_mismatch", V1_FUNDED)
+v1_case("v1.deposit__reject_above_max_own_funding", "A deposits 1001 usdc in all; max_own_funding is 1000.",
+        v1_update(1, 4, [alloc(A, "1001"), alloc(B, "50")]), "reject", "policy.funding_exceeded", V1_FUNDED)
+v1_case("v1.deposit__allow", "A deposits 20 more usdc.", v1_update(1, 4, [alloc(A, "120"), alloc(B, "50")]),
+        "allow", setup=V1_FUNDED)
+v1_case("v1.withdraw__allow", "A takes 30 of its 100 out.", v1_update(2, 4, [alloc(A, "70"), alloc(B, "50")]),
+        "allow", setup=V1_FUNDED)
+v1_case("v1.withdraw__reject_increase", "A withdraw that raises B.",
+        v1_update(2, 4, [alloc(A, "70"), alloc(B, "80")]), "reject", "policy.sum_mismatch", V1_FUNDED)
+v1_case("v1.create__reject_quorum_without_us", "B's weight 2 reaches the quorum of 2 alone.",
+        v1_create(v1_definition(weights=(1, 2))), "reject", "policy.quorum_without_us")
+v1_case("v1.create__reject_quorum_zero", "nitronode refuses a quorum of 0.",
+        v1_create(v1_definition(quorum=0)), "reject", "policy.definition_invalid")
+v1_case("v1.create__reject_not_participant", "A definition of B and C only.",
+        v1_create(v1_definition(participants=(B, C))), "reject", "policy.not_participant")
+v1_case("v1.create__reject_application", "application_id 'poker' is not in [sessions] applications.",
+        v1_create(v1_definition(application="poker")), "reject", "policy.application_not_allowed")
+v1_case("v1.create__allow", "A two-party chess session, weights 1 and 1, quorum 2.", v1_create(), "allow")
+v1_case("v1.method__reject_not_listed", "The policy lists the v0 methods only.", v1_create(), "reject",
+        "payload.method_not_allowed", policy_toml=policy())
+v1_case("v1.method__reject_rebalance", "Intent 4 (rebalance) moves value between sessions: no policy covers it.",
+        v1_update(4, 4, [alloc(A, "100"), alloc(B, "50")]), "reject", "payload.method_not_allowed", V1_FUNDED)
+v1_case("v1.method__reject_v0_submit_for_v1_session",
+        "A v0 submit_app_state naming a v1 session: ClearNode holds no such session.",
+        {"message": text(9, "submit_app_state", {"app_session_id": v1_session_id(v1_definition()), "intent": "operate",
+                                                  "version": 4, "allocations": [alloc(A, "70"), alloc(B, "80")]},
+                         T0 + 40000), "now_ms": T0 + 41000}, "reject", "policy.session_unknown", V1_FUNDED)
+V0_LOSS = [create(), close([alloc(A, "0"), alloc(B, "150")])]  # A loses its 100 usdc in a v0 session
+v1_case("v1.velocity__reject_after_v0_loss",
+        "One window for both protocols: A lost 100 in a v0 session; a v1 operate losing 901 passes the cap of 1000.",
+        v1_update(0, 3, [alloc(A, "99"), alloc(B, "901")], ts=T0 + 90000), "reject", "policy.velocity_exceeded",
+        V0_LOSS + [v1_create(), v1_update(1, 2, [alloc(A, "1000")], ts=T0 + 80000)],
+        policy_toml=policy(methods=BOTH, velocity='{ usdc = "1000" }'), figures={"prior_losses": "100"})
+v1_case("v1.velocity__allow_at_cap_after_v0_loss", "The same with a loss of 900: 100 + 900 is the cap.",
+        v1_update(0, 3, [alloc(A, "100"), alloc(B, "900")], ts=T0 + 90000), "allow",
+        setup=V0_LOSS + [v1_create(), v1_update(1, 2, [alloc(A, "1000")], ts=T0 + 80000)],
+        policy_toml=policy(methods=BOTH, velocity='{ usdc = "1000" }'))
+
+
 # Worked examples of the files in policies/: the policy is the file itself.
 EXAMPLES = {}
 
@@ -394,6 +530,10 @@ def example(policy_stem, name, comment, final, expect, reason=None, setup=()):
 example("default", "allow_exact_sum", "75.5 + 74.5 = 150, the session's total.", close(GOOD), "allow", setup=S0)
 example("default", "refuse_one_unit_short", "75.5 + 74.499999 = 149.999999: one smallest unit short.",
         close([alloc(A, "75.5"), alloc(B, "74.499999")]), "reject", "policy.sum_mismatch", S0)
+example("default", "allow_v1_close_current", "A v1 close equal to the current state: A 70, B 80.",
+        v1_update(3, 5, [alloc(A, "70"), alloc(B, "80")]), "allow", setup=V1_PLAYED)
+example("default", "refuse_v1_close_moves_value", "A v1 close that moves 10 usdc from A to B.",
+        v1_update(3, 5, [alloc(A, "60"), alloc(B, "90")]), "reject", "policy.close_not_current", V1_PLAYED)
 ESCROW = [create(allocations=[alloc(A, "100"), alloc(B, "100")])]
 example("game-escrow", "allow_winner_takes_pot", "B wins: the whole 200 usdc pot to B; A loses its 100 stake.",
         close([alloc(A, "0"), alloc(B, "200")]), "allow", setup=ESCROW)

@@ -1,0 +1,27 @@
+/// Reads a `sign` message of either protocol, parsing it once: an object or a 4-element array is a NitroRPC v0
+/// message (PROTOCOL.md), a 5-element array a Nitrolite v1 frame (PROTOCOL-v1 §1). Each protocol's codec then checks
+/// its own shape, computes what is signed and lays out the reply.
+public struct RequestReader: Sendable {
+    public init() {}
+
+    /// Checks `message` and returns what it asks, or the first reason (in contract order) to refuse it.
+    public func read(_ message: [UInt8]) -> Result<SignableRequest, Denial> {
+        switch StrictJSON.parse(message) {
+        case .success(let root):
+            if let elements = root.value.elements, elements.count == 5 {
+                return NitroliteV1Reader().read(root, in: message)
+            }
+            return NitroRPCv0Reader().read(root, in: message)
+        case .failure(let failure):
+            return .failure(Self.denial(failure))
+        }
+    }
+
+    /// The refusal of a message the strict parser could not read.
+    static func denial(_ failure: StrictJSON.Failure) -> Denial {
+        switch failure {
+        case .malformed(let why): Denial(.payloadMalformed, "not valid JSON: \(why)")
+        case .duplicateKey(let key): Denial(.payloadDuplicateKey, "the key \"\(key)\" appears twice in one object")
+        }
+    }
+}
