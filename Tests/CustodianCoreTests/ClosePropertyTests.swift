@@ -1,18 +1,7 @@
 import CustodianCore
+import CustodianTestSupport
 import Foundation
 import Testing
-
-/// A small deterministic generator (SplitMix64): the same seed gives the same cases on every machine.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Property: for random sessions, policies and closes, custodian allows a close exactly when an oracle, written
 /// here from CONTRACT §4/§5 in integer arithmetic (micro-units), says every invariant holds.

@@ -1,4 +1,5 @@
 import CustodianCore
+import CustodianTestSupport
 import Foundation
 import Testing
 

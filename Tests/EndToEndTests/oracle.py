@@ -4,6 +4,10 @@
     oracle.py checkpoint HEAD SIGNATURE    prints the address of an EIP-191 personal_sign over the 32 bytes of HEAD
                                            (checkpoints written before they were labelled)
     oracle.py checkpoint-text TEXT SIG     prints the address of an EIP-191 personal_sign over the UTF-8 TEXT
+    oracle.py v1-frame FILE                prints the address that signed a v1 frame: the state's ABI hash computed
+                                           here with eth-abi from the frame's values, the last quorum_sigs entry
+                                           recovered over its EIP-191 digest (eth-keys)
+    oracle.py v1-hashes FILE               reads a JSON list of v1 frames, prints each one's ABI hash (eth-abi)
     oracle.py v1 HASH QUORUM_SIG           prints the address that signed a v1 state hash: the quorum signature's
                                            type byte 0xa1 stripped, then EIP-191 over the 32 bytes of HASH (eth-keys)
     oracle.py encrypt KEY PASSWORD KDF N   prints a V3 keystore of KEY written by eth-account (KDF scrypt or pbkdf2,
@@ -11,6 +15,7 @@
 """
 import json
 import sys
+from decimal import Decimal
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -44,6 +49,29 @@ def recover_v1(hash_hex, quorum_sig):
     return keys.Signature(vrs=(v, r, s)).recover_public_key_from_msg_hash(digest).to_checksum_address()
 
 
+def plain(amount):
+    """Go's shopspring Decimal.String() of a wire amount: plain notation, trailing fractional zeros trimmed."""
+    text = format(Decimal(amount), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def v1_hash(frame):
+    from eth_abi import encode
+    method, payload = frame[2], frame[3]
+    if method == "app_sessions.v1.create_app_session":
+        d = payload["definition"]
+        values = [d["application_id"], [(p["wallet_address"], p["signature_weight"]) for p in d["participants"]],
+                  d["quorum"], int(d["nonce"]), payload.get("session_data", "")]
+        return keccak(encode(["string", "(address,uint8)[]", "uint8", "uint64", "string"], values))
+    u = payload["app_state_update"]
+    allocations = [(a["participant"], a["asset"], plain(a["amount"])) for a in u["allocations"]]
+    values = [bytes.fromhex(u["app_session_id"][2:]), u["intent"], int(u["version"]), allocations,
+              u.get("session_data", "")]
+    return keccak(encode(["bytes32", "uint8", "uint64", "(address,string,string)[]", "string"], values))
+
+
 def main():
     if sys.argv[1] == "recover":
         print(recover(sys.argv[2], sys.argv[3]))
@@ -53,6 +81,12 @@ def main():
         print(Account.recover_message(encode_defunct(hexstr=sys.argv[2]), signature=sys.argv[3]))
     elif sys.argv[1] == "checkpoint-text":
         print(Account.recover_message(encode_defunct(text=sys.argv[2]), signature=sys.argv[3]))
+    elif sys.argv[1] == "v1-frame":
+        frame = json.loads(open(sys.argv[2], encoding="utf-8").read())
+        print(recover_v1("0x" + v1_hash(frame).hex(), frame[3]["quorum_sigs"][-1]))
+    elif sys.argv[1] == "v1-hashes":
+        for frame in json.loads(open(sys.argv[2], encoding="utf-8").read()):
+            print("0x" + v1_hash(frame).hex())
     elif sys.argv[1] == "v1":
         print(recover_v1(sys.argv[2], sys.argv[3]))
     else:

@@ -2,7 +2,11 @@
 //
 //   import { createCustodianSigner, signMessage, CustodianError } from 'custodian-client';
 //   const signer = createCustodianSigner({ socketPath: '/run/custodian/agent.sock' });
-//   const message = await createCloseAppSessionMessage(signer, params);   // @erc7824/nitrolite
+//   const message = await createCloseAppSessionMessage(signer, params);   // @erc7824/nitrolite (v0)
+//
+//   import { signAppStateUpdate } from 'custodian-client';                // @yellow-org/sdk (v1)
+//   const mine = await signAppStateUpdate(update, { socketPath, quorumSigs: [theirs] });
+//   await client.submitAppState(update, [theirs, mine]);
 //
 // The signer serializes the payload exactly as the Nitrolite SDK does (JSON.stringify, bigints as decimal strings)
 // and asks custodian to sign that text, so the SDK's own JSON.stringify({ req, sig }) carries the very bytes that
@@ -150,8 +154,9 @@ function connection(socketPath) {
 }
 
 /**
- * Asks custodian to sign a NitroRPC message text (an envelope or a bare req array). Resolves to the `sign`
- * result: { signature, address, request_hash, message, audit_seq }; rejects with a CustodianError.
+ * Asks custodian to sign a NitroRPC message text (a v0 envelope or bare req array, or a v1 frame). Resolves to the
+ * `sign` result: { signature, address, request_hash, message, audit_seq }, and for v1 also quorum_sig; rejects with a
+ * CustodianError.
  */
 export async function signMessage(text, { socketPath, timeoutMs = 10_000 } = {}) {
   if (typeof text !== 'string') throw new TypeError('signMessage takes the message text');
@@ -168,6 +173,77 @@ export function createCustodianSigner({ socketPath, timeoutMs = 10_000 } = {}) {
     const result = await signMessage(serializePayload(payload), { socketPath, timeoutMs });
     return result.signature;
   };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Nitrolite v1 (nitronode, @yellow-org/sdk 1.x): custodian signs app-session states as a quorum participant. It reads
+// the frame, checks the state against its policy, computes the ABI hash itself from the values it checked and returns
+// the quorum signature (0xa1 ‖ EIP-191 signature over that hash) to pass to the SDK's quorumSigs.
+// ---------------------------------------------------------------------------------------------------------------
+
+const V1_INTENTS = { 0: 'operate', 1: 'deposit', 2: 'withdraw', 3: 'close' };
+
+/** An amount in plain decimal notation: decimal.js's toString() would write 1e-7, which custodian refuses. */
+function plainAmount(amount) {
+  if (typeof amount === 'string') return amount;
+  if (typeof amount === 'bigint') return amount.toString();
+  if (amount && typeof amount.toFixed === 'function' && typeof amount !== 'number') return amount.toFixed();
+  throw new TypeError('an amount is a Decimal, a bigint or a decimal string, never a JavaScript number');
+}
+
+/** The RPC form of an SDK AppStateUpdateV1 (as @yellow-org/sdk's transformAppStateUpdateToRPC, amounts plain). */
+export function appStateUpdateToRPC(update) {
+  if (!(update.intent in V1_INTENTS)) throw new TypeError(`custodian signs intents 0-3, not ${update.intent}`);
+  return {
+    app_session_id: update.appSessionId,
+    intent: Number(update.intent),
+    version: update.version.toString(),
+    allocations: update.allocations.map((a) => ({ participant: a.participant, asset: a.asset, amount: plainAmount(a.amount) })),
+    session_data: update.sessionData ?? '',
+  };
+}
+
+/** The RPC form of an SDK AppDefinitionV1. */
+export function appDefinitionToRPC(definition) {
+  return {
+    application_id: definition.applicationId,
+    participants: definition.participants.map((p) => ({ wallet_address: p.walletAddress, signature_weight: p.signatureWeight })),
+    quorum: definition.quorum,
+    nonce: definition.nonce.toString(),
+  };
+}
+
+/** A v1 request frame [1, id, method, payload, ts] as text. */
+export function v1Frame(method, payload, { requestId = 1, timestamp = Date.now() } = {}) {
+  return JSON.stringify([1, requestId, method, payload, timestamp]);
+}
+
+/**
+ * Asks custodian to sign an app-state update (an SDK AppStateUpdateV1: intent operate, deposit, withdraw or close)
+ * and resolves to its quorum signature, for submitAppState(update, quorumSigs) or submitAppSessionDeposit(...).
+ * `quorumSigs`: the other participants' signatures so far (they ride along in the audit record). A deposit's
+ * `userState` (the depositor's channel state, RPC form) is passed through unread; the quorum signature does not cover
+ * it. Rejects with a CustodianError (reason e.g. 'policy.close_not_current') when the policy refuses.
+ */
+export async function signAppStateUpdate(update, { socketPath, quorumSigs = [], userState, timeoutMs = 10_000 } = {}) {
+  const payload = { app_state_update: appStateUpdateToRPC(update), quorum_sigs: quorumSigs };
+  let method = 'app_sessions.v1.submit_app_state';
+  if (Number(update.intent) === 1) {
+    method = 'app_sessions.v1.submit_deposit_state';
+    payload.user_state = userState ?? {};
+  }
+  const result = await signMessage(v1Frame(method, payload), { socketPath, timeoutMs });
+  return result.quorum_sig;
+}
+
+/**
+ * Asks custodian to sign the creation of an app session (an SDK AppDefinitionV1 and its session data) and resolves to
+ * its quorum signature, for createAppSession(definition, sessionData, quorumSigs).
+ */
+export async function signAppSessionCreation(definition, sessionData = '', { socketPath, quorumSigs = [], timeoutMs = 10_000 } = {}) {
+  const payload = { definition: appDefinitionToRPC(definition), session_data: sessionData, quorum_sigs: quorumSigs };
+  const result = await signMessage(v1Frame('app_sessions.v1.create_app_session', payload), { socketPath, timeoutMs });
+  return result.quorum_sig;
 }
 
 /** Closes the client's connections (for a clean process exit). */

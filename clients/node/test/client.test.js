@@ -5,7 +5,10 @@ import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync, chmodSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createCustodianSigner, signMessage, CustodianError, serializePayload, closeCustodianConnections } from '../index.js';
+import {
+  createCustodianSigner, signMessage, CustodianError, serializePayload, closeCustodianConnections, signAppStateUpdate,
+  signAppSessionCreation, appStateUpdateToRPC, v1Frame,
+} from '../index.js';
 
 const repository = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const binary = process.env.CUSTODIAN_BIN || join(repository, '.build', 'debug', 'custodian');
@@ -47,7 +50,9 @@ before(async () => {
   ]);
   // The vectors are from 2024: a wide window.
   writeFileSync(join(workspace, 'policy.toml'), [
-    'version = 1', '[requests]', 'methods = ["create_app_session", "submit_app_state", "close_app_session"]',
+    'version = 1', '[requests]',
+    'methods = ["create_app_session", "submit_app_state", "close_app_session", "app_sessions.v1.create_app_session",'
+      + ' "app_sessions.v1.submit_app_state", "app_sessions.v1.submit_deposit_state"]',
     'max_age_ms = 100000000000000', '[sessions]', '[assets.usdc]', 'decimals = 6', '[counterparties]', 'allow = []',
     '[velocity]', 'window_s = 86400', 'max_own_loss = {}', '',
   ].join('\n'));
@@ -144,4 +149,80 @@ test('an unreachable agent is a CustodianError with code unreachable', async () 
     assert.equal(error.code, 'unreachable');
     return true;
   });
+});
+
+// An independent check of a v1 quorum signature: eth-abi computes the state's hash from the frame, eth-keys recovers
+// the signer (Tests/EndToEndTests/oracle.py).
+const python = process.env.CUSTODIAN_PYTHON || join(repository, '.venv', 'bin', 'python3');
+function v1Signer(frameText) {
+  const file = join(workspace, `frame-${Math.random()}.json`);
+  writeFileSync(file, frameText);
+  return execFileSync(python, [join(repository, 'Tests', 'EndToEndTests', 'oracle.py'), 'v1-frame', file], { encoding: 'utf8' }).trim();
+}
+
+/** What decimal.js gives the SDK: toString() in exponent notation below 1e-6, toFixed() plain. */
+class FakeDecimal {
+  constructor(plain, exponent) { this.plain = plain; this.exponent = exponent; }
+  toString() { return this.exponent ?? this.plain; }
+  toFixed() { return this.plain; }
+}
+
+test('v1: create, deposit, operate, withdraw and close of an SDK session; each quorum signature recovers to A', async () => {
+  const B = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
+  const A = keyA.address;
+  const definition = {
+    applicationId: 'chess', quorum: 2, nonce: BigInt(Date.now()),
+    participants: [{ walletAddress: A, signatureWeight: 1 }, { walletAddress: B, signatureWeight: 1 }],
+  };
+  const created = await signAppSessionCreation(definition, '', { socketPath });
+  assert.match(created, /^0xa1[0-9a-f]{130}$/);
+  const payload = { definition: { application_id: 'chess', participants: [{ wallet_address: A, signature_weight: 1 }, { wallet_address: B, signature_weight: 1 }], quorum: 2, nonce: definition.nonce.toString() }, session_data: '', quorum_sigs: [created] };
+  assert.equal(v1Signer(v1Frame('app_sessions.v1.create_app_session', payload)), A);
+  // The session id, as the agent computed it, from a signMessage of the same create (a retry: the same signature).
+  const again = await signMessage(v1Frame('app_sessions.v1.create_app_session', { ...payload, quorum_sigs: [] }), { socketPath });
+  assert.equal(again.quorum_sig, created);
+  const record = readFileSync(join(workspace, 'state', 'audit.log'), 'utf8').trim().split('\n').map((line) => JSON.parse(line))
+    .filter((r) => r.event === 'sign' && r.protocol === 'nitrolite/v1').pop();
+  const appSessionId = record.app_session_id;
+  const update = (intent, version, a, b, asset = 'usdc') => ({
+    appSessionId, intent, version: BigInt(version), sessionData: '',
+    allocations: [{ participant: A, asset, amount: a }, { participant: B, asset, amount: b }],
+  });
+  const steps = [
+    update(1, 2, new FakeDecimal('100'), new FakeDecimal('0')),
+    update(1, 3, new FakeDecimal('100'), new FakeDecimal('50')),
+    update(0, 4, new FakeDecimal('99.9999999', '99.9999999'), new FakeDecimal('50.0000001', '50.0000001')),
+    update(2, 5, new FakeDecimal('79.9999999'), new FakeDecimal('50.0000001')),
+  ];
+  // usdc has 6 decimals: the operate above must be refused; the agent says why.
+  await signAppStateUpdate(steps[0], { socketPath }).then(
+    () => assert.fail('a zero entry for B, who holds nothing, was signed'),
+    (error) => assert.equal(error.reason, 'policy.sum_mismatch'));
+  steps[0].allocations.pop();
+  for (const step of [steps[0], steps[1]]) {
+    const mine = await signAppStateUpdate(step, { socketPath, quorumSigs: ['0xa1' + 'ab'.repeat(65)] });
+    const method = step.intent === 1 ? 'app_sessions.v1.submit_deposit_state' : 'app_sessions.v1.submit_app_state';
+    const frame = { app_state_update: appStateUpdateToRPC(step), quorum_sigs: ['0xa1' + 'ab'.repeat(65), mine] };
+    if (step.intent === 1) frame.user_state = {};
+    assert.equal(v1Signer(v1Frame(method, frame)), A, `version ${step.version}`);
+  }
+  await assert.rejects(signAppStateUpdate(steps[2], { socketPath }), (error) => error.reason === 'policy.precision');
+  const operate = update(0, 4, new FakeDecimal('0.0000001', '1e-7'), new FakeDecimal('149.9999999'), 'usdc');
+  operate.allocations = [{ participant: A, asset: 'usdc', amount: '70' }, { participant: B, asset: 'usdc', amount: '80' }];
+  const withdraw = update(2, 5, '50', '80');
+  const close = update(3, 6, '50', '80');
+  for (const step of [operate, withdraw, close]) {
+    const mine = await signAppStateUpdate(step, { socketPath });
+    assert.equal(v1Signer(v1Frame('app_sessions.v1.submit_app_state', { app_state_update: appStateUpdateToRPC(step), quorum_sigs: [mine] })), A);
+  }
+  // A second, different close of the closed session is refused.
+  await assert.rejects(signAppStateUpdate(update(3, 6, '40', '90'), { socketPath }), (error) => {
+    assert.ok(error instanceof CustodianError);
+    assert.equal(error.reason, 'policy.session_closed');
+    return true;
+  });
+  // Amounts never go through a JavaScript number.
+  assert.throws(() => appStateUpdateToRPC(update(0, 7, 1, 2)), TypeError);
+  // decimal.js's exponent notation is written plain.
+  assert.equal(appStateUpdateToRPC(update(0, 7, new FakeDecimal('0.0000001', '1e-7'), '1')).allocations[0].amount, '0.0000001');
 });
