@@ -31,10 +31,13 @@ public struct SignResult: Sendable, Equatable {
     /// `0x` + 130 hex digits.
     public var signature: String
     public var address: String
+    /// v0: Keccak-256 of the `req` bytes; v1: the ABI hash of the state that was checked and signed.
     public var requestHash: String
-    /// The envelope ready to send on the WebSocket.
+    /// What to send on the WebSocket: v0's envelope, or v1's frame with `quorumSig` appended to `quorum_sigs`.
     public var message: String
     public var auditSeq: UInt64
+    /// v1 only: the quorum signature (`0xa1` ‖ ``signature``) to pass to the SDK's `quorumSigs`.
+    public var quorumSig: String?
 }
 
 /// A client of the agent's Unix socket (CONTRACT §3): one connection, one request per line, in order.
@@ -52,7 +55,7 @@ public final class CustodianClient {
 
     deinit { if fd >= 0 { close(fd) } }
 
-    /// Asks the agent to sign `message` (the NitroRPC text, as bytes).
+    /// Asks the agent to sign `message` (a v0 NitroRPC message or a v1 frame, as bytes).
     public func sign(message: [UInt8]) throws(ClientError) -> SignResult {
         var params = JSONWriter()
         params.beginObject()
@@ -70,7 +73,8 @@ public final class CustodianClient {
             let seq = members.member("audit_seq")?.value.numberToken.flatMap({ UInt64($0) })
         else { throw .protocolError("a sign result without signature, address, request_hash, message or audit_seq") }
         return SignResult(
-            signature: signature, address: address, requestHash: requestHash, message: envelope, auditSeq: seq)
+            signature: signature, address: address, requestHash: requestHash, message: envelope, auditSeq: seq,
+            quorumSig: members.member("quorum_sig")?.value.string)
     }
 
     /// The agent's address.

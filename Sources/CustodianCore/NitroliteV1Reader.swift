@@ -90,6 +90,9 @@ public struct NitroliteV1Reader: Sendable {
             return .failure(Denial(.payloadMethodNotAllowed, "\(methodName) is a v0 method"))
         }
         findings = fields.findings
+        // An unknown key anywhere (a case variant Go's decoder folds into a known one, or merges with it) changes
+        // what the rest means: it is the reason, whatever else is missing or wrong.
+        if let unknown = findings.all.first(where: { $0.reason == .payloadUnknownField }) { return .failure(unknown) }
         if let denial = findings.denial { return .failure(denial) }
         guard let body, let hash, let requestID, let timestamp, let quorumSigs, let elements = quorumSigs.value.elements
         else { return .failure(Denial(.payloadMalformed, "incomplete request")) }

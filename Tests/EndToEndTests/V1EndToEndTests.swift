@@ -1,3 +1,4 @@
+import CustodianClient
 import CustodianTestSupport
 import Foundation
 import Testing
@@ -161,10 +162,16 @@ struct V1EndToEndTests {
         kill(agent.process.processIdentifier, SIGKILL)
         agent.process.waitUntilExit()
         agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent3.log")
-        let retry = try Self.sign(
-            agent, V1Messages.update(id: id, intent: 3, version: 6, "50", "80", quorumSigs: [theirs]), in: workspace)
-        #expect(retry.status == 0, "\(retry.stderr)")
-        #expect(try Self.quorumSig(retry) == closeSig)
+        // Through the Swift client this time: its result carries the quorum signature and the state's hash.
+        let retryFrame = V1Messages.update(id: id, intent: 3, version: 6, "50", "80", quorumSigs: [theirs])
+        let retry = try CustodianClient(socketPath: socket).sign(message: Array(retryFrame.utf8))
+        #expect(retry.quorumSig == closeSig)
+        #expect(retry.quorumSig == "0xa1" + retry.signature.dropFirst(2))
+        #expect(try Harness.recoverV1(hash: retry.requestHash, quorumSig: closeSig) == Messages.a)
+        #expect(
+            retry.message
+                == retryFrame.replacingOccurrences(
+                    of: #""quorum_sigs":["\#(theirs)"]"#, with: #""quorum_sigs":["\#(theirs)","\#(closeSig)"]"#))
         let second = try step(3, 6, "60", "70")
         #expect(second.stderr.contains("policy.session_closed"), "\(second.stderr)")
         #expect(agent.stop() == 0)
