@@ -186,4 +186,53 @@ struct V1EndToEndTests {
         let file = try workspace.write("tampered.json", tampered)
         #expect(try Harness.oracle(["v1-frame", file]) != Messages.a)
     }
+
+    @Test("a state directory written before v1 (older checkpoints, a v3 snapshot, a v3 release record) verifies and serves")
+    func olderStateDirectory() throws {
+        let workspace = try Workspace()
+        let fixture = Harness.repository.appendingPathComponent("Tests/Fixtures/before-v1").path
+        let files = ["key.sealed", "passphrase", "policy.toml", "close.json"]
+        let stateFiles = ["audit.log", "audit.anchor", "ledger.snapshot", "ledger.snapshot.prev"]
+        #expect(FileManager.default.fileExists(atPath: fixture + "/state/audit.log"), "the fixture is missing")
+        try FileManager.default.createDirectory(
+            atPath: workspace.path + "/state", withIntermediateDirectories: false,
+            attributes: [.posixPermissions: 0o700])
+        // A clone does not keep file modes: the agent wants its secrets and state private.
+        for name in files {
+            try FileManager.default.copyItem(atPath: fixture + "/" + name, toPath: workspace.path + "/" + name)
+            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: workspace.path + "/" + name)
+        }
+        for name in stateFiles {
+            let target = workspace.path + "/state/" + name
+            try FileManager.default.copyItem(atPath: fixture + "/state/" + name, toPath: target)
+            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: target)
+        }
+        let stateDir = workspace.path + "/state"
+        let before = try EndToEndTests.auditRecords(stateDir)
+        #expect(before.filter { $0["event"] as? String == "checkpoint" && $0["signed_text"] == nil }.count == 3)
+        let verify = try Harness.custodian(["audit", "verify", stateDir, "--address", Messages.a])
+        #expect(verify.status == 0, "\(verify.stderr)")
+
+        let arguments = [
+            "--key-file", workspace.path + "/key.sealed", "--policy", workspace.path + "/policy.toml", "--state-dir",
+            stateDir, "--passphrase-file", workspace.path + "/passphrase",
+        ]
+        let socket = workspace.path + "/agent.sock"
+        let agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent.log")
+        let status = try JSONSerialization.jsonObject(
+            with: Data(try Harness.custodian(["status", "--socket", socket]).stdout.utf8)) as? [String: Any]
+        #expect((status?["sessions"] as? [String: Int])?["open"] == 1, "the release returned the session to open")
+        // The released close can be signed again: the release record's v3 state was read.
+        let close = try String(contentsOfFile: workspace.path + "/close.json", encoding: .utf8)
+        let signed = try EndToEndTests.sign(agent, close, in: workspace)
+        #expect(signed.status == 0, "\(signed.stderr)")
+        #expect(agent.stop() == 0)
+        let after = try EndToEndTests.auditRecords(stateDir)
+        let labelled = after.filter { $0["event"] as? String == "checkpoint" && $0["signed_text"] != nil }
+        #expect(labelled.count == 1, "the new stop signs a labelled checkpoint")
+        let reverify = try Harness.custodian(["audit", "verify", stateDir, "--address", Messages.a])
+        #expect(reverify.status == 0, "older and labelled checkpoints in one log: \(reverify.stderr)")
+        let snapshot = try Data(contentsOf: URL(fileURLWithPath: stateDir + "/ledger.snapshot"))
+        #expect(snapshot.starts(with: Data("custodian ledger snapshot v4\n".utf8)))
+    }
 }
