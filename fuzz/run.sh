@@ -21,14 +21,18 @@ mkdir -p fuzz/corpus
 python3 - <<'PY'
 import json, pathlib, hashlib
 out = pathlib.Path("fuzz/corpus")
-for path in pathlib.Path("Tests/Vectors").rglob("*.json"):
+paths = [p for root in ("Tests/Vectors", "Tests/HostileCorpusV1", "Tests/PolicyCases")
+         for p in pathlib.Path(root).rglob("*.json")]
+for path in paths:
     data = json.loads(path.read_text())
-    for key in ("message", "req", "wire"):
+    for key in ("message", "req", "wire", "frame_text"):
         if isinstance(data.get(key), str):
             text = data[key].encode()
             (out / hashlib.sha256(text).hexdigest()[:16]).write_bytes(text)
-    if isinstance(data.get("message_hex"), str):
-        text = data["message_hex"]
+    for hex_key in ("message_hex", "frame_hex"):
+        if not isinstance(data.get(hex_key), str):
+            continue
+        text = data[hex_key]
         # v0 vectors hold bare hex; v1-channels' hold 0x-prefixed ABI messages (not reader input, but harmless seeds).
         raw = bytes.fromhex(text[2:] if text.startswith("0x") else text)
         (out / hashlib.sha256(raw).hexdigest()[:16]).write_bytes(raw)

@@ -54,16 +54,13 @@ public enum ABI {
         case .uint(let number):
             appendWord(number, to: &out)
         case .address(let address):
-            out.append(contentsOf: repeatElement(0, count: 12))
+            out.append(contentsOf: zeros[0..<12])
             out.append(contentsOf: address.bytes)
         case .bytes32(let bytes):
             out.append(contentsOf: bytes.prefix(32))
-            out.append(contentsOf: repeatElement(0, count: 32 - min(bytes.count, 32)))
+            out.append(contentsOf: zeros[0..<(32 - min(bytes.count, 32))])
         case .string(let bytes):
-            appendWord(UInt64(bytes.count), to: &out)
-            out.append(contentsOf: bytes)
-            let padding = (32 - bytes.count % 32) % 32
-            out.append(contentsOf: repeatElement(0, count: padding))
+            appendString(bytes, to: &out)
         case .array(let elements):
             appendWord(UInt64(elements.count), to: &out)
             appendTuple(elements, to: &out)
@@ -73,7 +70,56 @@ public enum ABI {
     }
 
     private static func appendWord(_ number: UInt64, to out: inout [UInt8]) {
-        out.append(contentsOf: repeatElement(0, count: 24))
-        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: number >> UInt64(shift))) }
+        out.append(contentsOf: zeros[0..<24])
+        withUnsafeBytes(of: number.bigEndian) { out.append(contentsOf: $0) }
+    }
+
+    private static let zeros = [UInt8](repeating: 0, count: 32)
+
+    /// `abi.encode(bytes32 id, uint8 intent, uint64 version, (address, string, string)[] allocations, string data)`,
+    /// nitronode's state-update layout (PROTOCOL-v1 §3.3), written in one pass into a buffer of its exact size: the
+    /// same bytes as ``encode(_:)`` of those values (a test holds the two equal), without building the value tree.
+    public static func encodeStateUpdate(
+        id: [UInt8], intent: UInt64, version: UInt64, allocations: [(Address, [UInt8], [UInt8])], data: [UInt8]
+    ) -> [UInt8] {
+        func stringSize(_ count: Int) -> Int { 32 + (count + 31) / 32 * 32 }
+        var elementSizes: [Int] = []
+        elementSizes.reserveCapacity(allocations.count)
+        var listSize = 32 + 32 * allocations.count
+        for (_, asset, amount) in allocations {
+            let size = 96 + stringSize(asset.count) + stringSize(amount.count)
+            elementSizes.append(size)
+            listSize += size
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(160 + listSize + stringSize(data.count))
+        out.append(contentsOf: id.prefix(32))
+        out.append(contentsOf: zeros[0..<(32 - min(id.count, 32))])
+        appendWord(intent, to: &out)
+        appendWord(version, to: &out)
+        appendWord(160, to: &out)
+        appendWord(UInt64(160 + listSize), to: &out)
+        appendWord(UInt64(allocations.count), to: &out)
+        var offset = 32 * allocations.count
+        for size in elementSizes {
+            appendWord(UInt64(offset), to: &out)
+            offset += size
+        }
+        for (participant, asset, amount) in allocations {
+            out.append(contentsOf: zeros[0..<12])
+            out.append(contentsOf: participant.bytes)
+            appendWord(96, to: &out)
+            appendWord(UInt64(96 + stringSize(asset.count)), to: &out)
+            appendString(asset, to: &out)
+            appendString(amount, to: &out)
+        }
+        appendString(data, to: &out)
+        return out
+    }
+
+    private static func appendString(_ bytes: [UInt8], to out: inout [UInt8]) {
+        appendWord(UInt64(bytes.count), to: &out)
+        out.append(contentsOf: bytes)
+        out.append(contentsOf: zeros[0..<((32 - bytes.count % 32) % 32)])
     }
 }

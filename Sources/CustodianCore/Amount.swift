@@ -104,7 +104,8 @@ public struct Amount: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// The plain decimal form: no exponent, no trailing fractional zeros, "-" for a negative difference.
     public var description: String {
         let negative = units.signum() < 0
-        var digits = String(units.magnitude)
+        // Most amounts fit 64 bits: their digits without BigInt's general conversion.
+        var digits = UInt64(exactly: units.magnitude).map { String($0) } ?? String(units.magnitude)
         if scale > 0 {
             if digits.count <= scale {
                 digits = String(repeating: "0", count: scale - digits.count + 1) + digits

@@ -268,12 +268,12 @@ extension Array where Element == Allocation {
 
 /// A (participant, asset) pair, as a dictionary key.
 public struct PairKey: Hashable, Sendable {
-    public var participant: String
-    public var asset: String
+    public var participant: Address
+    public var asset: ExactString
 
     public init(_ participant: Address, _ asset: ExactString) {
-        self.participant = participant.checksummed
-        self.asset = asset.value
+        self.participant = participant
+        self.asset = asset
     }
 }
 

@@ -335,22 +335,27 @@ extension FieldReader {
         else { return nil }
         let body: RequestBody
         switch intent {
-        case 0: body = .submit(appSessionID: id, intent: .operate, version: version, allocations: allocations, sessionData: sessionData)
-        case 1: body = .submit(appSessionID: id, intent: .deposit, version: version, allocations: allocations, sessionData: sessionData)
-        case 2: body = .submit(appSessionID: id, intent: .withdraw, version: version, allocations: allocations, sessionData: sessionData)
+        case 0:
+            body = .submit(
+                appSessionID: id, intent: .operate, version: version, allocations: allocations, sessionData: sessionData
+            )
+        case 1:
+            body = .submit(
+                appSessionID: id, intent: .deposit, version: version, allocations: allocations, sessionData: sessionData
+            )
+        case 2:
+            body = .submit(
+                appSessionID: id, intent: .withdraw, version: version, allocations: allocations,
+                sessionData: sessionData)
         case 3: body = .close(appSessionID: id, allocations: allocations, sessionData: sessionData, version: version)
         default: return nil
         }
-        let values: [ABIValue] = [
-            .bytes32(idBytes), .uint(intent), .uint(version),
-            .array(
-                allocations.map {
-                    // The amount as nitronode hashes it: shopspring's plain form, trailing fractional zeros trimmed.
-                    .tuple([.address($0.participant), .string(Array($0.asset.value.utf8)), .string(Array("\($0.amount)".utf8))])
-                }),
-            .string(Array(sessionData.utf8)),
-        ]
-        return (body, Keccak256.hash(ABI.encode(values)))
+        // Each amount as nitronode hashes it: shopspring's plain form, trailing fractional zeros trimmed.
+        let encoded = ABI.encodeStateUpdate(
+            id: idBytes, intent: intent, version: version,
+            allocations: allocations.map { ($0.participant, Array($0.asset.value.utf8), Array("\($0.amount)".utf8)) },
+            data: Array(sessionData.utf8))
+        return (body, Keccak256.hash(encoded))
     }
 }
 

@@ -368,18 +368,24 @@ extension Policy {
 
     /// v1: a close lists exactly the current non-zero pairs, each with its current amount (zero pairs may be listed
     /// or omitted).
-    private func checkCloseIsCurrent(_ allocations: [Allocation], _ session: SessionRecord, _ findings: inout Findings) {
+    private func checkCloseIsCurrent(_ allocations: [Allocation], _ session: SessionRecord, _ findings: inout Findings)
+    {
         let current = session.allocations.nonZeroPairs()
         let given = allocations.nonZeroPairs()
         guard current != given else { return }
-        for key in Set(current.keys).union(given.keys).sorted(by: { ($0.asset, $0.participant) < ($1.asset, $1.participant) })
-        where current[key] != given[key] {
+        let differing = Set(current.keys).union(given.keys).filter { current[$0] != given[$0] }
+        if let key = differing.min(by: {
+            ($0.asset, $0.participant.checksummed) < ($1.asset, $1.participant.checksummed)
+        }) {
             let was = current[key] ?? .zero
             let got = given[key] ?? .zero
             findings.note(
                 .closeNotCurrent,
                 "a close must equal the current state: \(key.participant) holds \(was) \(key.asset), the close lists \(got)",
-                ["participant": key.participant, "asset": key.asset, "current": "\(was)", "got": "\(got)"])
+                [
+                    "participant": key.participant.checksummed, "asset": key.asset.value, "current": "\(was)",
+                    "got": "\(got)",
+                ])
             return
         }
         findings.note(.closeNotCurrent, "a close must equal the current state")
@@ -404,7 +410,8 @@ extension Policy {
         if raised.count > 1 {
             findings.note(
                 .sumMismatch,
-                "a deposit raises \(raised.count) assets; it commits one (\(raised.map(\.value).sorted().joined(separator: ", ")))")
+                "a deposit raises \(raised.count) assets; it commits one (\(raised.map(\.value).sorted().joined(separator: ", ")))"
+            )
         }
     }
 

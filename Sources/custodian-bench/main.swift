@@ -12,6 +12,8 @@
 //   custodian-bench parse [--rounds R]
 //       the strict reader on a 64 KiB line of as many distinct keys as fit against an ordinary 64 KiB request (600
 //       allocations): microseconds per line and their ratio
+//   custodian-bench read --message-file F [--rounds R]
+//       microseconds per read of the message in F by the request reader (either protocol: parse, checks, hashes)
 //   custodian-bench keccak --bytes B --iterations N
 //       prints nanoseconds per Keccak-256 of B bytes
 import CustodianAgent
@@ -267,6 +269,23 @@ case "parse":
             format: "parse: ordinary %d-byte request %.1f µs; %d-byte line of %d keys %.1f µs: %.2f ×",
             ordinary.count, ordinaryTime * 1e6, manyKeys.count, keys.count, manyKeysTime * 1e6,
             manyKeysTime / ordinaryTime))
+case "read":
+    guard let path = option("--message-file"), let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+        fail("read --message-file F [--rounds R]")
+    }
+    let message = Array(text.utf8)
+    let rounds = option("--rounds").flatMap { Int($0) } ?? 20_000
+    let reader = RequestReader()
+    guard case .success = reader.read(message) else { fail("the message is refused") }
+    var best = Double.infinity
+    for _ in 0..<5 {
+        let began = DispatchTime.now()
+        for _ in 0..<(rounds / 5) {
+            guard case .success = reader.read(message) else { fail("the message is refused") }
+        }
+        best = min(best, seconds(since: began) / Double(rounds / 5))
+    }
+    print(String(format: "%.2f", best * 1e6))
 case "keccak":
     let size = option("--bytes").flatMap { Int($0) } ?? 500
     let iterations = option("--iterations").flatMap { Int($0) } ?? 200_000

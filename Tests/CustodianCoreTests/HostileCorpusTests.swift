@@ -23,7 +23,8 @@ struct HostileCorpusTests {
             } else {
                 Array(try #require(vector["message"] as? String).utf8)
             }
-        let result = NitroRPCv0Reader().read(message)
+        // As the agent reads it: a 5-element array would go to the v1 reader, anything else to v0's.
+        let result = RequestReader().read(message)
         switch (vector["expect"] as? String, result) {
         case ("reject", .failure(let denial)):
             #expect(denial.reason.rawValue == vector["reason"] as? String, "\(name): \(denial.detail)")
@@ -32,6 +33,7 @@ struct HostileCorpusTests {
             #expect(request.requestID == (vector["request_id"] as? NSNumber)?.uint64Value)
             #expect(request.method.rawValue == vector["method"] as? String)
             #expect(request.digest == Keccak256.hash(request.signedBytes))
+            #expect(request.wireProtocol == .nitroRPCv0)
         case (let expected, let got):
             Issue.record("\(name): expected \(expected ?? "?"), got \(got)")
         }

@@ -72,18 +72,22 @@ struct V1VectorTests {
         reversed.weights.reverse()
         #expect(reversed.appSessionID == vector["app_session_id_with_participants_reversed_NOT_this"] as? String)
         let words = try #require(vector["abi_encoding_words"] as? [String])
-        #expect(Keccak256.hash(try VectorFiles.bytes(hex: words.joined())) == (try VectorFiles.bytes(hex: definition.appSessionID)))
+        #expect(
+            Keccak256.hash(try VectorFiles.bytes(hex: words.joined()))
+                == (try VectorFiles.bytes(hex: definition.appSessionID)))
     }
 
     @Test("150.0 hashes as 150, and the text as written is not what is signed")
     func normalisation() throws {
         let vector = try VectorFiles.load(Self.folder, "amount_normalisation_150_0.json")
         let request = try NitroliteV1Reader().read(Self.frame(vector)).get()
-        let wrong = try VectorFiles.bytes(hex: try #require(vector["packed_hash_if_hashed_as_written_NOT_this"] as? String))
+        let wrong = try VectorFiles.bytes(
+            hex: try #require(vector["packed_hash_if_hashed_as_written_NOT_this"] as? String))
         #expect(request.requestHash != wrong)
         let canonical = try #require(vector["same_hash_as_canonical_text"] as? [String: Any])
         let update = String(decoding: try JSONSerialization.data(withJSONObject: canonical), as: UTF8.self)
-        let frame = #"[1,1,"app_sessions.v1.submit_app_state",{"app_state_update":"# + update + #","quorum_sigs":[]},1]"#
+        let frame =
+            #"[1,1,"app_sessions.v1.submit_app_state",{"app_state_update":"# + update + #","quorum_sigs":[]},1]"#
         #expect(try NitroliteV1Reader().read(Array(frame.utf8)).get().requestHash == request.requestHash)
     }
 
@@ -113,8 +117,12 @@ struct V1VectorTests {
                 + #"{"wallet_address":"\#(store)","signature_weight":1}],"quorum":2,"nonce":"\#(nonce)"}"#
         }
         func create(nonce: String, data: String) throws -> SignableRequest {
-            let sessionData = String(decoding: try JSONSerialization.data(withJSONObject: [data], options: .withoutEscapingSlashes), as: UTF8.self).dropFirst().dropLast()
-            let frame = #"[1,1,"app_sessions.v1.create_app_session",{"definition":"# + definition(nonce: nonce)
+            let sessionData = String(
+                decoding: try JSONSerialization.data(withJSONObject: [data], options: .withoutEscapingSlashes),
+                as: UTF8.self
+            ).dropFirst().dropLast()
+            let frame =
+                #"[1,1,"app_sessions.v1.create_app_session",{"definition":"# + definition(nonce: nonce)
                 + #","session_data":"# + sessionData + #","quorum_sigs":[]},1]"#
             return try NitroliteV1Reader().read(Array(frame.utf8)).get()
         }
@@ -151,8 +159,14 @@ struct V1VectorTests {
         // The session-key state's packer: bytes32[] of each id's Keccak-256 (PROTOCOL-v1 §3.5).
         let keyState = ABI.encode([
             .address(try #require(Address(anyCase: user))), .address(try #require(Address(anyCase: store))), .uint(1),
-            .array([.bytes32(Keccak256.hash(Array("0x00000000000000000000000000000000000000000000000000000000000000a1".utf8)))]),
-            .array([.bytes32(Keccak256.hash(Array("0x00000000000000000000000000000000000000000000000000000000000000b1".utf8)))]),
+            .array([
+                .bytes32(
+                    Keccak256.hash(Array("0x00000000000000000000000000000000000000000000000000000000000000a1".utf8)))
+            ]),
+            .array([
+                .bytes32(
+                    Keccak256.hash(Array("0x00000000000000000000000000000000000000000000000000000000000000b1".utf8)))
+            ]),
             .uint(1_739_812_234),
         ])
         #expect(Hex.encode(Keccak256.hash(keyState), prefixed: true) == pinned["session_key_state"])
@@ -173,6 +187,42 @@ struct V1VectorTests {
             #expect(denial.reason.rawValue == vector["reason"] as? String, "\(name): \(denial.detail)")
         case .success:
             Issue.record("\(name): read, but nitronode reads it otherwise (\(vector["go_reads"] ?? ""))")
+        }
+    }
+}
+
+/// The state-update encoder nitronode's hash needs, written in one pass, against the general ABI encoder.
+@Suite("ABI encoding")
+struct ABITests {
+    @Test func stateUpdateLayoutEqualsTheGeneralEncoder() throws {
+        var random = SplitMix64(state: 0xAB1)
+        for _ in 0..<500 {
+            let id = (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }
+            let count = Int.random(in: 0...5, using: &random)
+            var allocations: [(Address, [UInt8], [UInt8])] = []
+            for _ in 0..<count {
+                let address = try #require(
+                    Address(bytes: (0..<20).map { _ in UInt8.random(in: 0...255, using: &random) }))
+                let asset = (0..<Int.random(in: 0...70, using: &random)).map { _ in
+                    UInt8.random(in: 32...126, using: &random)
+                }
+                let amount = (0..<Int.random(in: 1...40, using: &random)).map { _ in
+                    UInt8.random(in: 48...57, using: &random)
+                }
+                allocations.append((address, asset, amount))
+            }
+            let data = (0..<Int.random(in: 0...100, using: &random)).map { _ in
+                UInt8.random(in: 0...255, using: &random)
+            }
+            let intent = UInt64.random(in: 0...255, using: &random)
+            let version = random.next()
+            let general = ABI.encode([
+                .bytes32(id), .uint(intent), .uint(version),
+                .array(allocations.map { .tuple([.address($0.0), .string($0.1), .string($0.2)]) }), .string(data),
+            ])
+            #expect(
+                ABI.encodeStateUpdate(id: id, intent: intent, version: version, allocations: allocations, data: data)
+                    == general)
         }
     }
 }

@@ -52,7 +52,8 @@ struct V1SigningTests {
             of: #""quorum_sigs":["# + quorumSigs.map { "\"\($0)\"" }.joined(separator: ",") + "]",
             with: #""quorum_sigs":[]"#)
         let request = try NitroliteV1Reader().read(Array(empty.utf8)).get()
-        let signed = String(decoding: request.signedMessage(appending: "0x" + String(repeating: "ab", count: 65)), as: UTF8.self)
+        let signed = String(
+            decoding: request.signedMessage(appending: "0x" + String(repeating: "ab", count: 65)), as: UTF8.self)
         #expect(signed.contains(#""quorum_sigs":["0xa1"# + String(repeating: "ab", count: 65) + "\"]"))
     }
 

@@ -92,7 +92,9 @@ struct V1EndToEndTests {
         return try #require((payload["quorum_sigs"] as? [String])?.last)
     }
 
-    @Test("create, deposit, operate, withdraw and close through custodian sign; conflicts refused; a v0 session beside it; a restart; audit verify")
+    @Test(
+        "create, deposit, operate, withdraw and close through custodian sign; conflicts refused; a v0 session beside it; a restart; audit verify"
+    )
     func lifecycle() throws {
         let workspace = try Workspace()
         let (keyFile, passphrase) = try EndToEndTests.importKeyA(workspace)
@@ -148,13 +150,15 @@ struct V1EndToEndTests {
         let v0First = Messages.create(nonce: nonce + 1, "100", "50")
         #expect(try EndToEndTests.sign(agent, v0First, in: workspace).status == 0)
         let v0ID = try #require(
-            try EndToEndTests.auditRecords(stateDir).last { $0["event"] as? String == "sign" }?["app_session_id"] as? String)
+            try EndToEndTests.auditRecords(stateDir).last { $0["event"] as? String == "sign" }?["app_session_id"]
+                as? String)
         let over = try EndToEndTests.sign(agent, Messages.close(id: v0ID, "80", "70"), in: workspace)
         #expect(over.status == 2)
         #expect(over.stderr.contains("policy.velocity_exceeded"), "\(over.stderr)")
         #expect(try EndToEndTests.sign(agent, Messages.close(id: v0ID, "85", "65"), in: workspace).status == 0)
         // A v1 request naming the v0 session is not one of its states.
-        let crossed = try Self.sign(agent, V1Messages.update(id: v0ID, intent: 0, version: 2, "85", "65"), in: workspace)
+        let crossed = try Self.sign(
+            agent, V1Messages.update(id: v0ID, intent: 0, version: 2, "85", "65"), in: workspace)
         #expect(crossed.stderr.contains("policy.session_unknown"), "\(crossed.stderr)")
 
         // SIGKILL, then a start that replays the log: the closed v1 session answers a retry of its close with the
@@ -180,14 +184,18 @@ struct V1EndToEndTests {
         #expect(verify.status == 0, "\(verify.stderr)")
         let all = try EndToEndTests.auditRecords(stateDir).filter { $0["event"] as? String == "sign" }
         #expect(all.contains { $0["protocol"] as? String == "nitrorpc/v0" })
-        #expect(all.filter { $0["protocol"] as? String == "nitrolite/v1" && $0["decision"] as? String == "allow" }.count == 7)
+        #expect(
+            all.filter { $0["protocol"] as? String == "nitrolite/v1" && $0["decision"] as? String == "allow" }.count
+                == 7)
         // The checker is independent: a tampered amount recovers to someone else.
         let tampered = close.stdout.replacingOccurrences(of: #""amount":"50""#, with: #""amount":"51""#)
         let file = try workspace.write("tampered.json", tampered)
         #expect(try Harness.oracle(["v1-frame", file]) != Messages.a)
     }
 
-    @Test("a state directory written before v1 (older checkpoints, a v3 snapshot, a v3 release record) verifies and serves")
+    @Test(
+        "a state directory written before v1 (older checkpoints, a v3 snapshot, a v3 release record) verifies and serves"
+    )
     func olderStateDirectory() throws {
         let workspace = try Workspace()
         let fixture = Harness.repository.appendingPathComponent("Tests/Fixtures/before-v1").path
@@ -219,8 +227,9 @@ struct V1EndToEndTests {
         ]
         let socket = workspace.path + "/agent.sock"
         let agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent.log")
-        let status = try JSONSerialization.jsonObject(
-            with: Data(try Harness.custodian(["status", "--socket", socket]).stdout.utf8)) as? [String: Any]
+        let status =
+            try JSONSerialization.jsonObject(
+                with: Data(try Harness.custodian(["status", "--socket", socket]).stdout.utf8)) as? [String: Any]
         #expect((status?["sessions"] as? [String: Int])?["open"] == 1, "the release returned the session to open")
         // The released close can be signed again: the release record's v3 state was read.
         let close = try String(contentsOfFile: workspace.path + "/close.json", encoding: .utf8)

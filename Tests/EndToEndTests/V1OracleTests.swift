@@ -25,9 +25,13 @@ struct V1OracleTests {
     static func amount(_ random: inout SplitMix64) -> String {
         let digits = "0123456789"
         var integer = String(Int.random(in: 1...9, using: &random))
-        for _ in 0..<Int.random(in: 0...29, using: &random) { integer.append(digits.randomElement(using: &random) ?? "0") }
+        for _ in 0..<Int.random(in: 0...29, using: &random) {
+            integer.append(digits.randomElement(using: &random) ?? "0")
+        }
         if Bool.random(using: &random) { integer = "0" }
-        let fraction = (0..<Int.random(in: 0...18, using: &random)).map { _ in digits.randomElement(using: &random) ?? "0" }
+        let fraction = (0..<Int.random(in: 0...18, using: &random)).map { _ in
+            digits.randomElement(using: &random) ?? "0"
+        }
         return fraction.isEmpty ? integer : integer + "." + String(fraction)
     }
 
