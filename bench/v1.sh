@@ -4,8 +4,12 @@
 # that all three see the same moments of a noisy host. The C ceiling in bench/kit speaks v0 only, so v1 is reported
 # as a ratio to custodian's own v0 figures of the same run.
 #
-#   bench/v1.sh                 3 rounds of 4 s per kind and client count (about 3 minutes)
-#   ROUNDS=5 SECONDS_EACH=6 bench/v1.sh
+#   bench/v1.sh                 8 rounds of 3 s per kind and client count (about 6 minutes)
+#   ROUNDS=12 SECONDS_EACH=4 bench/v1.sh
+#
+# Reported per kind: the medians over the rounds of req/s, p50 and the agent's CPU time per request (user + system,
+# from /proc), and the median over the rounds of each round's ratio to v0 (the windows of one round are adjacent in
+# time, so a ratio within a round is steadier than a ratio of medians on this noisy host).
 #
 # Every request is a retry of a state already signed (request id and timestamp fresh each time, the state the
 # same), which the policy allows and signs like any other: the full path (read, hash, policy, sign, durable record)
@@ -15,8 +19,8 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 bench_begin v1
 bench_prepare
-rounds=${ROUNDS:-3}
-each=${SECONDS_EACH:-4}
+rounds=${ROUNDS:-8}
+each=${SECONDS_EACH:-3}
 sed -i 's/^methods = .*/methods = ["create_app_session", "submit_app_state", "close_app_session", "app_sessions.v1.create_app_session", "app_sessions.v1.submit_app_state", "app_sessions.v1.submit_deposit_state"]/' "$work/policy.toml"
 
 A=0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638
@@ -61,20 +65,40 @@ state "$close_id" 3 4 100 50 '{{id}}' '{{ts}}' >"$work/v1-close.txt"
 cp "$work/close.txt" "$work/v0-close.txt"
 
 cc -O2 -pthread -o "$work/loadgen" bench/kit/loadgen.c -lsecp256k1 -lcrypto
-run() { # run KIND CLIENTS: one loadgen window; prints "rps p50_us"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
+hz=$(getconf CLK_TCK)
+run() { # run KIND CLIENTS: one loadgen window; prints "rps p50_us cpu_us_per_request"
+    local before after
+    before=$(cpu_ticks)
     "$work/loadgen" --socket "$work/agent.sock" --clients "$2" --seconds "$each" --warmup 1 --no-verify --json \
-        --message-file "$work/$1.txt" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read().strip().splitlines()[-1]); assert r["errors"]==0, r; print(r["rps"], r["p50_us"])'
+        --message-file "$work/$1.txt" >"$work/window.json"
+    after=$(cpu_ticks)
+    python3 - "$work/window.json" "$before" "$after" "$hz" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+assert r["errors"] == 0, r
+# The CPU time covers the warm-up too: divide by the requests of warm-up and window alike (rps x (each + 1 s)).
+ticks = int(float(sys.argv[3]) - float(sys.argv[2]))
+requests = r["ok"] * (r["seconds"] + r["warmup"]) / r["seconds"]
+print(r["rps"], r["p50_us"], round(ticks / int(sys.argv[4]) * 1e6 / requests, 1))
+PY
 }
-declare -A rps p50
+declare -A rps p50 cpu ratio
 kinds=(v0-close v1-close v1-operate)
 for clients in 1 16; do
     for round in $(seq 1 "$rounds"); do
         order=("${kinds[@]}")
         if [ $((round % 2)) = 0 ]; then order=(v1-operate v1-close v0-close); fi
+        declare -A this=()
         for kind in "${order[@]}"; do
-            read -r r p < <(run "$kind" "$clients")
+            read -r r p c < <(run "$kind" "$clients")
             rps[$kind/$clients]+="$r "
             p50[$kind/$clients]+="$p "
+            cpu[$kind/$clients]+="$c "
+            this[$kind]=$r
+        done
+        for kind in "${kinds[@]}"; do
+            ratio[$kind/$clients]+="$(python3 -c "print(${this[$kind]}/${this[v0-close]})") "
         done
     done
 done
@@ -87,19 +111,23 @@ mkdir -p bench/results
     echo "# v1 beside v0 (bench/v1.sh)"
     echo
     echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, commit $(git rev-parse --short HEAD); $rounds rounds of ${each} s per kind"
-    echo "and client count, interleaved; medians of the rounds; durable (fdatasync per batch), release build."
+    echo "and client count, interleaved; durable (fdatasync per batch), release build. Medians over the rounds; the"
+    echo "ratio is the median of each round's v1 req/s ÷ v0 req/s; CPU is the agent's user + system time per request."
     echo
-    echo "| clients | kind | req/s | p50 µs | req/s ÷ v0 | v0 p50 ÷ p50 |"
-    echo "|---|---|---|---|---|---|"
+    echo "| clients | kind | req/s | p50 µs | agent CPU µs/req | req/s ÷ v0 (per round, median) | v0 p50 ÷ p50 |"
+    echo "|---|---|---|---|---|---|---|"
     for clients in 1 16; do
-        v0r=$(echo "${rps[v0-close/$clients]}" | median)
         v0p=$(echo "${p50[v0-close/$clients]}" | median)
         for kind in "${kinds[@]}"; do
             r=$(echo "${rps[$kind/$clients]}" | median)
             p=$(echo "${p50[$kind/$clients]}" | median)
-            echo "| $clients | $kind | $r | $p | $(python3 -c "print(f'{$r/$v0r:.2f}')") | $(python3 -c "print(f'{$v0p/$p:.2f}')") |"
+            c=$(echo "${cpu[$kind/$clients]}" | median)
+            q=$(echo "${ratio[$kind/$clients]}" | median)
+            echo "| $clients | $kind | $r | $p | $c | $(python3 -c "print(f'{$q:.2f}')") | $(python3 -c "print(f'{$v0p/$p:.2f}')") |"
         done
     done
     echo
-    echo "Per round (req/s): $(for k in "${!rps[@]}"; do echo -n "$k: ${rps[$k]}; "; done)"
+    echo "Per round, req/s:"
+    echo
+    for key in $(printf '%s\n' "${!rps[@]}" | sort); do echo "- $key: ${rps[$key]}"; done
 } | tee bench/results/v1.md

@@ -80,19 +80,19 @@ public enum ABI {
     /// nitronode's state-update layout (PROTOCOL-v1 §3.3), written in one pass into a buffer of its exact size: the
     /// same bytes as ``encode(_:)`` of those values (a test holds the two equal), without building the value tree.
     public static func encodeStateUpdate(
-        id: [UInt8], intent: UInt64, version: UInt64, allocations: [(Address, [UInt8], [UInt8])], data: [UInt8]
+        id: [UInt8], intent: UInt64, version: UInt64, allocations: [(Address, String, String)], data: String
     ) -> [UInt8] {
         func stringSize(_ count: Int) -> Int { 32 + (count + 31) / 32 * 32 }
         var elementSizes: [Int] = []
         elementSizes.reserveCapacity(allocations.count)
         var listSize = 32 + 32 * allocations.count
         for (_, asset, amount) in allocations {
-            let size = 96 + stringSize(asset.count) + stringSize(amount.count)
+            let size = 96 + stringSize(asset.utf8.count) + stringSize(amount.utf8.count)
             elementSizes.append(size)
             listSize += size
         }
         var out: [UInt8] = []
-        out.reserveCapacity(160 + listSize + stringSize(data.count))
+        out.reserveCapacity(160 + listSize + stringSize(data.utf8.count))
         out.append(contentsOf: id.prefix(32))
         out.append(contentsOf: zeros[0..<(32 - min(id.count, 32))])
         appendWord(intent, to: &out)
@@ -109,7 +109,7 @@ public enum ABI {
             out.append(contentsOf: zeros[0..<12])
             out.append(contentsOf: participant.bytes)
             appendWord(96, to: &out)
-            appendWord(UInt64(96 + stringSize(asset.count)), to: &out)
+            appendWord(UInt64(96 + stringSize(asset.utf8.count)), to: &out)
             appendString(asset, to: &out)
             appendString(amount, to: &out)
         }
@@ -121,5 +121,13 @@ public enum ABI {
         appendWord(UInt64(bytes.count), to: &out)
         out.append(contentsOf: bytes)
         out.append(contentsOf: zeros[0..<((32 - bytes.count % 32) % 32)])
+    }
+
+    /// A string's UTF-8 bytes as an ABI `string`, without copying them into an array first.
+    private static func appendString(_ text: String, to out: inout [UInt8]) {
+        let count = text.utf8.count
+        appendWord(UInt64(count), to: &out)
+        out.append(contentsOf: text.utf8)
+        out.append(contentsOf: zeros[0..<((32 - count % 32) % 32)])
     }
 }

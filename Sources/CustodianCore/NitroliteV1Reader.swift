@@ -108,8 +108,12 @@ public struct NitroliteV1Reader: Sendable {
 
     /// EIP-191 `personal_sign` digest of a 32-byte hash: keccak256("\x19Ethereum Signed Message:\n32" ‖ hash).
     public static func eip191Digest(_ hash: [UInt8]) -> [UInt8] {
-        Keccak256.hash(Array("\u{19}Ethereum Signed Message:\n32".utf8) + hash)
+        var preimage = eip191Prefix
+        preimage.append(contentsOf: hash)
+        return Keccak256.hash(preimage)
     }
+
+    private static let eip191Prefix = Array("\u{19}Ethereum Signed Message:\n32".utf8)
 
     /// `0xa1` ‖ the 65-byte signature (given as `0x` + 130 hex): a participant wallet's quorum signature.
     public static func quorumSignature(_ signature: String) -> String {
@@ -353,8 +357,8 @@ extension FieldReader {
         // Each amount as nitronode hashes it: shopspring's plain form, trailing fractional zeros trimmed.
         let encoded = ABI.encodeStateUpdate(
             id: idBytes, intent: intent, version: version,
-            allocations: allocations.map { ($0.participant, Array($0.asset.value.utf8), Array("\($0.amount)".utf8)) },
-            data: Array(sessionData.utf8))
+            allocations: allocations.map { ($0.participant, $0.asset.value, $0.amount.description) },
+            data: sessionData)
         return (body, Keccak256.hash(encoded))
     }
 }

@@ -194,31 +194,39 @@ struct V1VectorTests {
 /// The state-update encoder nitronode's hash needs, written in one pass, against the general ABI encoder.
 @Suite("ABI encoding")
 struct ABITests {
+    static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+
     @Test func stateUpdateLayoutEqualsTheGeneralEncoder() throws {
         var random = SplitMix64(state: 0xAB1)
         for _ in 0..<500 {
             let id = (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }
             let count = Int.random(in: 0...5, using: &random)
-            var allocations: [(Address, [UInt8], [UInt8])] = []
+            var allocations: [(Address, String, String)] = []
             for _ in 0..<count {
                 let address = try #require(
                     Address(bytes: (0..<20).map { _ in UInt8.random(in: 0...255, using: &random) }))
-                let asset = (0..<Int.random(in: 0...70, using: &random)).map { _ in
-                    UInt8.random(in: 32...126, using: &random)
-                }
-                let amount = (0..<Int.random(in: 1...40, using: &random)).map { _ in
-                    UInt8.random(in: 48...57, using: &random)
-                }
+                let asset =
+                    Self.text(
+                        (0..<Int.random(in: 0...70, using: &random)).map { _ in
+                            UInt8.random(in: 32...126, using: &random)
+                        }) + (Bool.random(using: &random) ? "ü😀" : "")
+                let amount = Self.text(
+                    (0..<Int.random(in: 1...40, using: &random)).map { _ in
+                        UInt8.random(in: 48...57, using: &random)
+                    })
                 allocations.append((address, asset, amount))
             }
-            let data = (0..<Int.random(in: 0...100, using: &random)).map { _ in
-                UInt8.random(in: 0...255, using: &random)
-            }
+            let data = Self.text(
+                (0..<Int.random(in: 0...100, using: &random)).map { _ in
+                    UInt8.random(in: 0...127, using: &random)
+                })
             let intent = UInt64.random(in: 0...255, using: &random)
             let version = random.next()
             let general = ABI.encode([
                 .bytes32(id), .uint(intent), .uint(version),
-                .array(allocations.map { .tuple([.address($0.0), .string($0.1), .string($0.2)]) }), .string(data),
+                .array(
+                    allocations.map { .tuple([.address($0.0), .string(Array($0.1.utf8)), .string(Array($0.2.utf8))]) }),
+                .string(Array(data.utf8)),
             ])
             #expect(
                 ABI.encodeStateUpdate(id: id, intent: intent, version: version, allocations: allocations, data: data)
