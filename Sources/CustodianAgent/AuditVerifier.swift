@@ -79,6 +79,25 @@ public enum AuditVerifier {
                         return .broken(line: record.line, why: "starts an agent of \(named ?? "nobody"), not \(agent)")
                     }
                     checker.setAddress(agent)
+                case "operator":
+                    // A ledger import names the agent whose ledger it adds to, as a start record does.
+                    guard RecordShape.contains(Self.ledgerImport, in: record.bytes) else { break }
+                    guard case .success(let entry) = record.parse() else {
+                        return .broken(line: record.line, why: "not a JSON object")
+                    }
+                    guard entry.string("action") == "ledger_import" else { break }
+                    let named = entry.string("agent")
+                    if expected == nil {
+                        expected = named.flatMap(Address.init(eip55:))
+                        if let agent = expected { checker.setAddress(agent) }
+                    }
+                    guard let agent = expected, named == agent.checksummed else {
+                        return .broken(
+                            line: record.line,
+                            why:
+                                "imports the ledger of \(named ?? "nobody"), not \(expected?.checksummed ?? "an agent")"
+                        )
+                    }
                 default: break
                 }
                 return visit(record)
@@ -94,6 +113,8 @@ public enum AuditVerifier {
         verification.address = expected
         return .success(verification)
     }
+
+    static let ledgerImport = Array(#""action":"ledger_import""#.utf8)
 
     /// A checkpoint's `head` must equal its `prev`, and its EIP-191 signature must recover to `address`: over the
     /// labelled text its `signed_text` holds (which must be exactly ``checkpointText(seq:head:)``), or, in logs

@@ -298,6 +298,33 @@ public enum Replay {
         case "start":
             if address == nil { address = entry.string("address").flatMap(Address.init(eip55:)) }
             return nil
+        case "operator" where entry.string("action") == "ledger_import":
+            // A session added by `custodian ledger import`, with its state and loss events written in the record.
+            guard let id = entry.string("app_session_id"), let hex = entry.string("imported_state"),
+                let bytes = Hex.decode(hex), let record = LedgerState.decodeRecord(bytes), record.appSessionID == id,
+                let losses = entry.members.member("losses")?.value.elements
+            else {
+                return .broken(line: entry.line, why: "a ledger import whose imported_state does not decode")
+            }
+            if let agent = address, entry.string("agent") != agent.checksummed {
+                return .broken(line: entry.line, why: "a ledger import of another agent's ledger")
+            }
+            guard state.session(id) == nil else {
+                return .broken(line: entry.line, why: "a ledger import of a session the ledger already holds")
+            }
+            var events: [LossEvent] = []
+            for loss in losses {
+                guard let fields = loss.value.members, let time = fields.member("time_ms")?.value.numberToken,
+                    let timeMs = UInt64(time), let asset = fields.member("asset")?.value.string,
+                    let text = fields.member("amount")?.value.string, let amount = Amount(text),
+                    let versionToken = fields.member("version")?.value.numberToken, let version = UInt64(versionToken)
+                else { return .broken(line: entry.line, why: "a ledger import whose losses do not read") }
+                events.append(
+                    LossEvent(
+                        timeMs: timeMs, asset: ExactString(asset), amount: amount, sessionID: id, version: version))
+            }
+            state.adopt(record, losses: events)
+            return nil
         case "operator":
             guard entry.string("action") == "session_release" else { return nil }
             guard let id = entry.string("app_session_id"), state.session(id) != nil else {

@@ -170,6 +170,118 @@ public enum StateDirectory {
         return folder
     }
 
+    /// The ledger interchange text (``LedgerInterchange``) of the history in `stateDirectory`, as it stands after its
+    /// last record. Reads only; an agent may be running (the export is then as of the record it read last).
+    public static func exportLedger(_ stateDirectory: String) throws(AgentStartError) -> [UInt8] {
+        let rebuilt = try readHistory(stateDirectory)
+        guard let agent = rebuilt.verification.address ?? rebuilt.chain.agent else {
+            throw AgentStartError("\(stateDirectory) holds no history of any agent: nothing to export", exitCode: 2)
+        }
+        return LedgerInterchange.encode(
+            rebuilt.state, agent: agent, exportedAt: RFC3339.format(ms: Engine.systemClock()),
+            auditSeq: UInt64(rebuilt.chain.count), auditHead: rebuilt.chain.head)
+    }
+
+    /// What an import did: the sessions added, and those already present with the same content.
+    public struct ImportSummary: Sendable {
+        public var added: Int
+        public var alreadyPresent: Int
+    }
+
+    /// Imports an interchange file into the history in `stateDirectory` (with the agent stopped): every session it
+    /// holds that the ledger does not is added, by one audited `operator` record each (`action: ledger_import`,
+    /// carrying the session's state and loss events, so that every replay adds it the same way); a session the
+    /// ledger already holds must be identical. Refuses, writing nothing, when the file is another agent's, or any
+    /// session conflicts (another state, another version, other loss events). A second import of the same file adds
+    /// nothing.
+    public static func importLedger(_ stateDirectory: String, file bytes: [UInt8]) throws(AgentStartError)
+        -> ImportSummary
+    {
+        let document: LedgerInterchange.Document
+        switch LedgerInterchange.decode(bytes) {
+        case .success(let value): document = value
+        case .failure(let error): throw AgentStartError("not a ledger interchange file: \(error)", exitCode: 2)
+        }
+        let lock: StateLock
+        do { lock = try StateLock(stateDirectory: stateDirectory) } catch {
+            throw AgentStartError(
+                "an agent is running on \(stateDirectory)",
+                hint: "stop it first: operator actions are written while no agent writes")
+        }
+        defer { withExtendedLifetime(lock) {} }
+        let rebuilt = try readHistory(stateDirectory, fromSnapshots: false)
+        if let agent = rebuilt.verification.address ?? rebuilt.chain.agent, agent != document.agent {
+            throw AgentStartError(
+                "the file is the ledger of \(document.agent); \(stateDirectory) is the history of \(agent)",
+                hint: "a ledger belongs to one key: import it into a state directory of the same key", exitCode: 2)
+        }
+        var conflicts: [String] = []
+        var added: [LedgerInterchange.Entry] = []
+        for entry in document.entries {
+            let id = entry.session.appSessionID
+            guard let present = rebuilt.state.session(id) else {
+                added.append(entry)
+                continue
+            }
+            let presentLosses = rebuilt.state.losses.filter { $0.sessionID == id }
+            if present != entry.session || presentLosses != entry.losses { conflicts.append(id) }
+        }
+        guard conflicts.isEmpty else {
+            throw AgentStartError(
+                "\(conflicts.count) session(s) of the file differ from what \(stateDirectory) holds for them: "
+                    + conflicts.prefix(5).joined(separator: ", ") + (conflicts.count > 5 ? ", …" : "")
+                    + "; nothing was imported",
+                hint: "a ledger import never overwrites a signed state", exitCode: 2)
+        }
+        let digest = SHA256.hex(bytes)
+        try records(stateDirectory, chain: rebuilt.chain, count: added.count) { index, writer in
+            let entry = added[index]
+            writer.field("action", "ledger_import")
+            writer.field("agent", document.agent.checksummed)
+            writer.field("source_sha256", digest)
+            writer.field("source_audit_seq", document.auditSeq)
+            writer.field("source_audit_head", document.auditHead)
+            writer.field("app_session_id", entry.session.appSessionID)
+            writer.field("imported_state", Hex.encode(LedgerState.encodeRecord(entry.session)))
+            writer.key("losses")
+            writer.beginArray()
+            for loss in entry.losses {
+                writer.beginObject()
+                writer.field("time_ms", loss.timeMs)
+                writer.field("asset", loss.asset.value)
+                writer.field("amount", "\(loss.amount)")
+                writer.field("version", loss.version)
+                writer.endObject()
+            }
+            writer.endArray()
+        }
+        return ImportSummary(added: added.count, alreadyPresent: document.entries.count - added.count)
+    }
+
+    /// Appends `count` operator records (with the operator's uid, gid and pid) to the log, durably, in one write.
+    private static func records(
+        _ stateDirectory: String, chain: AuditChain, count: Int, _ fields: (Int, inout JSONWriter) -> Void
+    ) throws(AgentStartError) {
+        guard count > 0 else { return }
+        let log: AuditLog
+        do { log = try AuditLog(path: stateDirectory + "/audit.log", chain: chain) } catch {
+            throw AgentStartError("\(error)")
+        }
+        let now = Engine.systemClock()
+        for index in 0..<count {
+            log.stage(event: "operator", timeMs: now) { writer in
+                writer.key("peer")
+                writer.beginObject()
+                writer.field("uid", getuid())
+                writer.field("gid", getgid())
+                writer.field("pid", getpid())
+                writer.endObject()
+                fields(index, &writer)
+            }
+        }
+        do { try log.commit() } catch { throw AgentStartError("\(error)") }
+    }
+
     /// Appends one operator record (with the operator's uid, gid and pid) to the log, durably.
     private static func record(
         _ stateDirectory: String, chain: AuditChain, event: String, _ fields: (inout JSONWriter) -> Void

@@ -63,6 +63,14 @@ public struct LossEvent: Sendable, Equatable {
     /// The session, and the version of the signed state that raised its committed loss.
     public var sessionID: String
     public var version: UInt64 = 0
+
+    public init(timeMs: UInt64, asset: ExactString, amount: Amount, sessionID: String, version: UInt64) {
+        self.timeMs = timeMs
+        self.asset = asset
+        self.amount = amount
+        self.sessionID = sessionID
+        self.version = version
+    }
 }
 
 /// What the policy reads of the ledger. A shared database can stand behind it (for a pair of agents) as well as
@@ -220,6 +228,13 @@ public struct LedgerState: LedgerStore, Sendable {
         if id == historyOf { _ = history.popLast() }
         previous[id] = nil
         replace(id, with: record)
+    }
+
+    /// Adds a session this ledger does not hold, with its loss events (a `ledger import`).
+    public mutating func adopt(_ record: SessionRecord, losses events: [LossEvent]) {
+        previous[record.appSessionID] = nil
+        replace(record.appSessionID, with: record)
+        losses.append(contentsOf: events)
     }
 
     /// A release as custodian recorded it before release records carried the state to return to: back to the state

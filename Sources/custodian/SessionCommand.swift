@@ -23,7 +23,11 @@ struct SessionCommand: ParsableCommand {
         writer.field("status", session.status.rawValue)
         writer.field("version", session.version)
         writer.field("application", session.definition.application ?? "")
-        writer.field("protocol", session.definition.protocolName)
+        // v0's definition names its protocol (NitroRPC/0.2 or 0.4); a v1 session is nitronode's.
+        writer.field(
+            "protocol",
+            session.definition.wire.definitionNamesProtocol
+                ? session.definition.protocolName : session.definition.wire.rawValue)
         writer.key("participants")
         writer.beginArray()
         for participant in session.definition.participants { writer.string(participant.checksummed) }
