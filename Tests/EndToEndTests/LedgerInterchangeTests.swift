@@ -130,6 +130,7 @@ struct LedgerInterchangeTests {
             "serve", "--socket", workspace.path + "/x.sock", "--key-file", otherKey, "--policy",
             try workspace.write("p.toml", V1EndToEndTests.policy), "--state-dir", second, "--passphrase-file", key.1,
         ])
-        #expect(refusedStart.status != 0, "\(refusedStart.stderr)")
+        #expect(refusedStart.status == 1, "\(refusedStart.stderr)")
+        #expect(refusedStart.stderr.contains("belongs to \(Messages.a), not to this key"), "\(refusedStart.stderr)")
     }
 }
