@@ -5,7 +5,51 @@ import Foundation
 
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "Verify audit logs.", subcommands: [Verify.self])
+        commandName: "audit", abstract: "Verify audit logs, and report on them.",
+        subcommands: [Verify.self, Report.self])
+
+    struct Report: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write one self-contained HTML page (inline SVG, no script, no network) of what the agent did: "
+                + "decisions over time, refusals by reason, committed losses, velocity use, funding at risk per "
+                + "counterparty, operator actions, and the verification.")
+
+        @Argument(help: "Audit logs, or state directories.") var paths: [String]
+        @Option(help: "From this time: YYYY-MM-DD, an RFC 3339 UTC time, or Unix milliseconds.") var since: String?
+        @Option(help: "Until this time (excluded), in the same forms.") var until: String?
+        @Option(help: "A policy file whose [velocity] window and caps the velocity use is shown against.")
+        var policy: String?
+        @Option(name: .short, help: "The HTML file to write (a new file, mode 0600).") var output: String
+
+        func run() throws {
+            guard !paths.isEmpty else { throw CLIFailure("give at least one audit log or state directory") }
+            func time(_ text: String?, _ flag: String) throws(CLIFailure) -> UInt64? {
+                guard let text else { return nil }
+                guard let ms = RFC3339.parse(text) else {
+                    throw CLIFailure("\(flag) \(text) is not a date, an RFC 3339 UTC time or Unix milliseconds")
+                }
+                return ms
+            }
+            var options = AuditReport.Options(
+                sinceMs: try time(since, "--since"), untilMs: try time(until, "--until"),
+                generatedAtMs: Engine.systemClock())
+            if let policy {
+                do { options.velocity = try PolicyFile.load(path: policy).policy.velocity } catch {
+                    throw CLIFailure("invalid policy \(policy): \(error)")
+                }
+            }
+            for path in paths where !FileManager.default.fileExists(atPath: path) {
+                throw CLIFailure("no such log or state directory: \(path)")
+            }
+            let (html, totals) = AuditReport.render(paths: paths, options: options)
+            do { try FileIO.createPrivateFile(output, html) } catch {
+                throw CLIFailure("cannot write \(output): \(error)", hint: "the file must not exist yet")
+            }
+            print(
+                "wrote \(output): \(totals.allowed) allowed, \(totals.refused) refused, \(totals.operatorActions) operator actions"
+            )
+        }
+    }
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
