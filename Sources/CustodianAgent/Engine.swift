@@ -139,7 +139,11 @@ public final class Engine: @unchecked Sendable {
     ) {
         let parsed = reader.read(message)
         let method = (try? parsed.get())?.method.rawValue ?? ""
-        let wire = (try? parsed.get())?.wireProtocol.rawValue ?? WireProtocol.nitroRPCv0.rawValue
+        let wire: String
+        switch parsed {
+        case .success(let request): wire = request.wireProtocol.rawValue
+        case .failure: wire = RequestReader.protocolOf(message)?.rawValue ?? "unknown"
+        }
         let metrics = metrics
         let counted: @Sendable (SignOutcome) -> Void = { outcome in
             switch outcome {
@@ -294,6 +298,8 @@ public final class Engine: @unchecked Sendable {
                     let seq = log.stage(event: "sign", timeMs: now) { writer in
                         writePeer(peer, &writer)
                         writer.field("policy_hash", policyHash)
+                        // The protocol the message's shape names, where it is JSON at all.
+                        if let wire = RequestReader.protocolOf(message) { writer.field("protocol", wire.rawValue) }
                         writer.field("message_sha256", SHA256.hex(message))
                         writer.field("message_bytes", message.count)
                         writer.field("decision", "deny")

@@ -17,6 +17,14 @@ public struct RequestReader: Sendable {
         }
     }
 
+    /// The protocol a message's shape names, for recording a refusal of it: a 5-element array is a v1 frame, another
+    /// array or an object a v0 message; nil for text that is not JSON.
+    public static func protocolOf(_ message: [UInt8]) -> WireProtocol? {
+        guard case .success(let root) = StrictJSON.parse(message) else { return nil }
+        if let elements = root.value.elements { return elements.count == 5 ? .nitroliteV1 : .nitroRPCv0 }
+        return root.value.members == nil ? nil : .nitroRPCv0
+    }
+
     /// The refusal of a message the strict parser could not read.
     static func denial(_ failure: StrictJSON.Failure) -> Denial {
         switch failure {

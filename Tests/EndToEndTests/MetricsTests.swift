@@ -65,29 +65,31 @@ struct MetricsTests {
             #expect(refused.stderr.contains("policy.session_unknown"), "\(refused.stderr)")
         }
         #expect(try EndToEndTests.sign(agent, "{\"req\":[1,", in: workspace).stderr.contains("payload.malformed"))
+        // A v1 frame this policy does not allow: counted under its own protocol.
+        let frame = V1Messages.create(nonce: nonce)
+        #expect(try EndToEndTests.sign(agent, frame, in: workspace).stderr.contains("payload.method_not_allowed"))
 
         let output = try Harness.custodian(["metrics", "--socket", socket])
         #expect(output.status == 0, "\(output.stderr)")
         let after = try Self.samples(output.stdout, in: workspace)
-        func decisions(_ method: String, _ outcome: String) -> Double? {
-            Self.value(
-                after, "custodian_decisions_total",
-                ["method": method, "outcome": outcome, "protocol": "nitrorpc/v0"])
+        func decisions(_ method: String, _ outcome: String, _ wire: String = "nitrorpc/v0") -> Double? {
+            Self.value(after, "custodian_decisions_total", ["method": method, "outcome": outcome, "protocol": wire])
         }
         #expect(decisions("create_app_session", "allow") == 3)
         #expect(decisions("close_app_session", "allow") == 2)
         #expect(decisions("close_app_session", "deny") == 2)
-        #expect(decisions("unreadable", "deny") == 1)
+        #expect(decisions("unreadable", "deny", "unknown") == 1, "not JSON: no protocol")
+        #expect(decisions("app_sessions.v1.create_app_session", "deny", "nitrolite/v1") == 1)
         #expect(Self.value(after, "custodian_refusals_total", ["reason": "policy.session_unknown"]) == 2)
         #expect(Self.value(after, "custodian_refusals_total", ["reason": "payload.malformed"]) == 1)
-        // Every decision's record went through a group-commit batch: the histogram's sum grew by the 8 records, its
+        // Every decision's record went through a group-commit batch: the histogram's sum grew by the 9 records, its
         // count by the batches (one sync each), and the sync-latency histogram counted the same batches.
         let recordsBefore = Self.value(before, "custodian_commit_batch_records_sum") ?? 0
         let batchesBefore = Self.value(before, "custodian_commit_batch_records_count") ?? 0
         let records = (Self.value(after, "custodian_commit_batch_records_sum") ?? 0) - recordsBefore
         let batches = (Self.value(after, "custodian_commit_batch_records_count") ?? 0) - batchesBefore
-        #expect(records == 8, "records in batches: \(records)")
-        #expect(batches >= 1 && batches <= 8)
+        #expect(records == 9, "records in batches: \(records)")
+        #expect(batches >= 1 && batches <= 9)
         let syncs =
             (Self.value(after, "custodian_sync_seconds_count") ?? 0)
             - (Self.value(before, "custodian_sync_seconds_count") ?? 0)
