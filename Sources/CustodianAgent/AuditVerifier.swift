@@ -315,21 +315,15 @@ private final class DecisionChecker: @unchecked Sendable {
             signature = members.member("signature")?.value.string.flatMap(Hex.decode)
             req = Array(text.utf8)
         }
-        let digest: [UInt8]
-        if RecordShape.contains(Self.v1Protocol, in: bytes.prefix(640)) {
-            // v1: req is the frame; request_hash is the ABI hash of the values read from it, and the key signed
-            // that hash's EIP-191 digest.
-            guard case .success(let request) = NitroliteV1Reader().read(req), request.requestHash == hash else {
-                return .broken(
-                    line: line, why: "request_hash is not the hash of the v1 request in req: the record was edited")
-            }
-            digest = request.digest
-        } else {
-            digest = Keccak256.hash(req)
-            guard digest == hash else {
-                return .broken(line: line, why: "request_hash is not the Keccak-256 of req: the record was edited")
-            }
+        // The record's protocol (records before v1 name none: v0) computes the hashes again from its text.
+        let wire: WireProtocol =
+            RecordShape.contains(Self.v1Protocol, in: bytes.prefix(640)) ? .nitroliteV1 : .nitroRPCv0
+        guard let hashes = wire.hashes(ofRecorded: req), hashes.requestHash == hash else {
+            return .broken(
+                line: line,
+                why: "request_hash is not the hash of the \(wire.rawValue) request in req: the record was edited")
         }
+        let digest = hashes.digest
         if isAllowance {
             guard let signature, signature.count == 65 else {
                 return .broken(line: line, why: "an allowance without a signature")

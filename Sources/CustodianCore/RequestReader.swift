@@ -33,3 +33,19 @@ public struct RequestReader: Sendable {
         }
     }
 }
+
+extension WireProtocol {
+    /// The hashes of a request from the text an audit record keeps of it (`req`): the request hash the record names
+    /// and the digest the key signed. v0: Keccak-256 of the `req` bytes, both. v1: the frame read again, the ABI hash
+    /// of its values and that hash's EIP-191 digest. Nil when the text does not read as this protocol's request.
+    public func hashes(ofRecorded text: [UInt8]) -> (requestHash: [UInt8], digest: [UInt8])? {
+        switch self {
+        case .nitroRPCv0:
+            let hash = Keccak256.hash(text)
+            return (hash, hash)
+        case .nitroliteV1:
+            guard case .success(let request) = NitroliteV1Reader().read(text) else { return nil }
+            return (request.requestHash, request.digest)
+        }
+    }
+}

@@ -244,4 +244,53 @@ struct V1EndToEndTests {
         let snapshot = try Data(contentsOf: URL(fileURLWithPath: stateDir + "/ledger.snapshot"))
         #expect(snapshot.starts(with: Data("custodian ledger snapshot v4\n".utf8)))
     }
+
+    @Test("an edited v1 allowance is found: its request_hash is the ABI hash of the frame read again")
+    func editedV1Record() throws {
+        let workspace = try Workspace()
+        let (keyFile, passphrase) = try EndToEndTests.importKeyA(workspace)
+        let stateDir = workspace.path + "/state"
+        let arguments = [
+            "--key-file", keyFile, "--policy", try workspace.write("policy.toml", Self.policy), "--state-dir",
+            stateDir, "--passphrase-file", passphrase,
+        ]
+        let agent = try RunningAgent(
+            arguments: arguments, socket: workspace.path + "/a.sock", logFile: workspace.path + "/a.log")
+        #expect(try Self.sign(agent, V1Messages.create(nonce: Messages.nowMs()), in: workspace).status == 0)
+        let id = try #require(
+            try EndToEndTests.auditRecords(stateDir).last { $0["event"] as? String == "sign" }?["app_session_id"]
+                as? String)
+        #expect(
+            try Self.sign(agent, V1Messages.update(id: id, intent: 1, version: 2, "100", nil), in: workspace).status
+                == 0)
+        // A crash: the deposit is the last line, so its own hashes are what guard it.
+        kill(agent.process.processIdentifier, SIGKILL)
+        agent.process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: stateDir + "/audit.anchor")
+        let log = stateDir + "/audit.log"
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map(String.init)
+        let last = try #require(lines.last)
+        #expect(last.contains(#""protocol":"nitrolite/v1""#) && last.contains(#"\"amount\":\"100\""#))
+        for (edit, what) in [
+            (last.replacingOccurrences(of: #"\"amount\":\"100\""#, with: #"\"amount\":\"101\""#), "an amount"),
+            (
+                last.replacingOccurrences(of: #"\"amount\":\"100\""#, with: #"\"amount\":\"100.0\""#),
+                "an amount's spelling, same value"
+            ),
+            (
+                last.replacingOccurrences(of: #""protocol":"nitrolite/v1""#, with: #""protocol":"nitrorpc/v0""#),
+                "the protocol"
+            ),
+        ] {
+            try Data((lines.dropLast() + [edit]).map { $0 + "\n" }.joined().utf8).write(to: URL(fileURLWithPath: log))
+            let verify = try Harness.custodian(["audit", "verify", log, "--address", Messages.a])
+            if what == "an amount's spelling, same value" {
+                // The hash covers the values, which are unchanged: only the text differs, and the signature stands.
+                #expect(verify.status == 0, "\(what): \(verify.stderr)")
+            } else {
+                #expect(verify.status == 2, "\(what): \(verify.stderr)")
+                #expect(verify.stderr.contains("at line \(lines.count):"), "\(what): \(verify.stderr)")
+            }
+        }
+    }
 }
