@@ -1,7 +1,14 @@
+import BigInt
+
 /// Solidity's `abi.encode` (head/tail layout, 32-byte words) for the few types nitronode hashes: unsigned
-/// integers up to 64 bits, addresses, bytes32, strings, dynamic arrays and tuples (PROTOCOL-v1 §3).
+/// integers, signed 256-bit integers (two's complement), addresses, bytes32, strings, dynamic arrays and tuples
+/// (PROTOCOL-v1 §3, PROTOCOL-v1-channels §2).
 public indirect enum ABIValue: Sendable, Equatable {
     case uint(UInt64)
+    /// A `uint256` (nil from ``ABI/encode(_:)``'s callers' checks when out of range: see ``ABI/word(_:)``).
+    case uint256(BigInt)
+    /// An `int256`, two's complement.
+    case int256(BigInt)
     case address(Address)
     case bytes32([UInt8])
     case string([UInt8])
@@ -11,7 +18,7 @@ public indirect enum ABIValue: Sendable, Equatable {
     /// Whether the value is encoded in the tail (with an offset in the head).
     var isDynamic: Bool {
         switch self {
-        case .uint, .address, .bytes32: false
+        case .uint, .uint256, .int256, .address, .bytes32: false
         case .string, .array: true
         case .tuple(let elements): elements.contains(where: \.isDynamic)
         }
@@ -53,6 +60,8 @@ public enum ABI {
         switch value {
         case .uint(let number):
             appendWord(number, to: &out)
+        case .uint256(let number), .int256(let number):
+            out.append(contentsOf: word(number) ?? zeros)
         case .address(let address):
             out.append(contentsOf: zeros[0..<12])
             out.append(contentsOf: address.bytes)
@@ -75,6 +84,22 @@ public enum ABI {
     }
 
     private static let zeros = [UInt8](repeating: 0, count: 32)
+
+    /// The 32-byte big-endian two's-complement word of `number`, or nil when it does not fit 256 bits (as `int256`
+    /// for a negative value, `uint256` otherwise).
+    public static func word(_ number: BigInt) -> [UInt8]? {
+        let two256 = BigInt(1) << 256
+        let value: BigInt
+        if number.signum() < 0 {
+            guard number >= -(BigInt(1) << 255) else { return nil }
+            value = two256 + number
+        } else {
+            guard number < two256 else { return nil }
+            value = number
+        }
+        let bytes = Array(BigUInt(value).serialize())
+        return [UInt8](repeating: 0, count: 32 - bytes.count) + bytes
+    }
 
     /// `abi.encode(bytes32 id, uint8 intent, uint64 version, (address, string, string)[] allocations, string data)`,
     /// nitronode's state-update layout (PROTOCOL-v1 §3.3), written in one pass into a buffer of its exact size: the

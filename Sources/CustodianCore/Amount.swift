@@ -70,6 +70,16 @@ public struct Amount: Hashable, Comparable, Sendable, CustomStringConvertible {
         self.init(units: units, scale: scale)
     }
 
+    /// A signed amount (a channel ledger's net flow): the wire grammar with an optional leading `-` (`-0` refused).
+    public init?(signed text: String) {
+        guard text.hasPrefix("-") else {
+            self.init(text)
+            return
+        }
+        guard let magnitude = Amount(String(text.dropFirst())), !magnitude.isZero else { return nil }
+        self.init(units: -magnitude.units, scale: magnitude.scale)
+    }
+
     /// The fractional digits the value needs: "1.50" needs 1.
     public var fractionDigits: Int { scale }
 

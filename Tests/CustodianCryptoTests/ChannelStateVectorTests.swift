@@ -1,0 +1,136 @@
+import BigInt
+import CustodianCore
+import CustodianCrypto
+import CustodianTestSupport
+import Foundation
+import Testing
+
+/// Tests/Vectors/v1-channels (a copy of ../shared/vectors/v1-channels): the home channel id, and for each state the
+/// state id, tx_id, transition hash, the 640-byte message, its EIP-191 digest and A's signature, byte for byte, all
+/// built from the state's values (the groundwork of the channel-state policy; nothing here signs a channel state for
+/// a client yet).
+@Suite("Nitrolite v1 channel-state vectors")
+struct ChannelStateVectorTests {
+    static let folder = "v1-channels"
+    static let states = [
+        "close_home_channel_v5.json", "commit_to_app_session_v3.json", "deposit_create_channel_v1.json",
+        "transfer_send_v2.json", "withdrawal_v4.json",
+    ]
+
+    @Test("the folder holds the 11 cases of its README") func count() {
+        #expect(VectorFiles.names(Self.folder).count == 11)
+    }
+
+    @Test func homeChannelID() throws {
+        let vector = try VectorFiles.load(Self.folder, "home_channel_id_usdc_base.json")
+        let definition = try #require(vector["channel_definition"] as? [String: Any])
+        let nonceText = try #require(definition["nonce"] as? String)
+        let nonce = try #require(UInt64(nonceText))
+        let bitmap = try #require(definition["approved_sig_validators"] as? String)
+        let validators = try #require(BigInt(String(bitmap.dropFirst(2)), radix: 16))
+        let userText = try #require(vector["user_address"] as? String)
+        let nodeText = try #require(vector["node_address"] as? String)
+        let id = ChannelState.homeChannelID(
+            challengeSeconds: UInt32(try #require((definition["challenge"] as? NSNumber)?.uint32Value)),
+            user: try #require(Address(eip55: userText)), node: try #require(Address(eip55: nodeText)), nonce: nonce,
+            validators: validators, asset: try #require(vector["asset"] as? String))
+        #expect(Hex.encode(id, prefixed: true) == vector["home_channel_id"] as? String)
+        let words = try #require(vector["abi_encoding_words"] as? [String])
+        var hashed = Keccak256.hash(try VectorFiles.bytes(hex: words.joined()))
+        #expect(Hex.encode(hashed, prefixed: true) == vector["keccak256"] as? String)
+        hashed[0] = 0x01
+        #expect(hashed == id)
+    }
+
+    @Test(arguments: states)
+    func state(_ name: String) throws {
+        let vector = try VectorFiles.load(Self.folder, name)
+        let state = try #require(vector["state"] as? [String: Any])
+        let transition = try #require(state["transition"] as? [String: Any])
+        let ledger = try #require(state["home_ledger"] as? [String: Any])
+        let derivation = try #require(vector["derivation"] as? [String: Any])
+        let signing = try #require(vector["signing"] as? [String: Any])
+        func text(_ object: [String: Any], _ key: String) throws -> String { try #require(object[key] as? String) }
+        func hash(_ key: String) throws -> String {
+            try #require((derivation[key] as? [String: Any])?["keccak256"] as? String)
+        }
+
+        let user = try #require(Address(anyCase: try text(state, "user_wallet")))
+        let asset = try text(state, "asset")
+        let version = try #require(UInt64(try text(state, "version")))
+        let stateID = ChannelState.stateID(
+            user: user, asset: asset, epoch: try #require(UInt64(try text(state, "epoch"))), version: version)
+        #expect(Hex.encode(stateID, prefixed: true) == (try hash("state_id")))
+        #expect(Hex.encode(stateID, prefixed: true) == state["id"] as? String)
+        let accountID = try text(transition, "account_id")
+        let txID = ChannelState.transactionID(accountID: accountID, stateID: stateID)
+        #expect(Hex.encode(txID, prefixed: true) == (try hash("tx_id")))
+        #expect(Hex.encode(txID, prefixed: true) == transition["tx_id"] as? String)
+        let type = try #require((transition["type"] as? NSNumber)?.uint8Value)
+        let amount = try #require(Amount(try text(transition, "amount")))
+        let transitionHash = ChannelState.transitionHash(
+            type: type, transactionID: try text(transition, "tx_id"), accountID: accountID, amount: amount)
+        #expect(Hex.encode(transitionHash, prefixed: true) == (try hash("metadata")))
+
+        let values = try #require(signing["abi_values_signing_data"] as? [Any])
+        let home = try #require(values[3] as? [Any])
+        let decimals = try #require((home[2] as? NSNumber)?.uint8Value)
+        func ledgerAmount(_ key: String) throws -> Amount {
+            let value = try text(ledger, key)
+            return try #require(Amount(signed: value))
+        }
+        let chainID = try #require(UInt64(try text(ledger, "blockchain_id")))
+        let token = try #require(Address(anyCase: try text(ledger, "token_address")))
+        let (userBalance, userFlow) = (try ledgerAmount("user_balance"), try ledgerAmount("user_net_flow"))
+        let (nodeBalance, nodeFlow) = (try ledgerAmount("node_balance"), try ledgerAmount("node_net_flow"))
+        let built = ChannelState.Ledger(
+            chainID: chainID, token: token, decimals: decimals, userBalance: userBalance, userNetFlow: userFlow,
+            nodeBalance: nodeBalance, nodeNetFlow: nodeFlow)
+        let homeLedger = try #require(built)
+        let channelID = try VectorFiles.bytes(hex: try text(state, "home_channel_id"))
+        let message = ChannelState.message(
+            channelID: channelID, version: version, intent: try #require((signing["intent"] as? NSNumber)?.uint8Value),
+            transitionHash: transitionHash, home: homeLedger)
+        #expect(message.count == 640)
+        #expect(Hex.encode(message, prefixed: true) == signing["message_hex"] as? String, "\(name)")
+        let digest = ChannelState.eip191Digest(message)
+        #expect(Hex.encode(digest, prefixed: true) == signing["eip191_digest"] as? String)
+
+        let signatures = try #require(vector["signatures"] as? [[String: Any]])
+        let byA = try #require(signatures.first { $0["signer"] as? String == "A" })
+        let key = try signingKey(hex: "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01ac362b318")
+        let signature = Hex.encode(try key.sign(digest: digest), prefixed: true)
+        #expect(signature == byA["signature_65"] as? String, "\(name)")
+        #expect("0x" + ChannelState.defaultSignerType + signature.dropFirst(2) == state["user_sig"] as? String)
+        // The node's signature over the same message recovers to N.
+        let byN = try #require(signatures.first { $0["signer"] as? String == "N" })
+        let nodeSignature = try VectorFiles.bytes(hex: try text(byN, "signature_65"))
+        #expect(
+            Recovery.address(digest: digest, signature: nodeSignature)?.checksummed == byN["signer_address"] as? String)
+    }
+
+    @Test("every spelling of one transition amount hashes alike; decimal.js's 1e-7 would not")
+    func amountSpelling() throws {
+        let vector = try VectorFiles.load(Self.folder, "transition_amount_spelling.json")
+        let transfer = try VectorFiles.load(Self.folder, "transfer_send_v2.json")
+        let state = try #require(transfer["state"] as? [String: Any])
+        let transition = try #require(state["transition"] as? [String: Any])
+        let rows = try #require(vector["same_value_rows"] as? [[String: Any]])
+        #expect(rows.count >= 5)
+        for row in rows {
+            let hashedAs = try #require(row["hashed_as"] as? String)
+            let hash = ChannelState.transitionHash(
+                type: 30, transactionID: try #require(transition["tx_id"] as? String),
+                accountID: try #require(transition["account_id"] as? String), amount: try #require(Amount(hashedAs)))
+            #expect(Hex.encode(hash, prefixed: true) == row["metadata"] as? String, "\(row)")
+        }
+    }
+
+    @Test("go-ethereum's lenient hex reading, as the upstream PackState vectors use it")
+    func lenientHex() {
+        #expect(ChannelState.lenientBytes32("tx123") == [UInt8](repeating: 0, count: 32))
+        #expect(ChannelState.lenientBytes32("account456") == [UInt8](repeating: 0, count: 31) + [0xAC])
+        #expect(ChannelState.lenientBytes32("0x1") == [UInt8](repeating: 0, count: 31) + [0x01])
+        #expect(ChannelState.lenientBytes32("0x" + String(repeating: "ab", count: 40)).count == 32)
+    }
+}
