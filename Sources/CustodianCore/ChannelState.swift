@@ -152,6 +152,18 @@ public enum ChannelState {
         return ABI.encode([.bytes32(channelID), .string(signingData)])
     }
 
+    /// `PackChallengeState`: abi.encode(bytes32 channelId, bytes (signingData ‖ "challenge")), 672 bytes: the
+    /// challenger's signature over a co-signed state (PROTOCOL-v1-channels §4).
+    public static func challengeMessage(
+        channelID: [UInt8], version: UInt64, intent: UInt8, transitionHash: [UInt8], home: Ledger,
+        nonHome: Ledger = .none
+    ) -> [UInt8] {
+        let signingData = ABI.encode([
+            .uint(version), .uint(UInt64(intent)), .bytes32(transitionHash), home.abi, nonHome.abi,
+        ])
+        return ABI.encode([.bytes32(channelID), .string(signingData + Array("challenge".utf8))])
+    }
+
     /// EIP-191 `personal_sign` digest of a whole message: keccak256("\x19Ethereum Signed Message:\n" + length + it).
     public static func eip191Digest(_ message: [UInt8]) -> [UInt8] {
         Keccak256.hash(Array("\u{19}Ethereum Signed Message:\n\(message.count)".utf8) + message)

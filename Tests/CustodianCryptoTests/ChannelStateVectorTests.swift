@@ -42,6 +42,40 @@ struct ChannelStateVectorTests {
         #expect(hashed == id)
     }
 
+    /// The challenger's signature of the co-signed v3 (672-byte message), from the state's values.
+    @Test func challenge() throws {
+        let vector = try VectorFiles.load(Self.folder, "challenge_v3.json")
+        let state = try #require(vector["candidate_state"] as? [String: Any])
+        let transition = try #require(state["transition"] as? [String: Any])
+        let ledger = try #require(state["home_ledger"] as? [String: Any])
+        func text(_ object: [String: Any], _ key: String) throws -> String { try #require(object[key] as? String) }
+        func ledgerAmount(_ key: String) throws -> Amount {
+            let value = try text(ledger, key)
+            return try #require(Amount(signed: value))
+        }
+        let amount = try #require(Amount(try text(transition, "amount")))
+        let transitionHash = ChannelState.transitionHash(
+            type: 40, transactionID: try text(transition, "tx_id"), accountID: try text(transition, "account_id"),
+            amount: amount)
+        let chainID = try #require(UInt64(try text(ledger, "blockchain_id")))
+        let token = try #require(Address(anyCase: try text(ledger, "token_address")))
+        let (userBalance, userFlow) = (try ledgerAmount("user_balance"), try ledgerAmount("user_net_flow"))
+        let (nodeBalance, nodeFlow) = (try ledgerAmount("node_balance"), try ledgerAmount("node_net_flow"))
+        let built = ChannelState.Ledger(
+            chainID: chainID, token: token, decimals: 6, userBalance: userBalance, userNetFlow: userFlow,
+            nodeBalance: nodeBalance, nodeNetFlow: nodeFlow)
+        let message = ChannelState.challengeMessage(
+            channelID: try VectorFiles.bytes(hex: try text(state, "home_channel_id")), version: 3, intent: 0,
+            transitionHash: transitionHash, home: try #require(built))
+        #expect(message.count == 672)
+        #expect(Hex.encode(message, prefixed: true) == vector["challenge_message_hex"] as? String)
+        let digest = ChannelState.eip191Digest(message)
+        #expect(Hex.encode(digest, prefixed: true) == vector["eip191_digest"] as? String)
+        let key = try signingKey(hex: "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01ac362b318")
+        let signature = try #require(vector["signature"] as? [String: Any])
+        #expect(Hex.encode(try key.sign(digest: digest), prefixed: true) == signature["signature_65"] as? String)
+    }
+
     @Test(arguments: states)
     func state(_ name: String) throws {
         let vector = try VectorFiles.load(Self.folder, name)
