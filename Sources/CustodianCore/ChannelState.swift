@@ -70,15 +70,21 @@ public enum ChannelState {
 
     /// `GetHomeChannelID`: keccak256 of the ChannelDefinition tuple, with byte 0 set to the ChannelHub version.
     public static func homeChannelID(
-        challengeSeconds: UInt32, user: Address, node: Address, nonce: UInt64, validators: BigInt, asset: String
+        challengeSeconds: UInt32, user: Address, node: Address, nonce: UInt64, validators: BigInt, asset: String,
+        hubVersion: UInt8 = channelHubVersion
     ) -> [UInt8] {
         var hash = Keccak256.hash(
             ABI.encode([
                 .uint(UInt64(challengeSeconds)), .address(user), .address(node), .uint(nonce), .uint256(validators),
                 .bytes32(assetTag(asset)),
             ]))
-        hash[0] = channelHubVersion
+        hash[0] = hubVersion
         return hash
+    }
+
+    /// `GetEscrowChannelID`: keccak256(abi.encode(bytes32 homeChannelId, uint64 version)).
+    public static func escrowChannelID(homeChannelID: [UInt8], version: UInt64) -> [UInt8] {
+        Keccak256.hash(ABI.encode([.bytes32(homeChannelID), .uint(version)]))
     }
 
     /// A channel definition's asset tag: the first 8 bytes of keccak256(symbol), then zeros.

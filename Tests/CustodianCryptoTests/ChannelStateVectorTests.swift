@@ -160,6 +160,64 @@ struct ChannelStateVectorTests {
         }
     }
 
+    /// upstream_pinned_reproduced.json: the values upstream's Go, TypeScript and Solidity tests pin that concern the
+    /// state message and the ids (inputs as in generate.py's reproduce_upstream); the session-key and
+    /// validator-registration values are left to the session-key work.
+    @Test func upstreamPinned() throws {
+        let vector = try VectorFiles.load(Self.folder, "upstream_pinned_reproduced.json")
+        let rows = try #require(vector["reproduced"] as? [[String: Any]])
+        #expect(rows.count == 18)
+        var pinned: [String: String] = [:]
+        for row in rows { pinned[try #require(row["name"] as? String)] = row["pinned"] as? String }
+        func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes, prefixed: true) }
+        let channel = try VectorFiles.bytes(hex: "0x3e9dd25a843e3a234c278c6f3fab3983949e2404b276cacb3c47ada06e00f74b")
+        func ledger(_ chain: UInt64, _ token: String, _ decimals: UInt8) throws -> ChannelState.Ledger {
+            let built = ChannelState.Ledger(
+                chainID: chain, token: try #require(Address(anyCase: token)), decimals: decimals,
+                userBalance: try #require(Amount("3")), userNetFlow: try #require(Amount("2.00000001")),
+                nodeBalance: .zero, nodeNetFlow: try #require(Amount(signed: "-0.99999999")))
+            return try #require(built)
+        }
+        let home = try ledger(42, "0x90b7E285ab6cf4e3A2487669dba3E339dB8a3320", 8)
+        let escrow = try ledger(4242, "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2", 14)
+        let deposit = ChannelState.transitionHash(
+            type: 10, transactionID: "tx123", accountID: "account456", amount: try #require(Amount("1000")))
+        var checked = 0
+        func check(_ name: String, _ value: String) {
+            #expect(pinned[name] == value, "\(name)")
+            checked += 1
+        }
+        check(
+            "PackState, no escrow (HomeDeposit 'tx123' 'account456' 1000, v24)",
+            hex(ChannelState.message(channelID: channel, version: 24, intent: 2, transitionHash: deposit, home: home)))
+        let withdraw = ChannelState.transitionHash(
+            type: 21, transactionID: "tx2", accountID: "account2", amount: try #require(Amount(signed: "-50")))
+        check(
+            "PackState with escrow ledger (EscrowWithdraw 'tx2' 'account2' -50, v24, intent 7)",
+            hex(
+                ChannelState.message(
+                    channelID: channel, version: 24, intent: 7, transitionHash: withdraw, home: home, nonHome: escrow)))
+        let node = try #require(Address(anyCase: "0x435d4B6b68e1083Cc0835D1F971C4739204C1d2a"))
+        let user = try #require(Address(anyCase: "0xd8dA6BF26964aF9D7eEd9e03E53415D37aA96045"))
+        for version: UInt8 in [1, 2, 255] {
+            check(
+                "GetHomeChannelID(node, user, 'ether', 42, 86400, '0x0'), version byte \(version)",
+                hex(
+                    ChannelState.homeChannelID(
+                        challengeSeconds: 86400, user: user, node: node, nonce: 42, validators: 0, asset: "ether",
+                        hubVersion: version)))
+        }
+        check(
+            "Utils.getChannelId with approvedSignatureValidators 24042",
+            hex(
+                ChannelState.homeChannelID(
+                    challengeSeconds: 86400, user: user, node: node, nonce: 42, validators: 24042, asset: "ether")))
+        check("channel metadata of 'ether' (first 8 bytes of keccak256)", hex(ChannelState.assetTag("ether")))
+        let homeID = try VectorFiles.bytes(hex: "0xeac2bed767671a8ab77527e1e2fff00bb2e62de5467d9ba3a4105dad5c6e3d66")
+        check("GetEscrowChannelID(home, 42)", hex(ChannelState.escrowChannelID(homeChannelID: homeID, version: 42)))
+        #expect(checked == 8)
+    }
+
     @Test("go-ethereum's lenient hex reading, as the upstream PackState vectors use it")
     func lenientHex() {
         #expect(ChannelState.lenientBytes32("tx123") == [UInt8](repeating: 0, count: 32))
