@@ -106,6 +106,7 @@ public enum StateDirectory {
         try record(stateDirectory, chain: rebuilt.chain, event: "operator") { writer in
             writer.field("policy_hash", policyHash)
             writer.field("action", "session_release")
+            writer.field("protocol", session.definition.wire.rawValue)
             writer.field("app_session_id", id)
             writer.field("reason_text", reason)
             writer.field("state_version", version)
@@ -237,6 +238,7 @@ public enum StateDirectory {
         try records(stateDirectory, chain: rebuilt.chain, count: added.count) { index, writer in
             let entry = added[index]
             writer.field("action", "ledger_import")
+            writer.field("protocol", entry.session.definition.wire.rawValue)
             writer.field("agent", document.agent.checksummed)
             writer.field("source_sha256", digest)
             writer.field("source_audit_seq", document.auditSeq)

@@ -70,6 +70,8 @@ struct LedgerInterchangeTests {
         #expect(imported.stdout.contains("imported 2 session(s)"), "\(imported.stdout)")
         let again = try Harness.custodian(["ledger", "import", file, "--state-dir", second])
         #expect(again.stdout.contains("imported 0 session(s)") && again.stdout.contains("2 already there"))
+        let imports = try EndToEndTests.auditRecords(second).filter { $0["action"] as? String == "ledger_import" }
+        #expect(Set(imports.compactMap { $0["protocol"] as? String }) == ["nitrorpc/v0", "nitrolite/v1"])
         let verify = try Harness.custodian(["audit", "verify", second])
         #expect(verify.status == 0, "\(verify.stderr)")
 
