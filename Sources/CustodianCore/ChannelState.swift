@@ -183,3 +183,40 @@ extension Address {
         return zero
     }()
 }
+
+/// Channel session keys (PROTOCOL-v1-channels §4.1): what a wallet signs to delegate its channel signatures to a key,
+/// and the `0x01` signature a key then gives. custodian refuses channel session keys by default; these are here so
+/// that what it refuses is exactly what it would otherwise sign.
+public enum ChannelSessionKey {
+    /// keccak256("Nitrolite.SessionKey(address sessionKey,bytes32 metadataHash)").
+    public static let typeHash = Keccak256.hash(
+        Array("Nitrolite.SessionKey(address sessionKey,bytes32 metadataHash)".utf8))
+    /// The validator id of the session-key signer (`SessionKeyValidator`).
+    public static let signerType: UInt8 = 0x01
+
+    /// keccak256(abi.encode(address user, uint64 version, string[] assets, uint64 expiresAt)).
+    public static func metadataHash(user: Address, version: UInt64, assets: [String], expiresAt: UInt64) -> [UInt8] {
+        Keccak256.hash(
+            ABI.encode([
+                .address(user), .uint(version), .array(assets.map { .string(Array($0.utf8)) }), .uint(expiresAt),
+            ]))
+    }
+
+    /// The 96-byte authorization both the wallet and the key sign (EIP-191 over the whole of it):
+    /// abi.encode(bytes32 typeHash, address sessionKey, bytes32 metadataHash).
+    public static func authorization(sessionKey: Address, metadataHash: [UInt8]) -> [UInt8] {
+        ABI.encode([.bytes32(typeHash), .address(sessionKey), .bytes32(metadataHash)])
+    }
+
+    /// A state signature by a session key: `0x01` ‖ abi.encode((address sessionKey, bytes32 metadataHash, bytes
+    /// authSignature), bytes keySignature), 417 bytes with 65-byte signatures.
+    public static func stateSignature(
+        sessionKey: Address, metadataHash: [UInt8], authorizationSignature: [UInt8], keySignature: [UInt8]
+    ) -> [UInt8] {
+        [signerType]
+            + ABI.encode([
+                .tuple([.address(sessionKey), .bytes32(metadataHash), .string(authorizationSignature)]),
+                .string(keySignature),
+            ])
+    }
+}

@@ -215,7 +215,101 @@ struct ChannelStateVectorTests {
         check("channel metadata of 'ether' (first 8 bytes of keccak256)", hex(ChannelState.assetTag("ether")))
         let homeID = try VectorFiles.bytes(hex: "0xeac2bed767671a8ab77527e1e2fff00bb2e62de5467d9ba3a4105dad5c6e3d66")
         check("GetEscrowChannelID(home, 42)", hex(ChannelState.escrowChannelID(homeChannelID: homeID, version: 42)))
-        #expect(checked == 8)
+        // The session-key and validator values (forge's keys, as in generate.py).
+        check(
+            "SESSION_KEY_AUTH_TYPEHASH", hex(ChannelSessionKey.typeHash))
+        let deadbeef = try #require(Address(anyCase: "0xDeaDbeefdEAdbeefdEadbEEFdeadbeEFdEaDbeeF"))
+        check(
+            "PackChannelKeyStateV1(0xDeaDbeef..., 0xabcdef12...)",
+            hex(
+                ChannelSessionKey.authorization(
+                    sessionKey: deadbeef,
+                    metadataHash: try VectorFiles.bytes(hex: String(repeating: "abcdef1234567890", count: 4)))))
+        let sessionKey = try signingKey(hex: "0xb229abea7c47e19293ef4029fe250d679b295a978922cb6933f022e421f0eb7a")
+        let authorizer = try signingKey(hex: "0xefc7c391f4ce326e149bb9943658998227094eb3e0acc92c343241e22fbc7624")
+        let authorization = ChannelSessionKey.authorization(
+            sessionKey: sessionKey.address,
+            metadataHash: try VectorFiles.bytes(
+                hex: "59c85ca0f1634dd72294eec96f6d613893a9d3add6943b6f32f9cf7df0858239"))
+        check("toSigningData(SessionKeyAuthorization) for vm.addr(0xb229...)", hex(authorization))
+        check(
+            "EIP-191 authorization signature over the 96-byte payload (prefix '...:\\n96')",
+            hex(try authorizer.sign(digest: ChannelState.eip191Digest(authorization))))
+        let solidityTransition = try VectorFiles.bytes(
+            hex: "dbf80153432e3e0c221112f69a7d20e80980ee5bc48b5684d3b47a6cb75192bd")
+        let solidity = ChannelState.message(
+            channelID: channel, version: 24, intent: 7, transitionHash: solidityTransition, home: home, nonHome: escrow)
+        check("Utils.pack(state, channelId), FINALIZE_ESCROW_WITHDRAWAL", hex(solidity))
+        let solidityDeposit = ChannelState.message(
+            channelID: channel, version: 24, intent: 2,
+            transitionHash: try VectorFiles.bytes(
+                hex: "6d621872dd3d14fe6f6ddb415d586e62fb584ffda861ac379bf0d0a0e6410bd6"), home: home)
+        check("Utils.pack(state, channelId), DEPOSIT, empty nonHomeLedger", hex(solidityDeposit))
+        let keySignature = try sessionKey.sign(digest: ChannelState.eip191Digest(solidity))
+        check(
+            "EIP-191 session-key signature over the 640-byte packed state (prefix '...:\\n640')", hex(keySignature))
+        check("validator id byte 0x01 followed by that signature", hex([ChannelSessionKey.signerType] + keySignature))
+        let nodeKey = try signingKey(hex: "0xfa35c49dc36191b998cc651d95699f9d63959d2112e14cc1d241f522bec2fe62")
+        let registration = ABI.encode([
+            .uint(1), .address(try #require(Address(anyCase: "0xA33882C770F3D56b9a8E56Bc02d6C7068624F384"))),
+            .uint(420_042),
+        ])
+        check(
+            "validator-registration message as logged by the test (abi.encode(uint8, address, uint64))",
+            hex(registration))
+        check(
+            "EIP-191 signature over that 96-byte message",
+            hex(try nodeKey.sign(digest: ChannelState.eip191Digest(registration))))
+        #expect(checked == 18)
+        #expect(Set(pinned.keys).count == 18)
+    }
+
+    /// A authorizes SK as its channel session key (and revokes it); SK signs the v2 transfer as a `0x01` signature.
+    @Test func sessionKeyAuthorization() throws {
+        let vector = try VectorFiles.load(Self.folder, "channel_session_key_authorization.json")
+        let a = try signingKey(hex: "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01ac362b318")
+        let sk = try signingKey(hex: "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
+        #expect(Hex.encode(ChannelSessionKey.typeHash, prefixed: true) == vector["typehash"] as? String)
+        let metadata = try #require(vector["metadata"] as? [String: Any])
+        let metadataHash = ChannelSessionKey.metadataHash(
+            user: a.address, version: 1, assets: ["usdc"], expiresAt: 1_798_761_600)
+        #expect(Hex.encode(metadataHash, prefixed: true) == metadata["metadata_hash"] as? String)
+        let authorization = ChannelSessionKey.authorization(sessionKey: sk.address, metadataHash: metadataHash)
+        #expect(authorization.count == 96)
+        #expect(Hex.encode(authorization, prefixed: true) == vector["auth_payload_hex"] as? String)
+        let digest = ChannelState.eip191Digest(authorization)
+        #expect(Hex.encode(digest, prefixed: true) == vector["eip191_digest"] as? String)
+        let userSig = try a.sign(digest: digest)
+        let keySig = try sk.sign(digest: digest)
+        #expect(
+            Hex.encode(userSig, prefixed: true) == (vector["user_sig"] as? [String: Any])?["signature_65"] as? String)
+        #expect(
+            Hex.encode(keySig, prefixed: true) == (vector["session_key_sig"] as? [String: Any])?["signature_65"]
+                as? String)
+
+        // SK signs the v2 transfer; the 417-byte 0x01 signature wraps the authorization.
+        let transfer = try VectorFiles.load(Self.folder, "transfer_send_v2.json")
+        let message = try VectorFiles.bytes(
+            hex: try #require((transfer["signing"] as? [String: Any])?["message_hex"] as? String))
+        let stateSig = try sk.sign(digest: ChannelState.eip191Digest(message))
+        let use = try #require(vector["session_key_state_signature"] as? [String: Any])
+        #expect(Hex.encode(stateSig, prefixed: true) == use["sk_signature_65"] as? String)
+        let wrapped = ChannelSessionKey.stateSignature(
+            sessionKey: sk.address, metadataHash: metadataHash, authorizationSignature: userSig, keySignature: stateSig)
+        #expect(wrapped.count == 417)
+        #expect(Hex.encode(wrapped, prefixed: true) == use["user_sig_with_type_byte"] as? String)
+
+        // The revocation: version 2, an expiry in the past, A's signature only.
+        let revocation = try #require(vector["revocation"] as? [String: Any])
+        let revokedHash = ChannelSessionKey.metadataHash(
+            user: a.address, version: 2, assets: ["usdc"], expiresAt: 1_735_689_600)
+        #expect(Hex.encode(revokedHash, prefixed: true) == revocation["metadata_hash"] as? String)
+        let revokedAuthorization = ChannelSessionKey.authorization(sessionKey: sk.address, metadataHash: revokedHash)
+        #expect(Hex.encode(revokedAuthorization, prefixed: true) == revocation["auth_payload_hex"] as? String)
+        let revokedState = try #require(revocation["state"] as? [String: Any])
+        #expect(
+            Hex.encode(try a.sign(digest: ChannelState.eip191Digest(revokedAuthorization)), prefixed: true)
+                == revokedState["user_sig"] as? String)
     }
 
     @Test("go-ethereum's lenient hex reading, as the upstream PackState vectors use it")
