@@ -245,24 +245,16 @@ public enum StateDirectory {
             writer.field("source_audit_head", document.auditHead)
             writer.field("app_session_id", entry.session.appSessionID)
             writer.field("imported_state", Hex.encode(LedgerState.encodeRecord(entry.session)))
-            writer.key("losses")
-            writer.beginArray()
-            for loss in entry.losses {
-                writer.beginObject()
-                writer.field("time_ms", loss.timeMs)
-                writer.field("asset", loss.asset.value)
-                writer.field("amount", "\(loss.amount)")
-                writer.field("version", loss.version)
-                writer.endObject()
-            }
-            writer.endArray()
+            LedgerInterchange.writeLosses(entry.losses, &writer)
         }
         return ImportSummary(added: added.count, alreadyPresent: document.entries.count - added.count)
     }
 
-    /// Appends `count` operator records (with the operator's uid, gid and pid) to the log, durably, in one write.
+    /// Appends `count` records of `event` (each with the operator's uid, gid and pid) to the log, durably, in one
+    /// write.
     private static func records(
-        _ stateDirectory: String, chain: AuditChain, count: Int, _ fields: (Int, inout JSONWriter) -> Void
+        _ stateDirectory: String, chain: AuditChain, event: String = "operator", count: Int,
+        _ fields: (Int, inout JSONWriter) -> Void
     ) throws(AgentStartError) {
         guard count > 0 else { return }
         let log: AuditLog
@@ -271,7 +263,7 @@ public enum StateDirectory {
         }
         let now = Engine.systemClock()
         for index in 0..<count {
-            log.stage(event: "operator", timeMs: now) { writer in
+            log.stage(event: event, timeMs: now) { writer in
                 writer.key("peer")
                 writer.beginObject()
                 writer.field("uid", getuid())
@@ -288,19 +280,6 @@ public enum StateDirectory {
     private static func record(
         _ stateDirectory: String, chain: AuditChain, event: String, _ fields: (inout JSONWriter) -> Void
     ) throws(AgentStartError) {
-        let log: AuditLog
-        do { log = try AuditLog(path: stateDirectory + "/audit.log", chain: chain) } catch {
-            throw AgentStartError("\(error)")
-        }
-        log.stage(event: event, timeMs: Engine.systemClock()) { writer in
-            writer.key("peer")
-            writer.beginObject()
-            writer.field("uid", getuid())
-            writer.field("gid", getgid())
-            writer.field("pid", getpid())
-            writer.endObject()
-            fields(&writer)
-        }
-        do { try log.commit() } catch { throw AgentStartError("\(error)") }
+        try records(stateDirectory, chain: chain, event: event, count: 1) { _, writer in fields(&writer) }
     }
 }

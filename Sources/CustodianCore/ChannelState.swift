@@ -152,10 +152,16 @@ public enum ChannelState {
         channelID: [UInt8], version: UInt64, intent: UInt8, transitionHash: [UInt8], home: Ledger,
         nonHome: Ledger = .none
     ) -> [UInt8] {
-        let signingData = ABI.encode([
-            .uint(version), .uint(UInt64(intent)), .bytes32(transitionHash), home.abi, nonHome.abi,
-        ])
-        return ABI.encode([.bytes32(channelID), .string(signingData)])
+        let data = signingData(version: version, intent: intent, transitionHash: transitionHash, home, nonHome)
+        return ABI.encode([.bytes32(channelID), .string(data)])
+    }
+
+    /// `toSigningData`: abi.encode(uint64 version, uint8 intent, bytes32 transitionHash, Ledger home, Ledger nonHome),
+    /// all static: 544 bytes.
+    static func signingData(
+        version: UInt64, intent: UInt8, transitionHash: [UInt8], _ home: Ledger, _ nonHome: Ledger
+    ) -> [UInt8] {
+        ABI.encode([.uint(version), .uint(UInt64(intent)), .bytes32(transitionHash), home.abi, nonHome.abi])
     }
 
     /// `PackChallengeState`: abi.encode(bytes32 channelId, bytes (signingData ‖ "challenge")), 672 bytes: the
@@ -164,10 +170,8 @@ public enum ChannelState {
         channelID: [UInt8], version: UInt64, intent: UInt8, transitionHash: [UInt8], home: Ledger,
         nonHome: Ledger = .none
     ) -> [UInt8] {
-        let signingData = ABI.encode([
-            .uint(version), .uint(UInt64(intent)), .bytes32(transitionHash), home.abi, nonHome.abi,
-        ])
-        return ABI.encode([.bytes32(channelID), .string(signingData + Array("challenge".utf8))])
+        let data = signingData(version: version, intent: intent, transitionHash: transitionHash, home, nonHome)
+        return ABI.encode([.bytes32(channelID), .string(data + Array("challenge".utf8))])
     }
 
     /// EIP-191 `personal_sign` digest of a whole message: keccak256("\x19Ethereum Signed Message:\n" + length + it).

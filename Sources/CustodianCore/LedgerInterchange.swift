@@ -87,6 +87,12 @@ public enum LedgerInterchange {
         writeAmounts("funding", session.funding, &writer)
         writeAmounts("withdrawn", session.withdrawn, &writer)
         writeAmounts("committed_loss", session.committedLoss, &writer)
+        writeLosses(losses, &writer)
+        writer.endObject()
+    }
+
+    /// `"losses": [{time_ms, asset, amount, version}, …]`, as the interchange format and import records write them.
+    public static func writeLosses(_ losses: [LossEvent], _ writer: inout JSONWriter) {
         writer.key("losses")
         writer.beginArray()
         for loss in losses {
@@ -98,7 +104,6 @@ public enum LedgerInterchange {
             writer.endObject()
         }
         writer.endArray()
-        writer.endObject()
     }
 
     private static func writeDefinition(_ definition: AppDefinition, _ writer: inout JSONWriter) {
@@ -135,7 +140,8 @@ public enum LedgerInterchange {
         writer.endObject()
     }
 
-    private static func writeAllocations(_ allocations: [Allocation], _ writer: inout JSONWriter) {
+    /// `[{participant, asset, amount}, …]`.
+    public static func writeAllocations(_ allocations: [Allocation], _ writer: inout JSONWriter) {
         writer.beginArray()
         for allocation in allocations {
             writer.beginObject()

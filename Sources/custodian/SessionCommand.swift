@@ -35,15 +35,7 @@ struct SessionCommand: ParsableCommand {
         writeAmounts("totals", session.totals, &writer)
         guard full else { return }
         writer.key("allocations")
-        writer.beginArray()
-        for allocation in session.allocations {
-            writer.beginObject()
-            writer.field("participant", allocation.participant.checksummed)
-            writer.field("asset", allocation.asset.value)
-            writer.field("amount", "\(allocation.amount)")
-            writer.endObject()
-        }
-        writer.endArray()
+        LedgerInterchange.writeAllocations(session.allocations, &writer)
         writeAmounts("own_funding", session.funding, &writer)
         writeAmounts("own_withdrawn", session.withdrawn, &writer)
     }
