@@ -103,6 +103,7 @@ public struct NitroliteV1Reader: Sendable {
             existingSignatureTokens: [])
         request.quorumSigsEnd = quorumSigs.span.upperBound - 1 - start
         request.quorumSigsEmpty = elements.isEmpty
+        request.quorumSigs = elements.compactMap { $0.value.string?.lowercased() }
         return .success(request)
     }
 
@@ -120,16 +121,19 @@ public struct NitroliteV1Reader: Sendable {
         "0x" + walletSignatureType + signature.dropFirst(2)
     }
 
-    /// The frame with this key's quorum signature appended to `quorum_sigs`; every other byte as received.
+    /// The frame with this key's quorum signature appended to `quorum_sigs`; every other byte as received. A frame
+    /// that already holds it (a client's retry with the frame it was given) is returned as it is.
     static func frame(for request: SignableRequest, appending signature: String) -> [UInt8] {
         let bytes = request.signedBytes
+        let quorumSig = quorumSignature(signature)
+        if request.quorumSigs.contains(quorumSig.lowercased()) { return bytes }
         let end = min(max(request.quorumSigsEnd, 0), bytes.count)
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count + 140)
         out.append(contentsOf: bytes[0..<end])
         if !request.quorumSigsEmpty { out.append(UInt8(ascii: ",")) }
         out.append(UInt8(ascii: "\""))
-        out.append(contentsOf: quorumSignature(signature).utf8)
+        out.append(contentsOf: quorumSig.utf8)
         out.append(UInt8(ascii: "\""))
         out.append(contentsOf: bytes[end...])
         return out

@@ -105,6 +105,9 @@ public struct SignableRequest: Sendable {
     /// and whether the array already holds one.
     public var quorumSigsEnd: Int = 0
     public var quorumSigsEmpty = true
+    /// v1: the signatures already in `quorum_sigs`, lower-cased (a retry that carries this key's own is not given it
+    /// twice: nitronode counts the entries against the participants).
+    public var quorumSigs: [String] = []
 
     /// The session a submit or close names, or that a create would open (computed by the caller).
     public var namedSessionID: String? {

@@ -47,6 +47,11 @@ struct V1SigningTests {
             #expect(raw.first == 0xA1 && raw.count == 66)
             #expect(Recovery.address(digest: request.digest, signature: Array(raw.dropFirst())) == key.address)
         }
+        // A frame that already holds A's quorum signature (a retry with the frame custodian returned) keeps it once.
+        let a = try signingKey(hex: try #require(signatures.first?["private_key"] as? String))
+        let withA = try NitroliteV1Reader().read(Array(text.utf8)).get()
+        let signatureA = Hex.encode(try a.sign(digest: withA.digest), prefixed: true)
+        #expect(withA.signedMessage(appending: signatureA) == Array(text.utf8))
         // With no signature yet, the frame gets just this one.
         let empty = text.replacingOccurrences(
             of: #""quorum_sigs":["# + quorumSigs.map { "\"\($0)\"" }.joined(separator: ",") + "]",
