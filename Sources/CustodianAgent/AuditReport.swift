@@ -243,7 +243,10 @@ public enum AuditReport {
             return
         }
         let hourly = last - first <= 2 * 86_400_000
-        let width: UInt64 = hourly ? 3_600_000 : 86_400_000
+        // Per hour or per day; a longer span (or a log with odd times) in at most about 400 bars of whole days.
+        let day: UInt64 = 86_400_000
+        let days = (last - first) / day + 1
+        let width: UInt64 = hourly ? 3_600_000 : (days <= 400 ? day : (days / 400 + 1) * day)
         var buckets: [UInt64: (Int, Int)] = [:]
         for decision in decisions {
             let key = decision.timeMs / width * width
@@ -255,9 +258,12 @@ public enum AuditReport {
         var key = first / width * width
         while key <= last {
             keys.append(key)
-            key += width
+            let (next, overflow) = key.addingReportingOverflow(width)
+            if overflow { break }
+            key = next
         }
-        html.raw("<h3>Over time (per \(hourly ? "hour" : "day"), UTC)</h3>")
+        let unit = hourly ? "hour" : (width == day ? "day" : "\(width / day) days")
+        html.raw("<h3>Over time (per \(unit), UTC)</h3>")
         let maximum = max(1, keys.map { (buckets[$0]?.0 ?? 0) + (buckets[$0]?.1 ?? 0) }.max() ?? 1)
         let chartWidth = 760.0
         let chartHeight = 180.0
@@ -287,7 +293,7 @@ public enum AuditReport {
         html.raw(
             "<p class=\"legend\"><span class=\"swatch allow\"></span>allowed <span class=\"swatch deny\"></span>refused</p>"
         )
-        html.raw("<details><summary>The numbers</summary><table><tr><th>\(hourly ? "hour" : "day")</th>")
+        html.raw("<details><summary>The numbers</summary><table><tr><th>\(hourly ? "hour" : "from")</th>")
         html.raw("<th>allowed</th><th>refused</th></tr>")
         for key in keys {
             let (allowed, refused) = buckets[key] ?? (0, 0)
@@ -376,7 +382,7 @@ public enum AuditReport {
                 html.raw(
                     "<svg class=\"gauge\" viewBox=\"0 0 200 16\" xmlns=\"http://www.w3.org/2000/svg\"><rect width=\"200\" "
                         + "height=\"16\" fill=\"#eee\"/><rect width=\"\(format(200 * share))\" height=\"16\" "
-                        + "fill=\"#d35400\"/></svg> \(Int((used / limit * 100).rounded())) %")
+                        + "fill=\"#d35400\"/></svg> \(percent(used / limit)) %")
             } else {
                 html.raw("–")
             }
@@ -444,6 +450,12 @@ public enum AuditReport {
     static func label(_ ms: UInt64, hourly: Bool) -> String {
         let text = RFC3339.format(ms: ms)
         return hourly ? text.prefix(10) + " " + text.dropFirst(11).prefix(2) + ":00" : String(text.prefix(10))
+    }
+
+    /// A share as a whole percentage, for any double (never a trap on an odd figure).
+    static func percent(_ share: Double) -> String {
+        guard share.isFinite else { return "–" }
+        return String(format: "%.0f", min(max(share * 100, 0), 1e12))
     }
 
     static func short(_ hex: String) -> String {

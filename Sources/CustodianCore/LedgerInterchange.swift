@@ -286,7 +286,11 @@ extension LedgerInterchange {
                 let participant = try Fields(
                     node, "\(path).participants[\(index)]", ["wallet_address", "signature_weight"])
                 participants.append(try participant.address("wallet_address"))
-                weights.append(Int64(try participant.integer("signature_weight")))
+                let weight = try participant.integer("signature_weight")
+                guard weight <= 255 else {
+                    throw InterchangeError("\(path).participants[\(index)].signature_weight is not a uint8")
+                }
+                weights.append(Int64(weight))
             }
             guard let nonce = NitroliteV1Reader.decimal(try fields.string("nonce")) else {
                 throw InterchangeError("\(path).nonce is not a decimal string of a uint64")

@@ -201,6 +201,27 @@ struct AuditReportTests {
         try Self.renderInBrowser(bytes)
     }
 
+    @Test(
+        "a log with odd times (1970 and year 2500) is drawn in a few hundred bars, and one that does not verify says so"
+    )
+    func oddTimes() throws {
+        let directory = try TemporaryDirectory()
+        let log = try AuditLog(path: directory.path + "/audit.log", chain: AuditChain())
+        for time: UInt64 in [1, 2, 16_725_225_600_000, 16_725_225_600_001] {
+            log.stage(event: "sign", timeMs: time) { writer in
+                writer.field("decision", time.isMultiple(of: 2) ? "deny" : "allow")
+                writer.field("reason", "policy.sum_mismatch")
+            }
+        }
+        try log.commit()
+        let (bytes, totals) = AuditReport.render(
+            paths: [directory.path + "/audit.log"], options: AuditReport.Options(generatedAtMs: 0))
+        let html = String(decoding: bytes, as: UTF8.self)
+        #expect(totals.allowed == 2 && totals.refused == 2)
+        #expect(html.components(separatedBy: "<rect").count - 1 <= 2 * 402, "bars")
+        #expect(html.contains("data-verified=\"failed\""), "allowances without req do not verify")
+    }
+
     /// Renders `html` with headless Chromium: the DOM it built holds every section and chart, its log shows no
     /// console error, and the screenshot is a PNG (copied to `CUSTODIAN_REPORT_SCREENSHOT` when set).
     static func renderInBrowser(_ html: [UInt8]) throws {

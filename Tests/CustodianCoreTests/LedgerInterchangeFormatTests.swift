@@ -91,6 +91,12 @@ struct LedgerInterchangeFormatTests {
             (text.replacingOccurrences(of: other, with: id), "is not its definition's"),
             (text.replacingOccurrences(of: #""amount":"70""#, with: #""amount":"070""#), "not a decimal string"),
             (text.replacingOccurrences(of: Self.b, with: Self.b.lowercased()), "EIP-55"),
+            (
+                text.replacingOccurrences(
+                    of: #""signature_weight":1"#, with: #""signature_weight":99999999999999999999"#),
+                "signature_weight"
+            ),
+            (text.replacingOccurrences(of: #""signature_weight":1"#, with: #""signature_weight":256"#), "not a uint8"),
         ]
         for (bytes, why) in cases {
             switch LedgerInterchange.decode(Array(bytes.utf8)) {
