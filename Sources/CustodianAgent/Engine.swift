@@ -139,11 +139,13 @@ public final class Engine: @unchecked Sendable {
     ) {
         let parsed = reader.read(message)
         let method = (try? parsed.get())?.method.rawValue ?? ""
-        let wire: String
+        // The protocol of a message that could not be read is the one its shape names (read here, outside the lock).
+        let shape: WireProtocol?
         switch parsed {
-        case .success(let request): wire = request.wireProtocol.rawValue
-        case .failure: wire = RequestReader.protocolOf(message)?.rawValue ?? "unknown"
+        case .success(let request): shape = request.wireProtocol
+        case .failure: shape = RequestReader.protocolOf(message)
         }
+        let wire = shape?.rawValue ?? "unknown"
         let metrics = metrics
         let counted: @Sendable (SignOutcome) -> Void = { outcome in
             switch outcome {
@@ -156,7 +158,7 @@ public final class Engine: @unchecked Sendable {
             reply(outcome)
         }
         submit(deferWrite: deferWrite, orElse: { counted(.unavailable("the agent is stopping")) }) { now in
-            plan(message, parsed: parsed, peer: peer, now: now, reply: counted)
+            plan(message, parsed: parsed, shape: shape, peer: peer, now: now, reply: counted)
         }
     }
 
@@ -285,7 +287,7 @@ public final class Engine: @unchecked Sendable {
     /// Checks a request and applies its effect to the ledger (under the lock); what is left is to sign (for an
     /// allowance) and to stage the record.
     func plan(
-        _ message: [UInt8], parsed: Result<SignableRequest, Denial>, peer: Peer?, now: UInt64,
+        _ message: [UInt8], parsed: Result<SignableRequest, Denial>, shape: WireProtocol?, peer: Peer?, now: UInt64,
         reply: @escaping @Sendable (SignOutcome) -> Void
     ) -> Plan {
         let dropped = { reply(.unavailable("the decision could not be recorded")) }
@@ -299,7 +301,7 @@ public final class Engine: @unchecked Sendable {
                         writePeer(peer, &writer)
                         writer.field("policy_hash", policyHash)
                         // The protocol the message's shape names, where it is JSON at all.
-                        if let wire = RequestReader.protocolOf(message) { writer.field("protocol", wire.rawValue) }
+                        if let shape { writer.field("protocol", shape.rawValue) }
                         writer.field("message_sha256", SHA256.hex(message))
                         writer.field("message_bytes", message.count)
                         writer.field("decision", "deny")

@@ -156,6 +156,11 @@ struct V1EndToEndTests {
         #expect(over.status == 2)
         #expect(over.stderr.contains("policy.velocity_exceeded"), "\(over.stderr)")
         #expect(try EndToEndTests.sign(agent, Messages.close(id: v0ID, "85", "65"), in: workspace).status == 0)
+        // A frame that does not read (type 2, a response) is refused, and its record names the protocol of its shape.
+        let unreadable = try EndToEndTests.sign(agent, "[2,1,\"app_sessions.v1.submit_app_state\",{},1]", in: workspace)
+        #expect(unreadable.stderr.contains("payload.malformed"), "\(unreadable.stderr)")
+        let refusal = try EndToEndTests.auditRecords(stateDir).last { $0["event"] as? String == "sign" }
+        #expect(refusal?["protocol"] as? String == "nitrolite/v1" && refusal?["message_sha256"] != nil)
         // A v1 request naming the v0 session is not one of its states.
         let crossed = try Self.sign(
             agent, V1Messages.update(id: v0ID, intent: 0, version: 2, "85", "65"), in: workspace)
