@@ -44,8 +44,6 @@ public struct NitroliteV1Reader: Sendable {
             findings.note(.payloadMethodNotAllowed, Self.unsignedMethod(methodName))
             return .failure(findings.denial ?? Denial(.payloadMethodNotAllowed, "unknown method"))
         }
-        // The payload's keys first: an unknown one (a case variant nitronode's decoder would fold in, or merge with
-        // the real object) changes what the rest means, so it is the reason, whatever else is wrong.
         let known: [String] =
             switch method {
             case .v1CreateAppSession: ["definition", "session_data", "quorum_sigs", "owner_sig"]
@@ -54,7 +52,6 @@ public struct NitroliteV1Reader: Sendable {
             }
         var fields = FieldReader(members: payload, findings: findings)
         fields.expectOnly(payload, known, in: "the payload")
-        if let denial = fields.findings.denial, denial.reason == .payloadUnknownField { return .failure(denial) }
         var quorumSigs: StrictJSON.Node?
         let body: RequestBody?
         let hash: [UInt8]?
@@ -200,8 +197,7 @@ extension FieldReader {
             return nil
         }
         expectOnly(fields, ["application_id", "participants", "quorum", "nonce"], in: "definition")
-        let inner = FieldReader(members: fields, findings: findings)
-        var reader = inner
+        var reader = FieldReader(members: fields, findings: findings)
         let application = reader.required("application_id", in: "definition").flatMap {
             reader.string($0, "application_id")
         }
