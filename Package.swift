@@ -20,7 +20,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
-        // C libraries from Debian's -dev packages (libsecp256k1-dev, libsodium-dev, libssl-dev).
+        // C libraries from Debian's -dev packages (libsecp256k1-dev, libsodium-dev, libssl-dev, zlib1g-dev).
         .systemLibrary(
             name: "CSecp256k1", pkgConfig: "libsecp256k1",
             providers: [.apt(["libsecp256k1-dev"])]),
@@ -28,6 +28,8 @@ let package = Package(
             name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(
             name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // Reading audit segments an operator compressed with gzip (zlib1g-dev).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Only what Glibc hides from Swift: variadic prctl, struct ucred, libseccomp's macros (libseccomp-dev).
         .target(name: "CCustodianLinux", linkerSettings: [.linkedLibrary("seccomp", .when(platforms: [.linux]))]),
 
@@ -45,7 +47,7 @@ let package = Package(
         .target(
             name: "CustodianAgent",
             dependencies: [
-                "CustodianCore", "CustodianCrypto", "CCustodianLinux",
+                "CustodianCore", "CustodianCrypto", "CCustodianLinux", "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

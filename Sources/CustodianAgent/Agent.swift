@@ -13,11 +13,14 @@ public struct AgentSettings: Sendable {
     public var checkpointEvery: UInt64
     /// Records between ledger snapshots (0: only at a clean stop). Bounds what a start after a crash replays.
     public var snapshotEvery: UInt64
+    /// When the audit log rolls over to a new segment by itself.
+    public var segmentLimits: SegmentLimits
 
     public init(
         server: ServerSettings, keyFile: String, policyFile: String, stateDirectory: String, passphraseFile: String?,
-        checkpointEvery: UInt64 = 1000, snapshotEvery: UInt64 = 100_000
+        checkpointEvery: UInt64 = 1000, snapshotEvery: UInt64 = 100_000, segmentLimits: SegmentLimits = SegmentLimits()
     ) {
+        self.segmentLimits = segmentLimits
         self.server = server
         self.keyFile = keyFile
         self.policyFile = policyFile
@@ -115,6 +118,8 @@ public final class RunningAgent: Sendable {
         {
             log("removed \(name), left by an interrupted write")
         }
+        // The next segment of a rollover cut short before it was renamed into place: never acknowledged.
+        if unlink(logPath + ".next") == 0 { log("removed audit.log.next, left by an interrupted rollover") }
         let keyHeader: KeyFile.Header
         let keyBytes: [UInt8]
         do {
@@ -153,10 +158,14 @@ public final class RunningAgent: Sendable {
         }
 
         let auditLog: AuditLog
-        do { auditLog = try AuditLog(path: logPath, chain: chain) } catch { throw AgentStartError("\(error)") }
+        do {
+            auditLog = try AuditLog(
+                path: logPath, chain: chain, address: keyHeader.address, timeMs: Engine.systemClock())
+        } catch { throw AgentStartError("\(error)") }
         let engine = Engine(
             key: key, policy: policy, state: state, log: auditLog, checkpointEvery: settings.checkpointEvery,
-            snapshotPath: settings.stateDirectory + "/ledger.snapshot", snapshotEvery: settings.snapshotEvery)
+            snapshotPath: settings.stateDirectory + "/ledger.snapshot", snapshotEvery: settings.snapshotEvery,
+            segmentLimits: settings.segmentLimits)
         // Bound but not accepting: connections wait in the backlog until the start records are durable, so that no
         // decision can precede them in the log.
         let server: Server

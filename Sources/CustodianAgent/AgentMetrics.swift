@@ -98,6 +98,12 @@ public final class AgentMetrics: Sendable {
             Int64(clamping: nanoseconds))
     }
 
+    /// The audit log rolled over to a new segment (`reason`: `size`, `records`, `operator`).
+    public func rollover(_ reason: String) {
+        factory.makeCounter(label: "custodian_audit_rollovers_total", dimensions: [("reason", reason)]).increment(
+            by: 1)
+    }
+
     public func started(seconds: Double) {
         factory.makeMeter(label: "custodian_start_seconds", dimensions: []).set(seconds)
     }

@@ -57,6 +57,14 @@ public struct AuditChain: Sendable {
     public var tornTail = 0
     /// The agent named by the first start record.
     public var agent: Address?
+    /// The log's files as read (none for one file or bytes): each one's name and the line number, in the chain's
+    /// numbering (the seq), of its first line.
+    public var files: [(firstLine: Int, file: Segments.File)] = []
+    /// How many files the source held (those read are in `files`).
+    public var fileCount = 0
+    /// The SHA-256 of the last file's complete lines, when it was read from its beginning: an appender goes on
+    /// with it, to name the file's SHA-256 when it seals it.
+    public var lastFileHash: SHA256.Stream?
 
     /// An empty chain.
     public init() {}
@@ -83,7 +91,7 @@ public struct AuditChain: Sendable {
     public static func read(_ source: inout LineSource, visit: (RawRecord) -> AuditError?) -> Result<
         AuditChain, AuditError
     > {
-        var reader = ChainReader()
+        var reader = ChainReader(startingAfter: source.startsAfterSeq)
         let outcome: LineSource.Outcome
         do {
             outcome = try source.forEachLine { line, offset in
@@ -120,6 +128,15 @@ public struct ChainReader {
         checksPrev = false
     }
 
+    /// A chain read from its record `seq` + 1 on (0: from its first).
+    public init(startingAfter seq: UInt64) {
+        if seq > 0 && seq < UInt64(Int.max / 2) {
+            self.init(continuingAfter: Int(seq))
+        } else {
+            self.init()
+        }
+    }
+
     /// The number of lines read so far.
     public var count: Int { chain.count }
 
@@ -136,8 +153,8 @@ public struct ChainReader {
             return .failure(
                 .broken(
                     line: number,
-                    why: "its prev is not the hash of line \(number - 1): line \(number - 1) was edited, or a line "
-                        + "was deleted or moved here"))
+                    why: "its prev is not the hash of the line before it: that line was edited, or a line was deleted "
+                        + "or moved here"))
         }
         let record = RawRecord(line: number, seq: seq, event: event, bytes: line, offset: offset)
         if event == "start", chain.agent == nil, case .success(let entry) = record.parse() {
@@ -165,12 +182,34 @@ public struct LineSource: Sendable {
     private enum Origin: Sendable {
         case bytes([UInt8])
         case file(String)
+        /// A log's files in chain order (offsets: ``Segments/offset(part:local:)``).
+        case segments([Segments.File])
     }
 
     private let origin: Origin
     /// Where reading begins (a record's first byte) and where it stops (nil: the end of the log).
     public var from = 0
     public var upTo: Int?
+    /// The seq of the record before the first line (0: the log's beginning). A log whose older segments are elsewhere
+    /// begins after it, with a `segment` record.
+    public var startsAfterSeq: UInt64 = 0
+
+    /// The files of a segmented source (one for a file, none for bytes).
+    public var files: [Segments.File] {
+        switch origin {
+        case .bytes: []
+        case .file(let path): [Segments.File(path: path, compressed: false)]
+        case .segments(let files): files
+        }
+    }
+
+    /// Where reading enters a file of a segmented source: its index and file, and the SHA-256 of the whole previous
+    /// file when this reading read all of it (the hex digest of its uncompressed bytes).
+    public struct FileEntry {
+        public var index: Int
+        public var file: Segments.File
+        public var previousSHA256: String?
+    }
 
     /// How reading ended.
     public struct Outcome {
@@ -180,6 +219,9 @@ public struct LineSource: Sendable {
         public var tornTail: Int
         /// The error the body returned, which stopped the reading.
         public var error: AuditError?
+        /// For a segmented source read to its end: the SHA-256 of the last file's complete lines so far, to be
+        /// continued by whoever appends to it.
+        public var lastFileHash: SHA256.Stream?
     }
 
     public init(bytes: [UInt8]) { origin = .bytes(bytes) }
@@ -187,13 +229,36 @@ public struct LineSource: Sendable {
     /// The log file at `path`, opened without following a symbolic link.
     public init(path: String) { origin = .file(path) }
 
+    /// A log's files read in this order as one log, from the record the first one begins with (one that is not the
+    /// log's first begins with a `segment` record).
+    public static func log(_ files: [Segments.File]) -> LineSource {
+        let first = files.first.flatMap(Segments.firstSeq(of:)) ?? 1
+        return LineSource(segments: files, startsAfterSeq: first > 0 ? first - 1 : 0)
+    }
+
+    /// A log's files, read in this order as one log; `startsAfterSeq` when the first file is not the log's first.
+    public init(segments: [Segments.File], startsAfterSeq: UInt64 = 0) {
+        origin = .segments(segments)
+        self.startsAfterSeq = startsAfterSeq
+    }
+
     static let chunk = 4 << 20
     /// The longest line read from a file (the agent writes lines of a few hundred KiB at most).
     static let longestLine = 64 << 20
 
     /// Hands each complete line and its offset to `body`, in order, until `body` returns an error.
     public mutating func forEachLine(_ body: (ArraySlice<UInt8>, Int) -> AuditError?) throws(SystemError) -> Outcome {
+        try forEachLine(entering: { _ in nil }, body)
+    }
+
+    /// Like ``forEachLine(_:)``, and tells `entering` before the lines of each file of a segmented source (which may
+    /// stop the reading with an error). Every file but the last must end with a complete line.
+    public mutating func forEachLine(
+        entering: (FileEntry) -> AuditError?, _ body: (ArraySlice<UInt8>, Int) -> AuditError?
+    ) throws(SystemError) -> Outcome {
         switch origin {
+        case .segments(let files):
+            return try Self.stream(files, from: from, upTo: upTo, entering: entering, body)
         case .bytes(let bytes):
             let end = min(upTo ?? bytes.count, bytes.count)
             var start = from
@@ -212,6 +277,90 @@ public struct LineSource: Sendable {
         }
     }
 
+    /// Streams the files in order from the global offset `from`: their lines, with global offsets; the SHA-256 of
+    /// each file read whole, handed to `entering` with the next.
+    private static func stream(
+        _ files: [Segments.File], from: Int, upTo: Int?, entering: (FileEntry) -> AuditError?,
+        _ body: (ArraySlice<UInt8>, Int) -> AuditError?
+    ) throws(SystemError) -> Outcome {
+        let (firstPart, firstLocal) = Segments.split(from)
+        let end = upTo.map(Segments.split)
+        var outcome = Outcome(validLength: from, tornTail: 0)
+        var previousSHA256: String?
+        var index = firstPart
+        while index < files.count {
+            if let end, end.part < index { break }
+            let file = files[index]
+            if let error = entering(FileEntry(index: index, file: file, previousSHA256: previousSHA256)) {
+                return Outcome(validLength: Segments.offset(part: index, local: 0), tornTail: 0, error: error)
+            }
+            let local = index == firstPart ? firstLocal : 0
+            // Only a file read from its beginning is hashed whole.
+            let hasher = local == 0 ? SHA256.Stream() : nil
+            let localEnd = end.flatMap { $0.part == index ? $0.local : nil }
+            let reader: ChunkReader
+            if file.compressed {
+                reader = .gzip(try GzipReader(path: file.path))
+            } else {
+                let fd = open(file.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                guard fd >= 0 else { throw SystemError("open", file.path) }
+                reader = .file(fd)
+            }
+            defer { if case .file(let fd) = reader { close(fd) } }
+            let part = index
+            let read = try stream(reader, path: file.path, from: local, upTo: localEnd) { line, offset in
+                if let hasher {
+                    hasher.update(line)
+                    hasher.update(newlineByte)
+                }
+                return body(line, Segments.offset(part: part, local: offset))
+            }
+            outcome = Outcome(
+                validLength: Segments.offset(part: index, local: read.validLength), tornTail: read.tornTail,
+                error: read.error)
+            if read.error != nil { return outcome }
+            if read.tornTail > 0 && index + 1 < files.count && localEnd == nil {
+                outcome.error = .brokenIn(
+                    file: file.path, line: 0,
+                    why: "the file ends in a partial line of \(read.tornTail) bytes, but another segment follows it: "
+                        + "a sealed segment is always whole (cut, or not a sealed segment)")
+                return outcome
+            }
+            if localEnd != nil { break }
+            if index + 1 == files.count {
+                outcome.lastFileHash = hasher
+            } else {
+                previousSHA256 = hasher?.finish()
+            }
+            index += 1
+        }
+        return outcome
+    }
+
+    static let newlineByte: [UInt8] = [0x0A]
+
+    /// Where a file's bytes come from: a descriptor read at offsets, or zlib reading forward.
+    private enum ChunkReader {
+        case file(Int32)
+        case gzip(GzipReader)
+
+        func read(into pointer: UnsafeMutableRawPointer, count: Int, at offset: Int, path: String)
+            throws(SystemError) -> Int
+        {
+            switch self {
+            case .file(let fd):
+                while true {
+                    let got = pread(fd, pointer, count, off_t(offset))
+                    if got < 0 && errno == EINTR { continue }
+                    guard got >= 0 else { throw SystemError("read", path) }
+                    return got
+                }
+            case .gzip(let reader):
+                return try reader.read(into: pointer, count: count, at: offset)
+            }
+        }
+    }
+
     /// The offset of the line after record `seq` (the end of the complete lines if that record is the last), found
     /// by a binary search on the seqs at line starts and a short walk; nil if there is no such complete record.
     /// Records are in seq order in a log that verifies; in one that does not, what this finds is wrong and whoever
@@ -222,6 +371,16 @@ public struct LineSource: Sendable {
         let size: Int
         let read: (Int, Int) -> [UInt8]
         switch origin {
+        case .segments(let files):
+            // The newest file whose first record is at most `seq` holds it (a compressed one is not searched).
+            for (index, file) in files.enumerated().reversed() {
+                guard let first = Segments.firstSeq(of: file), first <= seq else { continue }
+                guard !file.compressed, let local = LineSource(path: file.path).offset(afterSeq: seq) else {
+                    return nil
+                }
+                return Segments.offset(part: index, local: local)
+            }
+            return nil
         case .bytes(let bytes):
             size = bytes.count
             read = { offset, count in Array(bytes[min(offset, size)..<min(offset + count, size)]) }
@@ -311,6 +470,12 @@ public struct LineSource: Sendable {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { throw SystemError("open", path) }
         defer { close(fd) }
+        return try stream(.file(fd), path: path, from: from, upTo: upTo, body)
+    }
+
+    private static func stream(
+        _ reader: ChunkReader, path: String, from: Int, upTo: Int?, _ body: (ArraySlice<UInt8>, Int) -> AuditError?
+    ) throws(SystemError) -> Outcome {
         var buffer = [UInt8](repeating: 0, count: chunk)
         // buffer[0..<filled] holds the file's bytes from `base`; lines before `start` were handed over.
         var base = from
@@ -343,14 +508,18 @@ public struct LineSource: Sendable {
                 guard buffer.count < longestLine else { throw SystemError("read (a line too long)", path, EFBIG) }
                 buffer.append(contentsOf: repeatElement(0, count: buffer.count))
             }
+            var failure: SystemError?
             let count = buffer.withUnsafeMutableBytes { raw -> Int in
                 guard let pointer = raw.baseAddress else { return 0 }
-                return pread(fd, pointer + filled, raw.count - filled, off_t(base + filled))
+                do throws(SystemError) {
+                    return try reader.read(
+                        into: pointer + filled, count: raw.count - filled, at: base + filled, path: path)
+                } catch {
+                    failure = error
+                    return 0
+                }
             }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", path)
-            }
+            if let failure { throw failure }
             if count == 0 { atEnd = true }
             filled += count
         }

@@ -15,11 +15,15 @@ public enum AuditError: Error, Equatable, Sendable, CustomStringConvertible {
     case unavailable(String)
     /// The existing log does not verify: the first bad record's line number and why.
     case broken(line: Int, why: String)
+    /// The same, in one file of a log kept in segments: the file's name and the line in it (0: the file as a whole).
+    case brokenIn(file: String, line: Int, why: String)
 
     public var description: String {
         switch self {
         case .unavailable(let why): "the audit log is unavailable: \(why)"
         case .broken(let line, let why): "the audit log does not verify at line \(line): \(why)"
+        case .brokenIn(let file, let line, let why):
+            "the audit log does not verify at \(file)\(line > 0 ? " line \(line)" : ""): \(why)"
         }
     }
 }
@@ -34,13 +38,23 @@ public struct AuditBatch: Sendable {
     public let lastHead: String
     /// The anchor the batch's last checkpoint makes, written once the batch is durable.
     let anchor: AuditAnchor?
+    /// A rollover inside the batch: the bytes from `split.at` on begin the next segment.
+    let split: AuditLog.Rollover?
+    /// The SHA-256 of the active segment once the batch is durable (continued by later batches).
+    let hashAfter: SHA256.Stream
 }
 
-/// The append-only, hash-chained audit log (CONTRACT §6): the only code that writes `audit.log` and `audit.anchor`.
+/// The append-only, hash-chained audit log (CONTRACT §6): the only code that writes `audit.log`, its sealed segments
+/// and `audit.anchor`.
 ///
 /// Records are staged, then written together with one write and one fdatasync (group commit). Staging and
 /// writing can overlap: ``takeStaged()`` hands the staged records to one writer while later records are staged
 /// behind them.
+///
+/// The log is kept in segments (``Segments``): ``stageRollover(timeMs:address:reason:)`` ends the active segment (after a
+/// checkpoint the caller stages) and begins the next with a `segment` record naming the sealed file, its last head
+/// and its SHA-256; the write that carries it seals the file under its `audit-<first>-<last>.log` name (a hard link,
+/// then the new `audit.log` renamed over the old name), so that at every instant `audit.log` is a whole segment.
 ///
 /// Invariants (asserted in debug builds):
 /// - One writer: at most one ``write(_:)`` runs at a time, and each batch is written at the end of the durable log,
@@ -55,10 +69,11 @@ public struct AuditBatch: Sendable {
 ///   where no auditor looks.
 public final class AuditLog {
     public let path: String
+    private let directory: String
     private let anchorPath: String
-    private let fd: Int32
+    private var fd: Int32
     /// The device and inode of the open file: the path must still name it.
-    private let identity: (dev: UInt64, ino: UInt64)
+    private var identity: (dev: UInt64, ino: UInt64)
     private let writing = Atomic<Bool>(false)
     /// The anchor a checkpoint staged since the last take makes.
     private var stagedAnchor: AuditAnchor?
@@ -75,41 +90,157 @@ public final class AuditLog {
     public private(set) var stagedSeq: UInt64
     private var stagedHead: String
 
-    /// Opens the log at `path` (mode 0600, created if missing) after `chain` was read from it.
-    /// A torn last line is cut off: it was never acknowledged to anyone.
-    public init(path: String, chain: AuditChain) throws(AuditError) {
-        self.path = path
-        self.anchorPath = AuditAnchor.path(besideLog: path)
-        // Never through a symbolic link: the log stays in the state directory.
-        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw .unavailable("cannot open \(path): \(String(cString: strerror(errno)))") }
-        var info = stat()
-        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
-            close(fd)
-            throw .unavailable("\(path) is not a regular file")
-        }
-        self.identity = (UInt64(info.st_dev), UInt64(info.st_ino))
-        if chain.tornTail > 0 {
-            guard ftruncate(fd, off_t(chain.validLength)) == 0 else {
-                close(fd)
-                throw .unavailable("cannot cut the torn last line of \(path)")
-            }
-        }
-        self.fd = fd
-        self.seq = UInt64(chain.count)
-        self.head = chain.head
-        self.committedLength = chain.validLength
-        self.stagedSeq = seq
-        self.stagedHead = head
+    /// A segment ended inside the staged records: where the next one begins, and the sealed file's name.
+    public struct Rollover: Sendable {
+        var at: Int
+        public var sealedName: String
+        /// The seq of the next segment's first record.
+        var nextFirstSeq: UInt64
+        /// The active file does not exist yet (a start that found the newest segment sealed): nothing to seal.
+        var alreadySealed = false
     }
 
-    deinit { close(fd) }
+    private var stagedRollover: Rollover?
+    /// The seq of the active segment's first record, and of the first staged in the segment being staged into.
+    public private(set) var segmentFirstSeq: UInt64
+    private var stagedSegmentFirstSeq: UInt64
+    /// The SHA-256 of the active segment's durable bytes, and of those and the staged ones of the segment staged into.
+    private var committedHash: SHA256.Stream
+    private var stagedHash: SHA256.Stream
+    /// The bytes of the segment being staged into (durable, being written and staged).
+    public private(set) var stagedSegmentBytes = 0
+    /// The file a rollover's write put in place, adopted when the batch is settled.
+    private var rolledTo: (fd: Int32, dev: UInt64, ino: UInt64)?
+    /// Set when a rollover failed where it cannot be undone: nothing more is written until a restart reads the files.
+    private var wedged: String?
+
+    /// Opens the log at `path` (mode 0600, created if missing) after `chain` was read from it.
+    /// A torn last line is cut off: it was never acknowledged to anyone.
+    ///
+    /// With a chain read from a log's segments whose last file is a sealed one (a start after a rollover cut short,
+    /// or before the first record of the next segment was written), the next segment is begun: its `segment` record
+    /// is written at once, naming `address` (the agent) and `timeMs`.
+    public init(path: String, chain: AuditChain, address: Address? = nil, timeMs: UInt64 = 0) throws(AuditError) {
+        self.path = path
+        self.directory =
+            path.contains("/") ? String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]) : "."
+        self.anchorPath = AuditAnchor.path(besideLog: path)
+        self.seq = UInt64(chain.count)
+        self.head = chain.head
+        self.stagedSeq = seq
+        self.stagedHead = head
+        var continuing: (file: Segments.File, firstSeq: UInt64)?
+        var length = chain.validLength
+        var hash = chain.lastFileHash
+        if let last = chain.files.last {
+            if last.file.path == path && chain.files.count > 1 && Segments.split(chain.validLength).local == 0 {
+                // An empty active file after sealed ones: the next segment is begun in its place.
+                continuing = (
+                    chain.files[chain.files.count - 2].file, UInt64(chain.files[chain.files.count - 2].firstLine)
+                )
+                segmentFirstSeq = seq + 1
+            } else if last.file.path == path {
+                length = Segments.split(chain.validLength).local
+                segmentFirstSeq = UInt64(last.firstLine)
+            } else {
+                continuing = (last.file, UInt64(last.firstLine))
+                segmentFirstSeq = seq + 1
+            }
+        } else {
+            segmentFirstSeq = 1
+        }
+        if continuing != nil {
+            // The active file is begun by the rollover's write (renamed into place): none is open until then.
+            fd = -1
+            identity = (0, 0)
+            length = 0
+            hash = SHA256.Stream()
+        } else {
+            // Never through a symbolic link: the log stays in the state directory.
+            let opened = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard opened >= 0 else { throw .unavailable("cannot open \(path): \(String(cString: strerror(errno)))") }
+            var info = stat()
+            guard fstat(opened, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+                close(opened)
+                throw .unavailable("\(path) is not a regular file")
+            }
+            identity = (UInt64(info.st_dev), UInt64(info.st_ino))
+            if chain.tornTail > 0 {
+                guard ftruncate(opened, off_t(length)) == 0 else {
+                    close(opened)
+                    throw .unavailable("cannot cut the torn last line of \(path)")
+                }
+            }
+            fd = opened
+            if hash == nil { hash = Self.hash(path: path, length: length) }
+        }
+        committedLength = length
+        let committed = hash ?? SHA256.Stream()
+        committedHash = committed
+        stagedHash = committed.copy()
+        stagedSegmentFirstSeq = segmentFirstSeq
+        stagedSegmentBytes = length
+        if let continuing {
+            guard let address = address ?? chain.agent else {
+                throw .unavailable("the newest segment is sealed, and no agent is named to begin the next")
+            }
+            stagedRollover = Rollover(
+                at: 0, sealedName: continuing.file.name, nextFirstSeq: seq + 1, alreadySealed: true)
+            stageSegmentRecord(
+                timeMs: timeMs, address: address, sealed: continuing.file.name, firstSeq: continuing.firstSeq,
+                sha256: continuing.file == chain.files.last?.file
+                    ? (chain.lastFileHash?.finish() ?? Self.hash(file: continuing.file))
+                    : Self.hash(file: continuing.file),
+                reason: "start")
+            // Written at once, so that the log always has its active file from here on.
+            try commit()
+        }
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        if let rolledTo { close(rolledTo.fd) }
+    }
+
+    /// The SHA-256 of the first `length` bytes of the file at `path`.
+    private static func hash(path: String, length: Int) -> SHA256.Stream? {
+        var source = LineSource(path: path)
+        source.upTo = length
+        let hasher = SHA256.Stream()
+        guard
+            (try? source.forEachLine({ line, _ in
+                hasher.update(line)
+                hasher.update(LineSource.newlineByte)
+                return nil
+            })) != nil
+        else { return nil }
+        return hasher
+    }
+
+    /// The SHA-256 of a sealed file's uncompressed bytes (its complete lines: a sealed file has no other).
+    private static func hash(file: Segments.File) -> String {
+        var source = LineSource(segments: [file])
+        let hasher = SHA256.Stream()
+        _ = try? source.forEachLine { line, _ in
+            hasher.update(line)
+            hasher.update(LineSource.newlineByte)
+            return nil
+        }
+        return hasher.finish()
+    }
 
     /// The number of records staged or being written, not yet durable.
     public var stagedCount: UInt64 { stagedSeq - seq }
 
     /// The hash the next staged record will name as `prev`.
     public var stagedPrev: String { stagedHead }
+
+    /// The number of records in the segment being staged into (durable, being written and staged).
+    public var stagedSegmentRecords: UInt64 { stagedSeq + 1 - stagedSegmentFirstSeq }
+
+    /// The sealed name of a rollover staged and not yet taken for a write (another would end a segment of one
+    /// record).
+    public var stagedRolloverName: String? { stagedRollover?.sealedName }
 
     /// Stages one record: writes `seq`, `time`, `event`, then the caller's fields, then `prev`. Returns its seq.
     @discardableResult
@@ -129,7 +260,45 @@ public final class AuditLog {
         if event == "checkpoint" { stagedAnchor = AuditAnchor(seq: next, head: stagedHead) }
         staged.append(contentsOf: writer.bytes)
         staged.append(0x0A)
+        stagedHash.update(writer.bytes)
+        stagedHash.update(LineSource.newlineByte)
+        stagedSegmentBytes += writer.bytes.count + 1
         return next
+    }
+
+    /// Ends the segment being staged into after the last staged record (a checkpoint, which the caller stages
+    /// first, so that the sealed file ends signed) and begins the next with its `segment` record. Returns the name
+    /// the sealed file will have, or nil when a rollover is already staged (that one is about to happen).
+    @discardableResult
+    public func stageRollover(timeMs: UInt64, address: Address, reason: String) -> String? {
+        guard stagedRollover == nil else { return nil }
+        let sealed = Segments.sealedName(first: stagedSegmentFirstSeq, last: stagedSeq)
+        let firstSeq = stagedSegmentFirstSeq
+        let sha256 = stagedHash.current()
+        stagedRollover = Rollover(at: staged.count, sealedName: sealed, nextFirstSeq: stagedSeq + 1)
+        stageSegmentRecord(
+            timeMs: timeMs, address: address, sealed: sealed, firstSeq: firstSeq, sha256: sha256, reason: reason)
+        return sealed
+    }
+
+    /// Begins a segment: a fresh hash, and its first record.
+    private func stageSegmentRecord(
+        timeMs: UInt64, address: Address, sealed: String, firstSeq: UInt64, sha256: String, reason: String
+    ) {
+        let previousHead = stagedHead
+        let lastSeq = stagedSeq
+        stagedHash = SHA256.Stream()
+        stagedSegmentBytes = 0
+        stagedSegmentFirstSeq = stagedSeq + 1
+        stage(event: "segment", timeMs: timeMs) { writer in
+            writer.field("address", address.checksummed)
+            writer.field("previous_segment", sealed)
+            writer.field("previous_first_seq", firstSeq)
+            writer.field("previous_last_seq", lastSeq)
+            writer.field("previous_head", previousHead)
+            writer.field("previous_sha256", sha256)
+            writer.field("reason", reason)
+        }
     }
 
     /// Takes every staged record for one write (nil when none is staged); later records stage behind them.
@@ -138,46 +307,49 @@ public final class AuditLog {
         var records = 0
         for byte in staged where byte == 0x0A { records += 1 }
         let batch = AuditBatch(
-            bytes: staged, count: records, lastSeq: stagedSeq, lastHead: stagedHead, anchor: stagedAnchor)
+            bytes: staged, count: records, lastSeq: stagedSeq, lastHead: stagedHead, anchor: stagedAnchor,
+            split: stagedRollover, hashAfter: stagedHash.copy())
         stagedAnchor = nil
+        stagedRollover = nil
         staged = spare
         spare = []
         return batch
     }
 
     /// Writes and syncs one batch at the end of the durable log, then replaces the anchor if the batch holds a
-    /// checkpoint. Touches nothing that staging does.
+    /// checkpoint. A batch with a rollover writes the active file's part, names it as the sealed segment, writes the
+    /// rest into a new file and renames that over `audit.log`. Touches nothing that staging does.
     public func write(_ batch: AuditBatch) throws(AuditError) {
         let alone = !writing.exchange(true, ordering: .acquiringAndReleasing)
         assert(alone, "two writers of \(path)")
         defer { writing.store(false, ordering: .releasing) }
-        // The path must still name the open file: a log moved away (rotated), replaced or unlinked would swallow
-        // records no auditor will read. One lstat, in place of an fstat: the same file, so its size is ours too.
-        var info = stat()
-        guard lstat(path, &info) == 0 else {
-            throw .unavailable("\(path) is gone (moved or removed); put the log back to sign again")
-        }
-        guard UInt64(info.st_dev) == identity.dev, UInt64(info.st_ino) == identity.ino else {
-            throw .unavailable("\(path) no longer names the open log (moved or replaced); put it back to sign again")
-        }
-        if Int(info.st_size) != committedLength {
-            // Only a failed write that could not be cut back leaves bytes here (this is the only writer).
-            guard ftruncate(fd, off_t(committedLength)) == 0 else {
-                throw .unavailable("cannot restore the log's length")
+        if let wedged { throw .unavailable(wedged) }
+        let cut = batch.split?.at ?? batch.bytes.count
+        if fd >= 0 {
+            // The path must still name the open file: a log moved away (rotated), replaced or unlinked would swallow
+            // records no auditor will read. One lstat, in place of an fstat: the same file, so its size is ours too.
+            var info = stat()
+            guard lstat(path, &info) == 0 else {
+                throw .unavailable("\(path) is gone (moved or removed); put the log back to sign again")
+            }
+            guard UInt64(info.st_dev) == identity.dev, UInt64(info.st_ino) == identity.ino else {
+                throw .unavailable(
+                    "\(path) no longer names the open log (moved or replaced); put it back to sign again")
+            }
+            if Int(info.st_size) != committedLength {
+                // Only a failed write that could not be cut back leaves bytes here (this is the only writer).
+                guard ftruncate(fd, off_t(committedLength)) == 0 else {
+                    throw .unavailable("cannot restore the log's length")
+                }
+            }
+            if cut > 0 {
+                try Self.writeAll(fd, batch.bytes[0..<cut], at: committedLength)
+                guard fdatasync(fd) == 0 else {
+                    throw .unavailable("fdatasync failed: \(String(cString: strerror(errno)))")
+                }
             }
         }
-        let total = batch.bytes.count
-        var written = 0
-        while written < total {
-            let count = batch.bytes.withUnsafeBytes { buffer -> Int in
-                guard let base = buffer.baseAddress else { return 0 }
-                return pwrite(fd, base + written, total - written, off_t(committedLength + written))
-            }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { throw .unavailable("write failed: \(String(cString: strerror(errno)))") }
-            written += count
-        }
-        guard fdatasync(fd) == 0 else { throw .unavailable("fdatasync failed: \(String(cString: strerror(errno)))") }
+        if let split = batch.split { try roll(split, rest: batch.bytes[cut...]) }
         if let anchor = batch.anchor {
             // The log is durable either way; an anchor that could not be replaced only lags behind it.
             do { try anchor.write(to: anchorPath) } catch {
@@ -186,19 +358,113 @@ public final class AuditLog {
         }
     }
 
+    private static func writeAll(_ fd: Int32, _ bytes: ArraySlice<UInt8>, at offset: Int) throws(AuditError) {
+        var written = 0
+        let total = bytes.count
+        while written < total {
+            let count = bytes.withUnsafeBytes { buffer -> Int in
+                guard let base = buffer.baseAddress else { return 0 }
+                return pwrite(fd, base + written, total - written, off_t(offset + written))
+            }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { throw .unavailable("write failed: \(String(cString: strerror(errno)))") }
+            written += count
+        }
+    }
+
+    /// Seals the active file under its segment name and puts a new `audit.log` holding `rest` in its place. Until
+    /// the rename, a failure undoes it all (the caller cuts the active file back); after it, the files are whole but
+    /// this process no longer knows them: it is wedged until a restart reads them.
+    private func roll(_ split: Rollover, rest: ArraySlice<UInt8>) throws(AuditError) {
+        let sealedPath = directory + "/" + split.sealedName
+        let nextPath = path + ".next"
+        var linked = false
+        func undo() {
+            unlink(nextPath)
+            if linked { unlink(sealedPath) }
+        }
+        var sealedInfo = stat()
+        if lstat(sealedPath, &sealedInfo) == 0 {
+            // Named before a rollover cut short (the start saw it), or left by someone else: only the first is ours.
+            var activeInfo = stat()
+            let isActive =
+                lstat(path, &activeInfo) == 0 && activeInfo.st_dev == sealedInfo.st_dev
+                && activeInfo.st_ino == sealedInfo.st_ino
+            guard split.alreadySealed || isActive else {
+                throw .unavailable("\(sealedPath) exists and is not the log's active segment: not overwritten")
+            }
+        } else {
+            guard !split.alreadySealed else { throw .unavailable("\(sealedPath), the sealed segment, is gone") }
+            guard link(path, sealedPath) == 0 else {
+                throw .unavailable("cannot name the sealed segment \(sealedPath): \(String(cString: strerror(errno)))")
+            }
+            linked = true
+        }
+        let next = open(nextPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard next >= 0 else {
+            undo()
+            throw .unavailable("cannot create \(nextPath): \(String(cString: strerror(errno)))")
+        }
+        var info = stat()
+        do throws(AuditError) {
+            try Self.writeAll(next, rest, at: 0)
+            guard fdatasync(next) == 0, fstat(next, &info) == 0 else {
+                throw .unavailable("fdatasync failed: \(String(cString: strerror(errno)))")
+            }
+        } catch {
+            close(next)
+            undo()
+            throw error
+        }
+        guard rename(nextPath, path) == 0 else {
+            close(next)
+            undo()
+            throw .unavailable("cannot put the new segment in place: \(String(cString: strerror(errno)))")
+        }
+        rolledTo = (next, UInt64(info.st_dev), UInt64(info.st_ino))
+        let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let synced = directoryFD >= 0 && fsync(directoryFD) == 0
+        if directoryFD >= 0 { close(directoryFD) }
+        guard synced else {
+            let why =
+                "the new segment is in place but \(directory) could not be synced "
+                + "(\(String(cString: strerror(errno)))); restart the agent to go on"
+            wedged = why
+            throw .unavailable(why)
+        }
+    }
+
     /// Settles a written batch: durable, it becomes the log's end; failed, the file is cut back to the last durable
     /// record and everything staged after it is dropped too (it chains on the failed records).
     public func finish(_ batch: consuming AuditBatch, durable: Bool) {
         if durable {
-            committedLength += batch.bytes.count
+            if let split = batch.split, let rolled = rolledTo {
+                if fd >= 0 { close(fd) }
+                fd = rolled.fd
+                identity = (rolled.dev, rolled.ino)
+                rolledTo = nil
+                committedLength = batch.bytes.count - split.at
+                segmentFirstSeq = split.nextFirstSeq
+            } else {
+                committedLength += batch.bytes.count
+            }
+            committedHash = batch.hashAfter
             seq = batch.lastSeq
             head = batch.lastHead
         } else {
-            _ = ftruncate(fd, off_t(committedLength))
+            if wedged == nil, fd >= 0 { _ = ftruncate(fd, off_t(committedLength)) }
+            if let rolled = rolledTo {
+                close(rolled.fd)
+                rolledTo = nil
+            }
             staged.removeAll(keepingCapacity: true)
             stagedAnchor = nil
+            stagedRollover = nil
             stagedSeq = seq
             stagedHead = head
+            stagedHash = committedHash.copy()
+            stagedSegmentFirstSeq = segmentFirstSeq
+            stagedSegmentBytes = committedLength
         }
         batch.bytes.removeAll(keepingCapacity: true)
         spare = batch.bytes

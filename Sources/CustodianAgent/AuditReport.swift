@@ -80,14 +80,16 @@ public enum AuditReport {
                     path: logPath, verified: .failure(.broken(line: 0, why: error.description)), state: LedgerState())
             }
         } else {
-            switch Replay.ledger(LineSource(path: logPath), snapshots: []) {
+            switch Replay.ledger(LineSource.log([Segments.File(path: logPath)]), snapshots: []) {
             case .success(let rebuilt):
                 reading = LogReading(path: logPath, verified: .success(rebuilt.verification), state: rebuilt.state)
             case .failure(let error):
                 reading = LogReading(path: logPath, verified: .failure(error), state: LedgerState())
             }
         }
-        var source = LineSource(path: logPath)
+        var source =
+            directory
+            ? LineSource.log((try? Segments.list(directory: path)) ?? []) : LineSource.log([Segments.File(path: path)])
         _ = AuditChain.read(&source) { record in
             guard record.event == "sign" || record.event == "operator", case .success(let entry) = record.parse(),
                 let time = entry.integer("time_ms")

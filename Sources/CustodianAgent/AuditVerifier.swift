@@ -16,6 +16,15 @@ public struct AuditVerification: Sendable {
 
     /// The verification of an empty log.
     public init(chain: AuditChain) { self.chain = chain }
+
+    /// An error at a line of the chain, named by file and line in it when the log is in segments.
+    public func locate(_ error: AuditError) -> AuditError {
+        // A log in one file from its first record keeps its plain line numbers.
+        guard case .broken(let line, let why) = error, chain.fileCount > 1 || (chain.files.first?.firstLine ?? 1) > 1,
+            let start = chain.files.last(where: { $0.firstLine <= line })
+        else { return error }
+        return .brokenIn(file: start.file.path, line: line - start.firstLine + 1, why: why)
+    }
 }
 
 /// The one verifier of an audit log, used by `audit verify` and by every start, so that the two cannot disagree.
@@ -38,12 +47,34 @@ public enum AuditVerifier {
         checker.start()
         var expected = address
         var verification = AuditVerification(chain: AuditChain())
-        var reader = ChainReader()
+        let startsAfter = source.startsAfterSeq
+        guard startsAfter < UInt64(Int.max / 2) else { return .failure(.unavailable("a seq out of range")) }
+        var reader = ChainReader(startingAfter: startsAfter)
         // Once a checkpoint signs the labelled text, a later one in the older form would be a downgrade.
         var labelled = false
+        // A log in segments: where each file begins, and what the first record of the one entered must show.
+        var files: [(firstLine: Int, file: Segments.File)] = []
+        var entered: LineSource.FileEntry?
+        var previousHash: String?
         let outcome: LineSource.Outcome
         do {
-            outcome = try source.forEachLine { line, offset in
+            outcome = try source.forEachLine(
+                entering: { entry in
+                    files.append((reader.count + 1, entry.file))
+                    entered = entry
+                    previousHash = entry.previousSHA256
+                    return nil
+                }
+            ) { line, offset in
+                if let entry = entered {
+                    entered = nil
+                    if let error = checkFileStart(
+                        line, entry: entry, continuing: entry.index > 0 || startsAfter > 0, expected: reader.count + 1,
+                        previous: entry.index > 0 ? files[files.count - 2].file.name : nil)
+                    {
+                        return error
+                    }
+                }
                 let record: RawRecord
                 switch reader.next(line, offset: offset) {
                 case .failure(let error): return error
@@ -51,6 +82,42 @@ public enum AuditVerifier {
                 }
                 if record.seq == headAt { verification.headAtSeq = reader.headBytes }
                 switch record.event {
+                case "segment":
+                    // Only as the first record of a file that continues a log (checked on entering it).
+                    guard files.last?.firstLine == record.line, record.line > 1 else {
+                        return .broken(
+                            line: record.line,
+                            why: "a segment record that does not begin its file: segments are separate files")
+                    }
+                    guard case .success(let entry) = record.parse() else {
+                        return .broken(line: record.line, why: "not a JSON object")
+                    }
+                    let named = entry.string("address")
+                    if expected == nil {
+                        expected = named.flatMap(Address.init(eip55:))
+                        if let agent = expected { checker.setAddress(agent) }
+                    }
+                    guard let agent = expected, named == agent.checksummed else {
+                        return .broken(
+                            line: record.line, why: "a segment of an agent of \(named ?? "nobody"), not this log's")
+                    }
+                    guard entry.integer("previous_last_seq") == record.seq - 1,
+                        let hash = entry.string("previous_sha256"), hash.utf8.count == 64
+                    else {
+                        return .broken(
+                            line: record.line, why: "a segment record without the previous segment's seq and hash")
+                    }
+                    if let previous = files.count > 1 ? files[files.count - 2].file : nil, let read = previousHash,
+                        read != hash
+                    {
+                        return .broken(
+                            line: record.line,
+                            why:
+                                "the SHA-256 of \(previous.name) is \(read), not the \(hash) this segment record names: "
+                                + "\(previous.name) was edited after it was sealed")
+                    }
+                    // Every checkpoint since segments exist signs the labelled text.
+                    labelled = true
                 case "sign":
                     verification.decisions += 1
                     checker.add(record)
@@ -108,10 +175,45 @@ public enum AuditVerifier {
         }
         // The checker has seen every line before the one that stopped the reading: its error, if any, is earlier.
         let checked = checker.finish(verifyPending: outcome.error == nil)
-        if let error = checked ?? outcome.error { return .failure(error) }
+        verification.chain.files = files
+        verification.chain.fileCount = source.files.count
+        if let error = checked ?? outcome.error { return .failure(verification.locate(error)) }
         verification.chain = reader.finish(validLength: outcome.validLength, tornTail: outcome.tornTail)
+        verification.chain.files = files
+        verification.chain.fileCount = source.files.count
+        verification.chain.lastFileHash = outcome.lastFileHash
         verification.address = expected
         return .success(verification)
+    }
+
+    /// The first line of a file entered: one that continues a log must begin with a `segment` record at the seq
+    /// after the previous file's last; a gap or a step back is named for what it is.
+    private static func checkFileStart(
+        _ line: ArraySlice<UInt8>, entry: LineSource.FileEntry, continuing: Bool, expected: Int, previous: String?
+    ) -> AuditError? {
+        guard let (seq, _, event) = RecordShape.fields(line) else { return nil }  // the chain reader says why
+        let after = previous.map { " after \($0)" } ?? ""
+        if seq > UInt64(expected), previous != nil {
+            return .broken(
+                line: expected,
+                why:
+                    "it begins at record \(seq), but record \(expected) was expected\(after): records \(expected)…\(seq - 1) "
+                    + "are missing (a segment deleted or moved away)")
+        }
+        if seq < UInt64(expected), previous != nil {
+            return .broken(
+                line: expected,
+                why:
+                    "it begins at record \(seq), but record \(expected) was expected\(after): the files are out of order"
+            )
+        }
+        if continuing && event != "segment" {
+            return .broken(
+                line: expected,
+                why: "a file that continues the log must begin with a segment record, not \(event)"
+                    + (entry.index == 0 ? " (give the log's files from its first, or from a sealed segment on)" : ""))
+        }
+        return nil
     }
 
     static let ledgerImport = Array(#""action":"ledger_import""#.utf8)

@@ -51,6 +51,12 @@ extension Engine {
             stagedMark = entry.mark
             stagedPolicy = entry.policy
             if log.stagedSeq % checkpointEvery == 0 { stageCheckpoint(now: clock()) }
+            // The checkpoint that seals a segment counts in it; the next segment's record begins the next.
+            if segmentLimits.full(bytes: log.stagedSegmentBytes, records: log.stagedSegmentRecords + 1) {
+                let reason =
+                    segmentLimits.maxBytes > 0 && log.stagedSegmentBytes >= segmentLimits.maxBytes ? "size" : "records"
+                _ = rollOver(now: clock(), reason: reason)
+            }
         }
         takeSnapshotIfDue()
     }

@@ -37,6 +37,8 @@ public final class Engine: @unchecked Sendable {
     let reader = RequestReader()
     let clock: @Sendable () -> UInt64
     let checkpointEvery: UInt64
+    /// When the log rolls over to a new segment by itself.
+    let segmentLimits: SegmentLimits
     let startedAtMs: UInt64
     /// Where the ledger snapshot is written (nil: none): at a clean stop, and every `snapshotEvery` records.
     let snapshotPath: String?
@@ -98,10 +100,11 @@ public final class Engine: @unchecked Sendable {
     /// Takes ownership of the key; replays nothing itself (the caller passes the rebuilt `state`).
     public init(
         key: consuming SigningKey, policy: LoadedPolicy, state: LedgerState, log: AuditLog, checkpointEvery: UInt64,
-        snapshotPath: String? = nil, snapshotEvery: UInt64 = 0, metrics: AgentMetrics = AgentMetrics(),
-        clock: @escaping @Sendable () -> UInt64 = Engine.systemClock
+        snapshotPath: String? = nil, snapshotEvery: UInt64 = 0, segmentLimits: SegmentLimits = SegmentLimits(),
+        metrics: AgentMetrics = AgentMetrics(), clock: @escaping @Sendable () -> UInt64 = Engine.systemClock
     ) {
         self.metrics = metrics
+        self.segmentLimits = segmentLimits
         self.snapshotPath = snapshotPath
         self.snapshotEvery = snapshotPath == nil ? 0 : snapshotEvery
         self.address = key.address
@@ -207,6 +210,35 @@ public final class Engine: @unchecked Sendable {
                 },
                 dropped: { reply(false) })
         }
+    }
+
+    /// Seals the active log segment and begins the next (`custodian audit rotate`), in order with the decisions:
+    /// a `rotate` record naming who asked, a checkpoint, then the next segment's `segment` record. `reply` gets the
+    /// sealed file's name once all of it is durable (nil: not recorded).
+    public func rotate(peer: Peer?, reply: @escaping @Sendable (String?) -> Void) {
+        submit(orElse: { reply(nil) }) { now in
+            let policyHash = policy.hash
+            return .ready(
+                stage: { [self] in
+                    log.stage(event: "rotate", timeMs: now) { writer in
+                        writePeer(peer, &writer)
+                        writer.field("policy_hash", policyHash)
+                    }
+                    let sealed = rollOver(now: now, reason: "operator")
+                    return Completion(durable: { reply(sealed) }, dropped: { reply(nil) })
+                },
+                dropped: { reply(nil) })
+        }
+    }
+
+    /// Ends the segment being staged into with a checkpoint and begins the next. Under the lock, while staging.
+    /// Returns the sealed file's name (that of the rollover already staged, if one is).
+    func rollOver(now: UInt64, reason: String) -> String? {
+        if let pending = log.stagedRolloverName { return pending }
+        stageCheckpoint(now: now)
+        let sealed = log.stageRollover(timeMs: now, address: address, reason: reason)
+        if sealed != nil { metrics.rollover(reason) }
+        return sealed
     }
 
     /// Records a lifecycle or security event (a refused caller, an operator action) in order with the decisions.
@@ -366,4 +398,21 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+}
+
+/// When the audit log rolls over to a new segment by itself (0: never by that measure).
+public struct SegmentLimits: Sendable, Equatable {
+    public var maxBytes: Int
+    public var maxRecords: UInt64
+
+    /// 256 MiB a segment by default (about 250,000 decisions); no record limit.
+    public init(maxBytes: Int = 256 << 20, maxRecords: UInt64 = 0) {
+        self.maxBytes = maxBytes
+        self.maxRecords = maxRecords
+    }
+
+    /// Whether a segment of `bytes` bytes and `records` records is full.
+    func full(bytes: Int, records: UInt64) -> Bool {
+        (maxBytes > 0 && bytes >= maxBytes) || (maxRecords > 0 && records >= maxRecords)
+    }
 }

@@ -151,7 +151,9 @@ public enum Replay {
                 guard wanted(record) else { return nil }
                 return apply(record, to: &state, address: &address, reader: reader, scratch: &scratch)
             }
-            if record.event == "start", address == nil, case .success(let entry) = record.parse() {
+            if record.event == "start" || record.event == "segment", address == nil,
+                case .success(let entry) = record.parse()
+            {
                 address = entry.string("address").flatMap(Address.init(eip55:))
             }
             for index in candidates.indices { candidates[index].observe(record) }
@@ -183,7 +185,7 @@ public enum Replay {
             tail.from = candidate.tailOffset
             tail.upTo = verification.chain.validLength
             if let error = replayTail(&tail, into: &start, address: &address, reader: reader) {
-                return .failure(error)
+                return .failure(verification.locate(error))
             }
             return .success(Rebuilt(verification: verification, state: start, snapshotSeq: candidate.seq))
         }
@@ -194,7 +196,9 @@ public enum Replay {
         state = LedgerState()
         state.historyOf = historyOf
         address = agent
-        if let error = replayTail(&whole, into: &state, address: &address, reader: reader) { return .failure(error) }
+        if let error = replayTail(&whole, into: &state, address: &address, reader: reader) {
+            return .failure(verification.locate(error))
+        }
         return .success(Rebuilt(verification: verification, state: state))
     }
 
@@ -237,7 +241,7 @@ public enum Replay {
 
     /// The records replay applies: start records (the agent), operator actions and allowances.
     private static func wanted(_ record: RawRecord) -> Bool {
-        record.event == "start" || record.event == "operator"
+        record.event == "start" || record.event == "operator" || record.event == "segment"
             || (record.event == "sign" && RecordShape.contains(allowed, in: record.bytes))
     }
 
@@ -295,7 +299,8 @@ public enum Replay {
         _ entry: AuditEntry, to state: inout LedgerState, address: inout Address?, reader: RequestReader
     ) -> AuditError? {
         switch entry.event {
-        case "start":
+        case "start", "segment":
+            // A segment record names the agent too: a log read from a sealed segment on has no start record before.
             if address == nil { address = entry.string("address").flatMap(Address.init(eip55:)) }
             return nil
         case "operator" where entry.string("action") == "ledger_import":
@@ -389,7 +394,7 @@ public enum Replay {
                 var first = source
                 first.from = 0
                 _ = try? first.forEachLine { line, _ in
-                    if let (_, _, event) = RecordShape.fields(line), event == "start",
+                    if let (_, _, event) = RecordShape.fields(line), event == "start" || event == "segment",
                         case .success(let entry) = RawRecord(line: 1, seq: 1, event: event, bytes: line, offset: 0)
                             .parse()
                     {

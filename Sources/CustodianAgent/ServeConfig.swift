@@ -11,6 +11,8 @@ public struct ServeConfig: Sendable, Equatable {
     public var allowGID: [UInt32] = []
     public var checkpointEvery: UInt64?
     public var snapshotEvery: UInt64?
+    public var segmentMaxBytes: Int?
+    public var segmentMaxRecords: UInt64?
     public var maxConnections: Int?
     public var idleTimeoutS: Int64?
     public var rateLimit: Int?
@@ -20,7 +22,7 @@ public struct ServeConfig: Sendable, Equatable {
 
     static let keys = [
         "socket", "key_file", "policy", "state_dir", "passphrase_file", "allow_uid", "allow_gid", "checkpoint_every",
-        "snapshot_every",
+        "snapshot_every", "segment_max_bytes", "segment_max_records",
         "max_connections", "idle_timeout_s", "rate_limit",
     ]
 
@@ -69,6 +71,8 @@ public struct ServeConfig: Sendable, Equatable {
         config.allowGID = try ids("allow_gid")
         config.checkpointEvery = try integer("checkpoint_every").map { UInt64($0) }
         config.snapshotEvery = try integer("snapshot_every").map { UInt64($0) }
+        config.segmentMaxBytes = try integer("segment_max_bytes")
+        config.segmentMaxRecords = try integer("segment_max_records").map { UInt64($0) }
         config.maxConnections = try integer("max_connections")
         config.idleTimeoutS = try integer("idle_timeout_s").map { Int64($0) }
         config.rateLimit = try integer("rate_limit")

@@ -558,8 +558,9 @@ private final class ConnectionHandler: ChannelDuplexHandler {
             request = parsed
         }
         let address = engine.address.checksummed
-        // Fail closed: `address`, `status` and `metrics` take no parameters, and any given are refused, not ignored.
-        if ["address", "status", "metrics"].contains(request.method), !request.params.isEmpty {
+        // Fail closed: `address`, `status`, `metrics` and `rotate` take no parameters; any given are refused, not
+        // ignored.
+        if ["address", "status", "metrics", "rotate"].contains(request.method), !request.params.isEmpty {
             let reply = RPC.error(id: request.id, .invalidParams, "invalid params: \(request.method) takes none")
             send(reply, context: context)
             return
@@ -580,26 +581,14 @@ private final class ConnectionHandler: ChannelDuplexHandler {
                 send(reply, context: context)
                 return
             }
-            let slot = reserveReply()
             let id = request.id
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let eventLoop = context.eventLoop
+            let answer = replyLater(context: context)
             let callers = callers
             let peer = peer
             signsStaged = true
             engine.sign(message: Array(message.utf8), peer: peer, deferWrite: true) { outcome in
                 if case .refused = outcome, let peer { callers.chargeRefusal(peer.uid) }
-                let bytes = RPC.reply(id: id, address: address, outcome)
-                // Inline when the batch was written on this connection's own event loop (a lone client).
-                if eventLoop.inEventLoop {
-                    let (handler, context) = bound.value
-                    handler.fill(slot, Reply(bytes: bytes, thenClose: false), context: context)
-                } else {
-                    eventLoop.execute {
-                        let (handler, context) = bound.value
-                        handler.fill(slot, Reply(bytes: bytes, thenClose: false), context: context)
-                    }
-                }
+                answer(RPC.reply(id: id, address: address, outcome))
             }
         case "address":
             let reply = RPC.result(id: request.id) { writer in
@@ -620,9 +609,48 @@ private final class ConnectionHandler: ChannelDuplexHandler {
                 writer.endObject()
             }
             send(reply, context: context)
+        case "rotate":
+            // An operator's command: the agent's own user (or root), not every caller the socket admits.
+            guard let peer, peer.uid == getuid() || peer.uid == 0 else {
+                let reply = RPC.error(
+                    id: request.id, .callerNotAllowed, "rotate is for the agent's own user (the operator) or root")
+                send(reply, context: context)
+                return
+            }
+            let id = request.id
+            let answer = replyLater(context: context)
+            engine.rotate(peer: peer) { sealed in
+                answer(
+                    sealed.map { name in
+                        RPC.result(id: id) { writer in
+                            writer.beginObject()
+                            writer.field("sealed", name)
+                            writer.endObject()
+                        }
+                    } ?? RPC.error(id: id, .auditUnavailable, "the rollover could not be recorded"))
+            }
         default:
             let reply = RPC.error(id: request.id, .methodNotFound, "method not found: \(request.method)")
             send(reply, context: context)
+        }
+    }
+
+    /// Takes the next reply slot and returns what fills it from any thread: inline when called on this connection's
+    /// own event loop (a batch written there, for a lone client), else by a task on it.
+    private func replyLater(context: ChannelHandlerContext) -> @Sendable ([UInt8]) -> Void {
+        let slot = reserveReply()
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        return { bytes in
+            if eventLoop.inEventLoop {
+                let (handler, context) = bound.value
+                handler.fill(slot, Reply(bytes: bytes, thenClose: false), context: context)
+            } else {
+                eventLoop.execute {
+                    let (handler, context) = bound.value
+                    handler.fill(slot, Reply(bytes: bytes, thenClose: false), context: context)
+                }
+            }
         }
     }
 

@@ -13,7 +13,7 @@ public enum StateDirectory {
     public static func readHistory(
         _ stateDirectory: String, fromSnapshots: Bool = true, historyOf: String? = nil
     ) throws(AgentStartError) -> Replay.Rebuilt {
-        let logPath = stateDirectory + "/audit.log"
+        let logPath = stateDirectory + "/" + Segments.active
         let evidence: StateEvidence
         do { evidence = try StateEvidence.read(stateDirectory: stateDirectory) } catch {
             throw AgentStartError(
@@ -27,7 +27,18 @@ public enum StateDirectory {
         if logExists && info.st_mode & S_IFMT != S_IFREG {
             throw AgentStartError("\(logPath) is not a regular file (a symbolic link?)", hint: restoreHint)
         }
-        if (!logExists || info.st_size == 0) && !evidence.isEmpty {
+        let files: [Segments.File]
+        do { files = try Segments.list(directory: stateDirectory) } catch {
+            throw AgentStartError("\(error)", hint: "a sealed segment's name belongs to custodian's files alone")
+        }
+        let sealed = files.filter { $0.path != logPath }
+        if !logExists && !sealed.isEmpty {
+            throw AgentStartError(
+                "\(logPath) is missing, but sealed segments up to \(sealed.last?.name ?? "") are there: the records "
+                    + "after them would be forgotten",
+                hint: restoreHint)
+        }
+        if (!logExists || info.st_size == 0) && sealed.isEmpty && !evidence.isEmpty {
             throw AgentStartError(
                 "\(logPath) is \(logExists ? "empty" : "missing"), but \(evidence.summary): the sessions signed before "
                     + "would be forgotten",
@@ -39,21 +50,58 @@ public enum StateDirectory {
                 snapshots.append(Replay.SnapshotSource.file(snapshot.path, seq: snapshot.seq))
             }
         }
-        let source = logExists ? LineSource(path: logPath) : LineSource(bytes: [])
-        let rebuilt: Replay.Rebuilt
-        switch Replay.ledger(source, snapshots: snapshots, headAt: evidence.anchor?.seq, historyOf: historyOf) {
-        case .success(let value): rebuilt = value
-        case .failure(.unavailable(let why)): throw AgentStartError("cannot read \(logPath): \(why)")
-        case .failure(let error):
-            throw AgentStartError(
-                "\(error)",
-                hint: "custodian audit verify \(logPath) names the same record; the agent will not sign on top of a "
-                    + "log that does not verify")
+        // With snapshots, the files from the one that holds the oldest snapshot's record on: the sealed segments
+        // before it are not read (`audit verify` reads them).
+        var startIndex = 0
+        if let oldest = evidence.snapshots.map(\.seq).min(), fromSnapshots {
+            for (index, file) in files.enumerated() {
+                guard let first = file.first ?? Segments.firstSeq(of: file), first <= oldest else { break }
+                startIndex = index
+            }
+        }
+        var (rebuilt, partial) = try replay(
+            files, from: startIndex, snapshots: snapshots, headAt: evidence.anchor?.seq, historyOf: historyOf,
+            logPath: logPath)
+        if rebuilt.snapshotSeq == nil && partial {
+            // No snapshot the log vouches for: the whole log, from its first segment.
+            rebuilt = try replay(
+                files, from: 0, snapshots: [], headAt: evidence.anchor?.seq, historyOf: historyOf, logPath: logPath
+            ).rebuilt
         }
         if let shortfall = evidence.shortfall(of: rebuilt.verification) {
             throw AgentStartError(shortfall, hint: restoreHint)
         }
         return rebuilt
+    }
+
+    /// Verifies and replays the log's files from `files[index]` on; `partial`: they are not the whole log (only a
+    /// snapshot they vouch for gives the ledger).
+    private static func replay(
+        _ files: [Segments.File], from index: Int, snapshots: [Replay.SnapshotSource], headAt: UInt64?,
+        historyOf: String?, logPath: String
+    ) throws(AgentStartError) -> (rebuilt: Replay.Rebuilt, partial: Bool) {
+        let chosen = Array(files[index...])
+        var startsAfter: UInt64 = 0
+        if let first = chosen.first, let seq = first.first ?? Segments.firstSeq(of: first), seq > 1 {
+            guard !snapshots.isEmpty else {
+                throw AgentStartError(
+                    "the log's first file here, \(first.name), begins at record \(seq): the segments before it are not "
+                        + "in the state directory, and this reads the whole history",
+                    hint: "put the archived segments back beside audit.log (compressed with gzip is fine)")
+            }
+            startsAfter = seq - 1
+        }
+        let source = chosen.isEmpty ? LineSource(bytes: []) : LineSource(segments: chosen, startsAfterSeq: startsAfter)
+        switch Replay.ledger(source, snapshots: snapshots, headAt: headAt, historyOf: historyOf) {
+        case .success(let value): return (value, startsAfter > 0)
+        case .failure(.unavailable(let why)): throw AgentStartError("cannot read \(logPath): \(why)")
+        case .failure(let error):
+            throw AgentStartError(
+                "\(error)",
+                hint:
+                    "custodian audit verify \((logPath as NSString).deletingLastPathComponent) names the same record; "
+                    + "the agent will not sign on top of a log that does not verify")
+        }
     }
 
     /// Releases the latest signed state of session `id`, which must be `version` (an operator action, audited): the
@@ -95,7 +143,7 @@ public enum StateDirectory {
                 hint: "add --forget-session if ClearNode never created the session", exitCode: 2)
         }
         var policyHash = ""
-        var source = LineSource(path: stateDirectory + "/audit.log")
+        var source = LineSource(segments: (try? Segments.list(directory: stateDirectory)) ?? [])
         _ = AuditChain.read(&source) { record in
             guard record.event == "policy_loaded" || record.event == "policy_reloaded",
                 case .success(let entry) = record.parse()
@@ -103,7 +151,9 @@ public enum StateDirectory {
             policyHash = entry.string("policy_hash") ?? policyHash
             return nil
         }
-        try record(stateDirectory, chain: rebuilt.chain, event: "operator") { writer in
+        try record(
+            stateDirectory, chain: rebuilt.chain, address: rebuilt.verification.address, event: "operator"
+        ) { writer in
             writer.field("policy_hash", policyHash)
             writer.field("action", "session_release")
             writer.field("protocol", session.definition.wire.rawValue)
@@ -135,11 +185,12 @@ public enum StateDirectory {
         do { evidence = try StateEvidence.read(stateDirectory: stateDirectory) } catch {
             throw AgentStartError("\(error)")
         }
-        // What the old log itself says of its length, as far as it reads.
-        var source = LineSource(path: stateDirectory + "/audit.log")
-        var reader = ChainReader()
+        // What the old log itself says of its length, as far as it reads (from its first file here).
+        let files = (try? Segments.list(directory: stateDirectory)) ?? []
+        var source = LineSource.log(files)
+        var reader = ChainReader(startingAfter: source.startsAfterSeq)
         var lastHead = AuditChain.genesis
-        if FileIO.exists(stateDirectory + "/audit.log") {
+        if !files.isEmpty {
             _ = try? source.forEachLine { line, offset in
                 guard case .success = reader.next(line, offset: offset) else { return .unavailable("") }
                 return nil
@@ -152,8 +203,11 @@ public enum StateDirectory {
             throw AgentStartError("cannot create \(folder): \(String(cString: strerror(errno)))")
         }
         var moved: [String] = []
-        for name in ["audit.log", AuditAnchor.fileName, "ledger.snapshot", "ledger.snapshot.prev"]
-        where FileIO.exists(stateDirectory + "/" + name) {
+        let names =
+            files.map(\.name).filter { $0 != Segments.active } + [
+                Segments.active, AuditAnchor.fileName, "ledger.snapshot", "ledger.snapshot.prev",
+            ]
+        for name in names where FileIO.exists(stateDirectory + "/" + name) {
             guard rename(stateDirectory + "/" + name, folder + "/" + name) == 0 else {
                 throw AgentStartError("cannot move \(name) into \(folder): \(String(cString: strerror(errno)))")
             }
@@ -235,7 +289,10 @@ public enum StateDirectory {
                 hint: "a ledger import never overwrites a signed state", exitCode: 2)
         }
         let digest = SHA256.hex(bytes)
-        try records(stateDirectory, chain: rebuilt.chain, count: added.count) { index, writer in
+        try records(
+            stateDirectory, chain: rebuilt.chain, address: rebuilt.verification.address ?? document.agent,
+            count: added.count
+        ) { index, writer in
             let entry = added[index]
             writer.field("action", "ledger_import")
             writer.field("protocol", entry.session.definition.wire.rawValue)
@@ -253,12 +310,16 @@ public enum StateDirectory {
     /// Appends `count` records of `event` (each with the operator's uid, gid and pid) to the log, durably, in one
     /// write.
     private static func records(
-        _ stateDirectory: String, chain: AuditChain, event: String = "operator", count: Int,
+        _ stateDirectory: String, chain: AuditChain, address: Address? = nil, event: String = "operator", count: Int,
         _ fields: (Int, inout JSONWriter) -> Void
     ) throws(AgentStartError) {
         guard count > 0 else { return }
         let log: AuditLog
-        do { log = try AuditLog(path: stateDirectory + "/audit.log", chain: chain) } catch {
+        do {
+            log = try AuditLog(
+                path: stateDirectory + "/" + Segments.active, chain: chain, address: address,
+                timeMs: Engine.systemClock())
+        } catch {
             throw AgentStartError("\(error)")
         }
         let now = Engine.systemClock()
@@ -278,8 +339,11 @@ public enum StateDirectory {
 
     /// Appends one operator record (with the operator's uid, gid and pid) to the log, durably.
     private static func record(
-        _ stateDirectory: String, chain: AuditChain, event: String, _ fields: (inout JSONWriter) -> Void
+        _ stateDirectory: String, chain: AuditChain, address: Address? = nil, event: String,
+        _ fields: (inout JSONWriter) -> Void
     ) throws(AgentStartError) {
-        try records(stateDirectory, chain: chain, event: event, count: 1) { _, writer in fields(&writer) }
+        try records(stateDirectory, chain: chain, address: address, event: event, count: 1) { _, writer in
+            fields(&writer)
+        }
     }
 }

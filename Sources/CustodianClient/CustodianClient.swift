@@ -99,6 +99,15 @@ public final class CustodianClient {
         return text
     }
 
+    /// Asks the agent to seal its active audit log segment and begin the next; returns the sealed file's name.
+    public func rotate() throws(ClientError) -> String {
+        let result = try call(method: "rotate", params: nil)
+        guard let name = result.value.members?.member("sealed")?.value.string else {
+            throw ClientError.protocolError("the rotate result names no sealed segment")
+        }
+        return name
+    }
+
     /// Calls `method` and returns the parsed `result`.
     public func call(method: String, params: [UInt8]?) throws(ClientError) -> StrictJSON.Node {
         try callRaw(method: method, params: params).0

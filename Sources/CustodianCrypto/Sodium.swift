@@ -125,8 +125,9 @@ public enum SHA256 {
         return out
     }
 
-    /// SHA-256 over bytes that arrive in pieces (a file read in chunks).
-    public final class Stream {
+    /// SHA-256 over bytes that arrive in pieces (a file read in chunks). Owned by one thread at a time (handed over,
+    /// never shared).
+    public final class Stream: @unchecked Sendable {
         private let context: OpaquePointer? = EVP_MD_CTX_new()
 
         public init() { _ = EVP_DigestInit_ex(context, Algorithm.shared.md, nil) }
@@ -136,6 +137,20 @@ public enum SHA256 {
         public func update(_ bytes: [UInt8]) {
             bytes.withUnsafeBytes { _ = EVP_DigestUpdate(context, $0.baseAddress, $0.count) }
         }
+
+        public func update(_ bytes: ArraySlice<UInt8>) {
+            bytes.withUnsafeBytes { _ = EVP_DigestUpdate(context, $0.baseAddress, $0.count) }
+        }
+
+        /// A stream that goes on from where this one is, independently of it.
+        public func copy() -> Stream {
+            let other = Stream()
+            _ = EVP_MD_CTX_copy_ex(other.context, context)
+            return other
+        }
+
+        /// The hex digest of everything given so far, leaving this stream open for more.
+        public func current() -> String { copy().finish() }
 
         /// The lower-case hex digest of everything given.
         public func finish() -> String {

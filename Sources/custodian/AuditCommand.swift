@@ -1,12 +1,25 @@
 import ArgumentParser
 import CustodianAgent
+import CustodianClient
 import CustodianCore
 import Foundation
 
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "Verify audit logs, and report on them.",
-        subcommands: [Verify.self, Report.self])
+        subcommands: [Verify.self, Rotate.self, Report.self])
+
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Ask the running agent to seal its active audit log segment (with a signed checkpoint) and begin "
+                + "the next; print the sealed file's name. For the agent's own user or root.")
+
+        @Option(help: "The agent's socket.") var socket: String
+
+        func run() throws {
+            do { print(try CustodianClient(socketPath: socket).rotate()) } catch { throw clientFailure(error) }
+        }
+    }
 
     struct Report: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -53,14 +66,17 @@ struct AuditCommand: ParsableCommand {
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Verify an audit log (a file, or a state directory with its anchor and snapshots): the chain, "
-                + "every checkpoint's signature, every decision's request_hash, the signatures after the last "
-                + "checkpoint. The same checks every start makes. Exit 0 if intact, 2 if not.")
+            abstract: "Verify an audit log: a state directory (its segments in order, with its anchor and snapshots), "
+                + "or log files given in chain order (sealed segments, compressed or not, then audit.log; the first may "
+                + "be any sealed segment). Checks the chain across files, every checkpoint's signature, every "
+                + "decision's request_hash, the signatures after the last checkpoint, and each segment's SHA-256 as the "
+                + "next names it. Errors name the file and line. Exit 0 if intact, 2 if not.")
 
-        @Argument(help: "The audit log, or the agent's state directory.") var log: String
+        @Argument(help: "The agent's state directory, or the log's files in order.") var paths: [String]
         @Option(help: "The agent's address (default: the one named by the log's start records).") var address: String?
 
         func run() throws {
+            guard !paths.isEmpty else { throw CLIFailure("give a state directory, or the log's files in order") }
             var expected: Address?
             if let address {
                 guard let parsed = Address(eip55: address) else { throw CLIFailure("--address must be EIP-55") }
@@ -68,39 +84,62 @@ struct AuditCommand: ParsableCommand {
             }
             var isDirectory: ObjCBool = false
             let directory =
-                FileManager.default.fileExists(atPath: log, isDirectory: &isDirectory) && isDirectory.boolValue
-            let path = directory ? log + "/audit.log" : log
+                paths.count == 1 && FileManager.default.fileExists(atPath: paths[0], isDirectory: &isDirectory)
+                && isDirectory.boolValue
             let evidence: StateEvidence
-            do { evidence = directory ? try StateEvidence.read(stateDirectory: log) : StateEvidence() } catch {
+            let files: [Segments.File]
+            do {
+                evidence = directory ? try StateEvidence.read(stateDirectory: paths[0]) : StateEvidence()
+                files = directory ? try Segments.list(directory: paths[0]) : paths.map { Segments.File(path: $0) }
+            } catch {
                 throw CLIFailure("\(error)", exitCode: 2)
             }
-            if directory && !FileIO.exists(path) && evidence.isEmpty {
-                throw CLIFailure("no audit log in \(log)")
+            let label = files.count == 1 ? files[0].path : directory ? paths[0] : paths.joined(separator: " ")
+            if files.isEmpty && evidence.isEmpty { throw CLIFailure("no audit log in \(paths[0])") }
+            for file in files where !directory && !FileIO.exists(file.path) {
+                throw CLIFailure("no such file: \(file.path)")
             }
-            var source = LineSource(path: path)
+            var source = LineSource.log(files)
             let verification: AuditVerification
-            if !FileIO.exists(path) && directory {
+            if files.isEmpty {
                 verification = AuditVerification(chain: AuditChain())
             } else {
                 switch AuditVerifier.verify(&source, address: expected, headAt: evidence.anchor?.seq) {
                 case .success(let value): verification = value
-                case .failure(.unavailable(let why)): throw CLIFailure("\(path): \(why)")
-                case .failure(let error): throw CLIFailure("\(path): \(error)", exitCode: 2)
+                case .failure(.unavailable(let why)): throw CLIFailure("\(label): \(why)")
+                case .failure(.broken(let line, let why)):
+                    throw CLIFailure("\(label): \(AuditError.broken(line: line, why: why))", exitCode: 2)
+                case .failure(let error): throw CLIFailure("\(error)", exitCode: 2)
                 }
             }
             let chain = verification.chain
-            if chain.tornTail > 0 {
+            if chain.tornTail > 0, let last = chain.files.last {
                 throw CLIFailure(
-                    "\(path): line \(chain.count + 1): truncated, \(chain.tornTail) bytes without a newline (a write "
-                        + "cut short, or the file cut)",
+                    "\(last.file.path): line \(chain.count + 1 - last.firstLine + 1): truncated, \(chain.tornTail) bytes "
+                        + "without a newline (a write cut short, or the file cut)",
                     exitCode: 2)
             }
-            if let shortfall = evidence.shortfall(of: verification) {
-                throw CLIFailure("\(path): \(shortfall)", exitCode: 2)
+            // A sealed segment's name gives its first and last record: a file renamed is named for what it holds.
+            for (index, start) in chain.files.enumerated() {
+                guard let first = start.file.first, let last = start.file.last else { continue }
+                let holdsLast = index + 1 < chain.files.count ? chain.files[index + 1].firstLine - 1 : chain.count
+                if first != UInt64(start.firstLine) || last != UInt64(holdsLast) {
+                    throw CLIFailure(
+                        "\(start.file.path) line 1: named for records \(first)…\(last), but holds records "
+                            + "\(start.firstLine)…\(holdsLast): renamed, or not the file its name says",
+                        exitCode: 2)
+                }
             }
+            if let shortfall = evidence.shortfall(of: verification) {
+                throw CLIFailure("\(label): \(shortfall)", exitCode: 2)
+            }
+            let first = chain.files.first?.firstLine ?? 1
+            let range = first > 1 ? " (records \(first)…\(chain.count), from a sealed segment on)" : ""
+            let segments = chain.files.count > 1 ? " in \(chain.files.count) files" : ""
             print(
-                "ok: \(chain.count) records (\(verification.decisions) decisions), \(verification.checkpoints) "
-                    + "checkpoints signed by \(verification.address?.checksummed ?? "nobody"), head \(chain.head)")
+                "ok: \(chain.count) records\(range)\(segments) (\(verification.decisions) decisions), "
+                    + "\(verification.checkpoints) checkpoints signed by \(verification.address?.checksummed ?? "nobody"), "
+                    + "head \(chain.head)")
         }
     }
 }

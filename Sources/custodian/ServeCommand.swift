@@ -20,6 +20,10 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Write a signed checkpoint every N records.") var checkpointEvery: UInt64?
     @Option(help: "Snapshot the ledger every N records (0: only at a clean stop); bounds a restart after a crash.")
     var snapshotEvery: UInt64?
+    @Option(help: "Roll the audit log over to a new segment at N bytes (0: not by size; default 256 MiB).")
+    var segmentMaxBytes: Int?
+    @Option(help: "Roll the audit log over to a new segment at N records (0, the default: not by count).")
+    var segmentMaxRecords: UInt64?
     @Option(help: "At most N connections at once.") var maxConnections: Int?
     @Option(
         help: "Close a connection silent for T seconds, or whose line is not complete T seconds after its first byte.")
@@ -48,7 +52,10 @@ struct ServeCommand: ParsableCommand {
             server: server, keyFile: keyFile, policyFile: policy, stateDirectory: stateDir,
             passphraseFile: passphraseFile ?? file.passphraseFile,
             checkpointEvery: checkpointEvery ?? file.checkpointEvery ?? 1000,
-            snapshotEvery: snapshotEvery ?? file.snapshotEvery ?? 100_000)
+            snapshotEvery: snapshotEvery ?? file.snapshotEvery ?? 100_000,
+            segmentLimits: SegmentLimits(
+                maxBytes: max(0, segmentMaxBytes ?? file.segmentMaxBytes ?? SegmentLimits().maxBytes),
+                maxRecords: segmentMaxRecords ?? file.segmentMaxRecords ?? 0))
         try Serving.run(settings)
     }
 }

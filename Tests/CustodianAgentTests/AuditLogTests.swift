@@ -66,7 +66,7 @@ struct AuditLogTests {
         var edited = lines
         edited[2] = Array(
             String(decoding: edited[2], as: UTF8.self).replacingOccurrences(of: "\"2\"", with: "\"9\"").utf8)
-        guard case .broken(line: 4, let why) = read(edited), why.contains("line 3 was edited") else {
+        guard case .broken(line: 4, let why) = read(edited), why.contains("the line before it") else {
             Issue.record("edit not located: \(String(describing: read(edited)))")
             return
         }

@@ -128,7 +128,9 @@ struct DurabilityTests {
         let key = try EndToEndTests.importKeyA(workspace)
         let stateDir = workspace.path + "/state"
         let socket = workspace.path + "/agent.sock"
-        let arguments = try Self.agentArguments(workspace, key: key, stateDir: stateDir)
+        // Small segments: the kills land before, inside and after rollovers too.
+        let arguments =
+            try Self.agentArguments(workspace, key: key, stateDir: stateDir) + ["--segment-max-records", "40"]
         let received = Collected<Received>()
         let closed = Collected<String>()
         let killedAt = Collected<UInt64>()
@@ -201,10 +203,10 @@ struct DurabilityTests {
         let status = try PolicyEndToEndTests.status(socket)
         #expect(agent.stop() == 0)
 
-        let verify = try Harness.custodian([
-            "audit", "verify", stateDir + "/audit.log", "--address", EndToEndTests.addressA,
-        ])
+        let verify = try Harness.custodian(["audit", "verify", stateDir, "--address", EndToEndTests.addressA])
         #expect(verify.status == 0, "\(verify.stderr)")
+        let segments = try EndToEndTests.logFiles(stateDir)
+        #expect(segments.count > 3, "the log rolled over at 40 records: \(segments.count) files")
         let all = try EndToEndTests.auditRecords(stateDir)
         // No decision before the start record of the run that made it: every record after a start record was made
         // before the first kill that followed that start (a decision of the next run, written before its own start
@@ -212,11 +214,18 @@ struct DurabilityTests {
         let killTimes = killedAt.all
         var runEnds: UInt64 = .max
         var starts = 0
+        var recoveredRollovers = 0
         for record in all {
             let time = UInt64(record["time_ms"] as? Int ?? 0)
             if record["event"] as? String == "start" {
                 starts += 1
                 runEnds = killTimes.first { $0 >= time } ?? .max
+                continue
+            }
+            // A start that finds a rollover cut short begins the next segment before its own start record: that
+            // record (reason "start") must be the new file's first, and decides nothing.
+            if record["event"] as? String == "segment" && record["reason"] as? String == "start" {
+                recoveredRollovers += 1
                 continue
             }
             #expect(
@@ -239,7 +248,8 @@ struct DurabilityTests {
         print(
             "crash loop: \(kills) SIGKILLs under 4 reconnecting clients and 2 busy loops; \(got.count) signatures "
                 + "received, all in the log; \(all.count) records; \(starts) starts, \(fromSnapshot.count) from a "
-                + "periodic snapshot; no decision before its run's start record")
+                + "periodic snapshot; \(segments.count) log segments, \(recoveredRollovers) rollovers cut by a kill and "
+                + "finished by the next start; no decision before its run's start record")
         // No session has two different signed closes.
         var closes: [String: Set<String>] = [:]
         var created = Set<String>()

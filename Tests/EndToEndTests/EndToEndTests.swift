@@ -61,8 +61,23 @@ struct EndToEndTests {
         return try Harness.custodian(["sign", "--socket", agent.socket, "--file", file])
     }
 
+    /// The log's files in a state directory, in order: the sealed segments (uncompressed ones) by name, then
+    /// audit.log unless it is the newest sealed segment under a second name (a rollover cut short).
+    static func logFiles(_ stateDir: String) throws -> [String] {
+        let names = try FileManager.default.contentsOfDirectory(atPath: stateDir)
+        var files = names.filter { $0.hasPrefix("audit-") && $0.hasSuffix(".log") }.sorted().map { stateDir + "/" + $0 }
+        let active = stateDir + "/audit.log"
+        if FileManager.default.fileExists(atPath: active) {
+            func inode(_ path: String) -> Int? {
+                (try? FileManager.default.attributesOfItem(atPath: path))?[.systemFileNumber] as? Int
+            }
+            if files.last.map({ inode($0) != inode(active) }) ?? true { files.append(active) }
+        }
+        return files
+    }
+
     static func auditRecords(_ stateDir: String) throws -> [[String: Any]] {
-        let text = try String(contentsOfFile: stateDir + "/audit.log", encoding: .utf8)
+        let text = try logFiles(stateDir).map { try String(contentsOfFile: $0, encoding: .utf8) }.joined()
         return try text.split(separator: "\n").map {
             guard let record = try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] else {
                 throw HarnessError("an audit line is not an object")
