@@ -181,7 +181,12 @@ struct FieldReader {
 
     mutating func expectOnly(_ members: [StrictJSON.Member], _ known: [String], in place: String) {
         for member in members where !known.contains(where: { $0.hasSameBytes(as: member.key) }) {
-            findings.note(.payloadUnknownField, "\(place) has the unknown key \"\(member.key)\"")
+            if let variant = known.first(where: { $0.lowercased() == member.key.lowercased() }) {
+                findings.noteFolded(
+                    "\(place) has the unknown key \"\(member.key)\", which Go's decoder reads as \"\(variant)\"")
+            } else {
+                findings.note(.payloadUnknownField, "\(place) has the unknown key \"\(member.key)\"")
+            }
         }
     }
 

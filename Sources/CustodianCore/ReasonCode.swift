@@ -23,6 +23,8 @@ public enum ReasonCode: String, CaseIterable, Sendable, Comparable, Codable {
     case fundingExceeded = "policy.funding_exceeded"
     case counterpartyNotAllowed = "policy.counterparty_not_allowed"
     case versionConflict = "policy.version_conflict"
+    /// A v1 channel state that differs from the one custodian builds from its own copy and the transition.
+    case ledgerMismatch = "policy.ledger_mismatch"
     case velocityExceeded = "policy.velocity_exceeded"
     case exposureExceeded = "policy.exposure_exceeded"
     case applicationNotAllowed = "policy.application_not_allowed"
@@ -79,12 +81,23 @@ extension ReasonCode {
 struct Findings {
     private(set) var all: [Denial] = []
     var enforcing = true
+    /// The first unknown key that is a letter-case variant of a known one: Go's decoder folds it into the known key
+    /// (or merges the two objects), so it changes what the rest means.
+    private(set) var folded: Denial?
 
     mutating func note(
         _ reason: ReasonCode, _ detail: @autoclosure () -> String, _ figures: KeyValuePairs<String, String> = [:]
     ) {
         guard enforcing else { return }
         all.append(Denial(reason, detail(), figures: figures))
+    }
+
+    /// Notes an unknown key that Go folds into a known one.
+    mutating func noteFolded(_ detail: String) {
+        guard enforcing else { return }
+        let denial = Denial(.payloadUnknownField, detail)
+        all.append(denial)
+        if folded == nil { folded = denial }
     }
 
     /// The first finding in contract order (the earliest found among equals).

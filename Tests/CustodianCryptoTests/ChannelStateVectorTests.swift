@@ -319,4 +319,127 @@ struct ChannelStateVectorTests {
         #expect(ChannelState.lenientBytes32("0x1") == [UInt8](repeating: 0, count: 31) + [0x01])
         #expect(ChannelState.lenientBytes32("0x" + String(repeating: "ab", count: 40)).count == 32)
     }
+
+    // MARK: - states built from the signer's copy (PROTOCOL-v1-channels §7.1)
+
+    /// A vector's state object as text (what a frame or a node answer carries).
+    static func stateText(_ vector: [String: Any]) throws -> [UInt8] {
+        let state = try #require(vector["state"] as? [String: Any])
+        return Array(try JSONSerialization.data(withJSONObject: state))
+    }
+
+    /// The copy a signer holds before the vector's state: `state_before`'s version and ledger, the channel, wallet,
+    /// asset and epoch of the state.
+    static func copy(before vector: [String: Any], _ state: ChannelStateWire) throws -> ChannelCopy {
+        let before = try #require(vector["state_before"] as? [String: Any])
+        let ledger = try #require(before["home_ledger"] as? [String: Any])
+        func text(_ key: String) throws -> String { try #require(ledger[key] as? String) }
+        func amount(_ key: String) throws -> Amount { try #require(Amount(signed: try text(key))) }
+        let token = try #require(Address(anyCase: try text("token_address")))
+        let chain = try #require(UInt64(try text("blockchain_id")))
+        let channel = try #require(state.homeChannelID)
+        let version = try #require((before["version"] as? NSNumber)?.uint64Value)
+        return ChannelCopy(
+            channelID: channel, user: state.userWallet, asset: state.asset, decimals: 6,
+            epoch: state.epoch, version: version,
+            ledger: ChannelStateWire.HomeLedger(
+                token: token, chainID: chain, userBalance: try amount("user_balance"),
+                userNetFlow: try amount("user_net_flow"), nodeBalance: try amount("node_balance"),
+                nodeNetFlow: try amount("node_net_flow")))
+    }
+
+    @Test(
+        "each state, rebuilt from the state before and its transition, is the vector's; its message and A's signature too",
+        arguments: states)
+    func rebuilt(_ name: String) throws {
+        let vector = try VectorFiles.load(Self.folder, name)
+        let sent = try ChannelStateReader().readState(try Self.stateText(vector)).get()
+        if let frame = vector["frame_text"] as? String, !name.hasPrefix("commit") {
+            guard case .success(let read) = ChannelStateReader().read(Array(frame.utf8)) else {
+                Issue.record("\(name): the frame does not read")
+                return
+            }
+            switch read.frame {
+            case .submitState(let state), .requestCreation(let state, _): #expect(state == sent)
+            case .submitSessionKeyState: Issue.record("\(name): read as a session key")
+            }
+        }
+        let base = try Self.copy(before: vector, sent)
+        let transition = try #require(ChannelTransition(rawValue: sent.transition.type))
+        let built = try ChannelState.next(
+            after: base, transition, accountID: sent.transition.accountID, amount: sent.transition.amount
+        ).get()
+        var unsigned = sent
+        unsigned.userSig = nil
+        unsigned.nodeSig = nil
+        #expect(ChannelState.difference(sent: sent, built: built) == nil, "\(name)")
+        #expect(built == unsigned, "\(name)")
+        let message = try #require(ChannelState.message(of: built, decimals: 6))
+        let signing = try #require(vector["signing"] as? [String: Any])
+        #expect(Hex.encode(message, prefixed: true) == signing["message_hex"] as? String, "\(name)")
+        let key = try signingKey(hex: "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01ac362b318")
+        let signature = try key.sign(digest: ChannelState.eip191Digest(message))
+        #expect("0x00" + Hex.encode(signature) == sent.userSig, "\(name): user_sig is 0x00 ‖ A's signature")
+    }
+
+    @Test("the transfer whose ledger takes 100 for a transfer of 25 is refused: policy.ledger_mismatch")
+    func ledgerOverstatesSpend() throws {
+        let vector = try VectorFiles.load(Self.folder, "transfer_ledger_overstates_spend_refuse.json")
+        let transfer = try VectorFiles.load(Self.folder, "transfer_send_v2.json")
+        let sent = try ChannelStateReader().readState(try Self.stateText(transfer)).get()
+        var proposed = sent
+        let ledger = try #require(vector["proposed_home_ledger"] as? [String: String])
+        proposed.homeLedger.userBalance = try #require(ledger["user_balance"].flatMap { Amount($0) })
+        proposed.homeLedger.nodeNetFlow = try #require(ledger["node_net_flow"].flatMap { Amount(signed: $0) })
+        let built = try ChannelState.next(
+            after: try Self.copy(before: vector, sent), .transferSend, accountID: sent.transition.accountID,
+            amount: sent.transition.amount
+        ).get()
+        let denial = try #require(ChannelState.difference(sent: proposed, built: built))
+        #expect(denial.reason == .ledgerMismatch)
+        #expect(
+            "payload.ledger_mismatch" != denial.reason.rawValue && denial.reason.rawValue == "policy.ledger_mismatch")
+        #expect(denial.detail.contains("home_ledger.user_balance is 50, custodian's is 125"), "\(denial.detail)")
+        let expected = try #require(vector["expected_home_ledger"] as? [String: Any])
+        #expect("\(built.homeLedger.userBalance)" == expected["user_balance"] as? String)
+        #expect("\(built.homeLedger.nodeNetFlow)" == expected["node_net_flow"] as? String)
+        // What the caller asked to be signed is exactly the vector's message: valid on chain, which is why it is
+        // refused here and not left to the node.
+        let message = try #require(ChannelState.message(of: proposed, decimals: 6))
+        #expect(Hex.encode(message, prefixed: true) == vector["message_hex"] as? String)
+        #expect(Hex.encode(ChannelState.eip191Digest(message), prefixed: true) == vector["eip191_digest"] as? String)
+    }
+
+    static func goDecodeCases() throws -> [[String: Any]] {
+        let results = try VectorFiles.load(Self.folder + "/go_decode", "results.json")
+        return try #require(results["cases"] as? [[String: Any]])
+    }
+
+    @Test(
+        "every go_decode payload: the baseline and the EIP-55 wallet read; every other hazard refused with its reason")
+    func goDecode() throws {
+        let cases = try Self.goDecodeCases()
+        #expect(cases.count == 38, "go_decode/results.json holds 38 cases")
+        var signed = 0
+        for entry in cases {
+            let name = try #require(entry["name"] as? String)
+            let method = try #require(entry["method"] as? String)
+            let payload = try #require(entry["payload_text"] as? String)
+            let expected = try #require(entry["agent_expect"] as? String)
+            let frame = #"[1,7,""# + method + #"","# + payload + ",1767225600000]"
+            switch ChannelStateReader().read(Array(frame.utf8)) {
+            case .success(let read):
+                #expect(expected == "sign", "\(name): read, but \(expected) was expected")
+                if case .submitState(let state) = read.frame {
+                    #expect(state.userWallet.checksummed == "0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638")
+                    #expect("\(state.transition.amount)" == "25")
+                }
+                signed += 1
+            case .failure(let denial):
+                #expect(denial.reason.rawValue == expected, "\(name): \(denial.reason.rawValue) (\(denial.detail))")
+            }
+        }
+        #expect(signed == 2)
+    }
+
 }
