@@ -62,7 +62,8 @@ start() {
 empty=$(start "$work/empty")
 fill=$("$bin/custodian-bench" fill-log --key-file "$work/key" --passphrase-file "$work/passphrase" \
     --policy "$work/policy.toml" --state-dir "$work/state" --records "$records" --snapshot-every 100000 --crash)
-size=$(du -h "$work/state/audit.log" | cut -f1)
+size=$(du -ch "$work"/state/audit*.log | tail -1 | cut -f1)
+segments=$(ls "$work"/state/audit*.log | wc -l)
 snapshot=$(du -h "$work/state/ledger.snapshot" | cut -f1)
 replay=$("$bin/custodian-bench" replay --state-dir "$work/state")
 # As after a crash while the newest snapshot was being written (not yet vouched for): the one before it is used, and
@@ -83,7 +84,7 @@ if [ "$large" -gt 0 ]; then
     rm -rf "$work/state"
     large_fill=$("$bin/custodian-bench" fill-log --key-file "$work/key" --passphrase-file "$work/passphrase" \
         --policy "$work/policy.toml" --state-dir "$work/state" --records "$large" --snapshot-every 100000 --crash)
-    large_size=$(du -h "$work/state/audit.log" | cut -f1)
+    large_size=$(du -ch "$work"/state/audit*.log | tail -1 | cut -f1)
     large_line="$large_fill; log size $large_size; serve after the crash: $(line "$(start "$work/state")")"
 fi
 mkdir -p bench/results
@@ -91,7 +92,7 @@ out="bench/results/restart-$records.txt"
 {
     echo "custodian restart with a long audit log ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -m))"
     echo "start on an empty state directory (the KDF's peak: interactive Argon2id, 64 MiB): $(line "$empty")"
-    echo "$fill; log size $size; ledger.snapshot $snapshot"
+    echo "$fill; log size $size in $segments segment files (256 MiB each, the default); ledger.snapshot $snapshot"
     echo "$replay"
     echo "serve, exec to first answer, and peak RSS (VmHWM) of the start:"
     echo "  after the crash: $(line "${results[0]}")"

@@ -73,8 +73,12 @@ public enum AuditReport {
         var reading: LogReading
         if directory {
             do {
+                // The ledger as a start rebuilds it (from the newest snapshot's segment on); the verification over
+                // every segment in the directory, which a start does not read.
                 let rebuilt = try StateDirectory.readHistory(path)
-                reading = LogReading(path: logPath, verified: .success(rebuilt.verification), state: rebuilt.state)
+                var all = LineSource.log((try? Segments.list(directory: path)) ?? [])
+                let verified = AuditVerifier.verify(&all, address: rebuilt.verification.address)
+                reading = LogReading(path: logPath, verified: verified, state: rebuilt.state)
             } catch {
                 reading = LogReading(
                     path: logPath, verified: .failure(.broken(line: 0, why: error.description)), state: LedgerState())

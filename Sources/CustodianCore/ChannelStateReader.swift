@@ -55,6 +55,22 @@ public struct ChannelStateWire: Sendable, Equatable {
     /// `0x` + hex, when given (a signer fills in its own).
     public var userSig: String?
     public var nodeSig: String?
+
+    public init(
+        id: String, transition: Transition, asset: String, userWallet: Address, epoch: UInt64, version: UInt64,
+        homeChannelID: String?, homeLedger: HomeLedger, userSig: String?, nodeSig: String?
+    ) {
+        self.id = id
+        self.transition = transition
+        self.asset = asset
+        self.userWallet = userWallet
+        self.epoch = epoch
+        self.version = version
+        self.homeChannelID = homeChannelID
+        self.homeLedger = homeLedger
+        self.userSig = userSig
+        self.nodeSig = nodeSig
+    }
 }
 
 /// A channel definition as `channels.v1.request_creation` sends it (§5).

@@ -25,6 +25,10 @@ public enum ReasonCode: String, CaseIterable, Sendable, Comparable, Codable {
     case versionConflict = "policy.version_conflict"
     /// A v1 channel state that differs from the one custodian builds from its own copy and the transition.
     case ledgerMismatch = "policy.ledger_mismatch"
+    /// A v1 channel state the node issued that may not become the signer's new base (PROTOCOL-v1-channels §7.3).
+    case channelBaseRejected = "policy.channel_base_rejected"
+    /// A v1 commit not paired with the app deposit it funds, or in a session that does not need this key (§7.7).
+    case commitUnpaired = "policy.commit_unpaired"
     case velocityExceeded = "policy.velocity_exceeded"
     case exposureExceeded = "policy.exposure_exceeded"
     case applicationNotAllowed = "policy.application_not_allowed"
@@ -67,6 +71,9 @@ public struct Denial: Error, Equatable, Sendable {
 }
 
 extension ReasonCode {
+    /// The reasons only v1 channel states give (their cases are the channel tests', not Tests/PolicyCases).
+    public static let channelStates: Set<ReasonCode> = [.ledgerMismatch, .channelBaseRejected, .commitUnpaired]
+
     /// The reasons a policy may turn into warnings for a trial run. Never the payload's ambiguity, nor what keeps
     /// the ledger consistent (unknown or closed sessions, conflicting versions or creates, the key's own
     /// participation): signing those would leave custodian unable to judge what comes next.

@@ -1,13 +1,14 @@
 // custodian-bench: tools for bench/ (not part of the agent).
 //   custodian-bench fill-log --key-file K --passphrase-file P --policy F --state-dir D --records N
 //                            [--snapshot-every M --crash]
-//       writes N real decisions (creates and closes of two-party sessions) through the engine into D/audit.log;
+//       writes N real decisions (creates and closes of two-party sessions) through the engine into D's audit log
+//       (segments of 256 MiB as the agent's default, or --segment-max-bytes N; 0 for one file);
 //       with --snapshot-every, periodic ledger snapshots as the agent writes them; with --crash, exits without
 //       a clean stop (no stop record, no final snapshot), as after a crash
 //   custodian-bench replay --state-dir D
-//       reads, verifies and replays D/audit.log as the agent does at start; prints the seconds it took
+//       reads, verifies and replays D's audit log as the agent does at start; prints the seconds it took
 //   custodian-bench requests --state-dir D [--records N] [--rounds R]
-//       the first N allowances' requests of D/audit.log, held in memory: prints microseconds per request to read
+//       the first N allowances' requests of D's audit log, held in memory: prints microseconds per request to read
 //       (the strict reader) and to replay (the policy, applied to a ledger built from them)
 //   custodian-bench parse [--rounds R]
 //       the strict reader on a 64 KiB line of as many distinct keys as fit against an ordinary 64 KiB request (600
@@ -79,10 +80,12 @@ case "fill-log":
         final class Clock: @unchecked Sendable { var now: UInt64 = 1_733_000_000_000 }
         let clock = Clock()
         let snapshotEvery = option("--snapshot-every").flatMap { UInt64($0) } ?? 0
+        // Segments as the agent's default (256 MiB) unless given; 0 keeps one file.
+        let segmentBytes = option("--segment-max-bytes").flatMap { Int($0) } ?? SegmentLimits().maxBytes
         let engine = Engine(
             key: key, policy: try PolicyFile.load(path: policyFile), state: LedgerState(), log: log,
             checkpointEvery: 1000, snapshotPath: snapshotEvery > 0 ? stateDir + "/ledger.snapshot" : nil,
-            snapshotEvery: snapshotEvery, clock: { clock.now })
+            snapshotEvery: snapshotEvery, segmentLimits: SegmentLimits(maxBytes: segmentBytes), clock: { clock.now })
         try engine.start(version: "bench")
         let group = DispatchGroup()
         var pending = 0
@@ -159,7 +162,7 @@ case "verify":
     // The start's verification alone (no replay), and the ledger's own memory: the snapshot decoded alone.
     guard let stateDir = option("--state-dir") else { fail("verify --state-dir D") }
     let began = DispatchTime.now()
-    var source = LineSource(path: stateDir + "/audit.log")
+    var source = LineSource.log((try? Segments.list(directory: stateDir)) ?? [])
     switch AuditVerifier.verify(&source, address: nil) {
     case .success(let verified):
         print(
@@ -189,7 +192,7 @@ case "requests":
     let limit = option("--records").flatMap { Int($0) } ?? 200_000
     var requests: [(req: [UInt8], timeMs: UInt64)] = []
     var agent: Address?
-    var source = LineSource(path: stateDir + "/audit.log")
+    var source = LineSource.log((try? Segments.list(directory: stateDir)) ?? [])
     do {
         _ = try source.forEachLine { line, _ in
             guard requests.count < limit,

@@ -124,6 +124,15 @@ struct SegmentTests {
         let edit = try Harness.custodian(["audit", "verify", edited])
         #expect(edit.status == 2)
         #expect(edit.stderr.contains(target + " line 4"), "\(edit.stderr)")
+        // The report over the directory verifies every segment, not only those a start reads.
+        let page = workspace.path + "/edited.html"
+        let report = try Harness.custodian(["audit", "report", edited, "-o", page])
+        #expect(report.status == 0, "\(report.stderr)")
+        let html = try String(contentsOfFile: page, encoding: .utf8)
+        #expect(html.contains("data-verified=\"failed\""), "the report shows the edited segment")
+        let intactPage = workspace.path + "/intact.html"
+        #expect(try Harness.custodian(["audit", "report", stateDir, "-o", intactPage]).status == 0)
+        #expect(try String(contentsOfFile: intactPage, encoding: .utf8).contains("data-verified=\"ok\""))
         // A reordered pair given on the command line, and a pair whose names were swapped.
         let given = [stateDir + "/" + names[2], stateDir + "/" + names[0], stateDir + "/" + names[1] + ".gz"]
         let outOfOrder = try Harness.custodian(["audit", "verify"] + given)
