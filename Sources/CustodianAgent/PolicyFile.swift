@@ -105,7 +105,8 @@ public enum PolicyFile {
 
     private static func build(_ root: TOMLTable) throws(PolicyFileError) -> Policy {
         try allowOnly(
-            root, ["version", "requests", "sessions", "assets", "counterparties", "velocity", "enforcement"],
+            root,
+            ["version", "requests", "sessions", "assets", "counterparties", "velocity", "enforcement", "channels"],
             in: "the file")
         guard let version = root["version"]?.int else { throw PolicyFileError("missing version = 1") }
         guard version == Self.version else { throw PolicyFileError("policy version \(version); this build reads 1") }
@@ -227,6 +228,7 @@ public enum PolicyFile {
                 policy.warn.insert(reason)
             }
         }
+        if let channels = try table(root, "channels") { policy.channels = try channelPolicy(channels, assets: policy) }
         // Last, so that an error in what is there is reported first.
         for name in requiredTables where root[name] == nil {
             throw PolicyFileError(
@@ -235,6 +237,58 @@ public enum PolicyFile {
                     + "whole\")")
         }
         return policy
+    }
+
+    /// `[channels]` (CONTRACT §5): the node, `min_challenge_s`, `[channels.assets.<symbol>]` (an asset `[assets]`
+    /// lists, whose decimals the channel's token has) and `[channels.transfers]`.
+    private static func channelPolicy(_ channels: TOMLTable, assets policy: Policy) throws(PolicyFileError)
+        -> ChannelPolicy
+    {
+        try allowOnly(channels, ["node", "min_challenge_s", "assets", "transfers"], in: "[channels]")
+        guard let nodeText = channels["node"]?.string, let node = Address(eip55: nodeText) else {
+            throw PolicyFileError("[channels] node (the nitronode signing address, EIP-55) is required")
+        }
+        var minimum: UInt32 = 86_400
+        if let value = try integer(channels, "min_challenge_s", in: "[channels]") {
+            guard value >= 3_600, let seconds = UInt32(exactly: value) else {
+                throw PolicyFileError("[channels] min_challenge_s: at least 3600 seconds (nitronode takes 86400 up)")
+            }
+            minimum = seconds
+        }
+        var assets: [String: ChannelPolicy.Asset] = [:]
+        guard let tables = try table(channels, "assets"), !tables.keys.isEmpty else {
+            throw PolicyFileError("[channels] needs a [channels.assets.<symbol>] table: where the home channel lives")
+        }
+        for symbol in tables.keys {
+            let place = "[channels.assets.\(symbol)]"
+            guard let asset = tables[symbol]?.table else { throw PolicyFileError("\(place) is not a table") }
+            try allowOnly(asset, ["blockchain_id", "token", "max_transfer", "max_outflow"], in: place)
+            guard let rule = policy.assets[ExactString(symbol)], let decimals = UInt8(exactly: rule.decimals) else {
+                throw PolicyFileError("\(place): [assets] does not list \(symbol) (its decimals are the token's)")
+            }
+            guard let chain = try integer(asset, "blockchain_id", in: place), chain > 0 else {
+                throw PolicyFileError("\(place) blockchain_id (the chain id, > 0) is required")
+            }
+            guard let tokenText = asset["token"]?.string, let token = Address(eip55: tokenText) else {
+                throw PolicyFileError("\(place) token (the token contract, EIP-55) is required")
+            }
+            assets[symbol] = ChannelPolicy.Asset(
+                chainID: chain, token: token, decimals: decimals,
+                maxTransfer: try amount(asset, "max_transfer", in: place),
+                maxOutflow: try amount(asset, "max_outflow", in: place))
+        }
+        var recipients: [Address] = []
+        if let transfers = try table(channels, "transfers") {
+            try allowOnly(transfers, ["allow"], in: "[channels.transfers]")
+            for text in try strings(transfers, "allow", in: "[channels.transfers]") ?? [] {
+                guard let address = Address(eip55: text) else {
+                    throw PolicyFileError("[channels.transfers] allow: \(text) is not an EIP-55 address")
+                }
+                recipients.append(address)
+            }
+        }
+        return ChannelPolicy(
+            node: node, minChallengeSeconds: minimum, assets: assets, transferRecipients: recipients)
     }
 
     private static func allowOnly(_ table: TOMLTable, _ keys: [String], in place: String) throws(PolicyFileError) {

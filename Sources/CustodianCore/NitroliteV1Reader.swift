@@ -139,7 +139,8 @@ public struct NitroliteV1Reader: Sendable {
     /// Why a v1 method custodian does not sign is refused: the ones with a clear reason, then any other.
     static func unsignedMethod(_ name: String) -> String {
         if name.hasPrefix("channels.v1.") {
-            return "custodian does not sign channel states (\(name)): no policy covers them yet"
+            return "custodian does not sign channel states yet (\(name)): a policy's [channels] section is read and "
+                + "checked, but this release signs no channel state"
         }
         switch name {
         case "app_sessions.v1.submit_session_key_state":

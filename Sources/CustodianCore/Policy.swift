@@ -47,6 +47,8 @@ public struct Policy: Sendable {
     /// Empty allows any counterparty.
     public var counterparties: Set<Address>
     public var velocity: Velocity?
+    /// v1 home channels (`[channels]`); nil refuses every channel state.
+    public var channels: ChannelPolicy?
     /// Reasons that only warn: the request is signed and the would-be refusal recorded (`[enforcement]`).
     public var warn: Set<ReasonCode> = []
     /// False only while replaying decisions that were allowed before: rules are then not checked.

@@ -151,3 +151,82 @@ struct PolicyFileTests {
         #expect((try? PolicyFile.load(path: path)) != nil)
     }
 }
+
+/// `[channels]` (CONTRACT §5): read and checked as every table is; the agent does not sign channel states yet.
+@Suite("Policy files: [channels]")
+struct ChannelPolicyFileTests {
+    static let base = """
+        version = 1
+        [requests]
+        methods = ["create_app_session"]
+        [sessions]
+        [assets.usdc]
+        decimals = 6
+        [counterparties]
+        allow = []
+        [velocity]
+        window_s = 86400
+        max_own_loss = {}
+
+        """
+
+    static let channels = """
+        [channels]
+        node = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+        min_challenge_s = 86400
+        [channels.assets.usdc]
+        blockchain_id = 8453
+        token = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+        max_transfer = "1000"
+        max_outflow = "5000"
+        [channels.transfers]
+        allow = ["0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"]
+
+        """
+
+    @Test("the CONTRACT's example reads into the values it gives; absent, channels are refused")
+    func reads() throws {
+        #expect(try PolicyFile.parse(Array(Self.base.utf8)).policy.channels == nil)
+        let policy = try PolicyFile.parse(Array((Self.base + Self.channels).utf8)).policy
+        let channels = try #require(policy.channels)
+        #expect(channels.node.checksummed == "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC")
+        #expect(channels.minChallengeSeconds == 86_400)
+        let usdc = try #require(channels.assets["usdc"])
+        #expect(usdc.chainID == 8453 && usdc.decimals == 6)
+        #expect(usdc.token == Address(anyCase: "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"))
+        #expect(usdc.maxTransfer == Amount("1000") && usdc.maxOutflow == Amount("5000"))
+        #expect(channels.transferRecipients.map(\.checksummed) == ["0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"])
+    }
+
+    @Test("fail closed: an unknown key, no node, an asset [assets] lacks, a token not in EIP-55, a short challenge")
+    func refusals() {
+        let cases: [(String, String)] = [
+            ("unknown key", Self.channels.replacingOccurrences(of: "min_challenge_s", with: "min_challenge")),
+            (
+                "no node",
+                Self.channels.replacingOccurrences(
+                    of: "node = \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\n", with: "")
+            ),
+            (
+                "unlisted asset",
+                Self.channels.replacingOccurrences(of: "channels.assets.usdc", with: "channels.assets.eth")
+            ),
+            (
+                "token case",
+                Self.channels.replacingOccurrences(
+                    of: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", with: "0x833589FCD6EDB6E08F4C7C32D4F71B54BDA02913"
+                )
+            ),
+            ("short challenge", Self.channels.replacingOccurrences(of: "= 86400", with: "= 60")),
+            (
+                "recipient",
+                Self.channels.replacingOccurrences(
+                    of: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", with: "0xf39fd6e51aad88f6f4ce6ab8827279cfffb9226")
+            ),
+            ("amount", Self.channels.replacingOccurrences(of: "\"1000\"", with: "1000")),
+        ]
+        for (what, text) in cases {
+            #expect(throws: PolicyFileError.self, "\(what)") { try PolicyFile.parse(Array((Self.base + text).utf8)) }
+        }
+    }
+}
