@@ -14,6 +14,22 @@ struct PolicyFileTests {
             .sorted()
     }
 
+    /// The smallest policy that reads: every table, one asset.
+    static let minimal = """
+        version = 1
+        [requests]
+        methods = ["close_app_session"]
+        [sessions]
+        [assets.usdc]
+        decimals = 6
+        [counterparties]
+        allow = []
+        [velocity]
+        window_s = 86400
+        max_own_loss = {}
+
+        """
+
     @Test("policies/ is not empty") func notEmpty() {
         #expect(Self.policyFiles().contains("default.toml"))
     }
@@ -50,20 +66,7 @@ struct PolicyFileTests {
 
     @Test("fail closed: unknown keys, wrong types, bad amounts, no assets, other versions, missing tables")
     func refusals() {
-        let base = """
-            version = 1
-            [requests]
-            methods = ["close_app_session"]
-            [sessions]
-            [assets.usdc]
-            decimals = 6
-            [counterparties]
-            allow = []
-            [velocity]
-            window_s = 86400
-            max_own_loss = {}
-
-            """
+        let base = Self.minimal
         #expect((try? PolicyFile.parse(Array(base.utf8))) != nil)
         var broken: [String] = []
         func add(_ text: String) { broken.append(text) }
@@ -155,20 +158,7 @@ struct PolicyFileTests {
 /// `[channels]` (CONTRACT §5): read and checked as every table is; the agent does not sign channel states yet.
 @Suite("Policy files: [channels]")
 struct ChannelPolicyFileTests {
-    static let base = """
-        version = 1
-        [requests]
-        methods = ["create_app_session"]
-        [sessions]
-        [assets.usdc]
-        decimals = 6
-        [counterparties]
-        allow = []
-        [velocity]
-        window_s = 86400
-        max_own_loss = {}
-
-        """
+    static let base = PolicyFileTests.minimal
 
     static let channels = """
         [channels]
