@@ -62,7 +62,8 @@ public enum Segments {
     /// The log files in `directory` in chain order: the sealed segments by the first seq their names give, then
     /// `audit.log` if present. An `audit.log` that is the same file as the newest sealed segment (a rotation cut
     /// short between naming the sealed file and putting the new segment in place) is left out: its records are
-    /// the sealed segment's. Two files naming the same first seq are an error (one of them is not custodian's).
+    /// the sealed segment's. A segment beside its own `.gz` is read uncompressed; any other two files naming the same
+    /// first seq are an error (one of them is not custodian's).
     public static func list(directory: String) throws(SystemError) -> [File] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else {
             throw SystemError("list", directory, errno == 0 ? ENOENT : errno)
@@ -72,13 +73,21 @@ public enum Segments {
             guard let seqs = sealedSeqs(name) else { continue }
             sealed.append((seqs.first, File(path: directory + "/" + name)))
         }
-        sealed.sort { $0.first < $1.first }
-        for index in sealed.indices.dropFirst() where sealed[index].first == sealed[index - 1].first {
-            throw SystemError(
-                "list (\(sealed[index - 1].file.name) and \(sealed[index].file.name) name the same first record)",
-                directory, EEXIST)
+        // A sealed segment and its gzip copy (gzip at work, which removes the original when it is done): the
+        // original, whole, is read. Any other two files naming one first record are an error.
+        sealed.sort { ($0.first, $0.file.compressed ? 1 : 0) < ($1.first, $1.file.compressed ? 1 : 0) }
+        var kept: [(first: UInt64, file: Segments.File)] = []
+        for entry in sealed {
+            guard let previous = kept.last, previous.first == entry.first else {
+                kept.append(entry)
+                continue
+            }
+            guard !previous.file.compressed, entry.file.compressed, entry.file.name == previous.file.name + ".gz" else {
+                throw SystemError(
+                    "list (\(previous.file.name) and \(entry.file.name) name the same first record)", directory, EEXIST)
+            }
         }
-        var files = sealed.map(\.file)
+        var files = kept.map(\.file)
         let activePath = directory + "/" + active
         var info = stat()
         if lstat(activePath, &info) == 0 {

@@ -95,6 +95,18 @@ struct SegmentLogTests {
         let compressed = try Segments.list(directory: directory.path)
         #expect(compressed[1].compressed && compressed[1].name == names[1] + ".gz")
         #expect(try Self.verify(compressed).get().chain.count == 26)
+        // gzip at work on the next one (the archive timer): the original and a partial .gz side by side read as the
+        // original; another file claiming the same first record is refused.
+        let partial = Array(try FileIO.readAll(compressed[1].path).prefix(40))
+        #expect(FileManager.default.createFile(atPath: all[2].path + ".gz", contents: Data(partial)))
+        let both = try Segments.list(directory: directory.path)
+        #expect(both.map(\.name) == compressed.map(\.name))
+        #expect(try Self.verify(both).get().chain.count == 26)
+        try FileManager.default.removeItem(atPath: all[2].path + ".gz")
+        let stranger = directory.path + "/" + Segments.sealedName(first: 12, last: 99)
+        #expect(FileManager.default.createFile(atPath: stranger, contents: Data()))
+        #expect(throws: SystemError.self) { try Segments.list(directory: directory.path) }
+        try FileManager.default.removeItem(atPath: stranger)
         // An edit in the last line of a sealed file: its hash no longer matches what the next file names.
         var text = try String(contentsOfFile: all[2].path, encoding: .utf8)
         text = text.replacingOccurrences(of: "\"index\":4", with: "\"index\":5")

@@ -299,7 +299,12 @@ struct HardeningTests {
         let metricsPath = try workspace.write("custodian-metrics.service", metrics, mode: 0o644)
         let timer = try String(contentsOf: deploy.appendingPathComponent("custodian-metrics.timer"), encoding: .utf8)
         let timerPath = try workspace.write("custodian-metrics.timer", timer, mode: 0o644)
-        let output = try Harness.run(tool, ["verify", socketPath, servicePath, metricsPath, timerPath])
+        var archive: [String] = []
+        for name in ["custodian-archive.service", "custodian-archive.timer"] {
+            let text = try String(contentsOf: deploy.appendingPathComponent(name), encoding: .utf8)
+            archive.append(try workspace.write(name, text, mode: 0o644))
+        }
+        let output = try Harness.run(tool, ["verify", socketPath, servicePath, metricsPath, timerPath] + archive)
         #expect(output.status == 0, "\(output.stderr)")
         #expect(output.stderr.isEmpty, "\(output.stderr)")
     }
