@@ -80,6 +80,13 @@ public struct ChannelDefinitionWire: Sendable, Equatable {
     /// The validator bitmap as sent (`0x` + 2 to 64 even hex digits) and its value.
     public var validatorsText: String
     public var validators: BigInt
+
+    public init(nonce: UInt64, challengeSeconds: UInt32, validatorsText: String, validators: BigInt) {
+        self.nonce = nonce
+        self.challengeSeconds = challengeSeconds
+        self.validatorsText = validatorsText
+        self.validators = validators
+    }
 }
 
 /// A channel session-key state (§4.1), read strictly so that a malformed one is named as such; custodian never signs
@@ -90,6 +97,14 @@ public struct ChannelSessionKeyWire: Sendable, Equatable {
     public var version: UInt64
     public var assets: [String]
     public var expiresAt: UInt64
+
+    public init(user: Address, sessionKey: Address, version: UInt64, assets: [String], expiresAt: UInt64) {
+        self.user = user
+        self.sessionKey = sessionKey
+        self.version = version
+        self.assets = assets
+        self.expiresAt = expiresAt
+    }
 }
 
 /// What a channel frame asks.
