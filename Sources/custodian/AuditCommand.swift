@@ -51,8 +51,16 @@ struct AuditCommand: ParsableCommand {
                     throw CLIFailure("invalid policy \(policy): \(error)")
                 }
             }
-            for path in paths where !FileManager.default.fileExists(atPath: path) {
-                throw CLIFailure("no such log or state directory: \(path)")
+            for path in paths {
+                var isDirectory: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+                    throw CLIFailure("no such log or state directory: \(path)")
+                }
+                // A directory that holds no log would read as an empty, verified history.
+                if isDirectory.boolValue, ((try? Segments.list(directory: path)) ?? []).isEmpty {
+                    throw CLIFailure(
+                        "no audit log in \(path)", hint: "give the agent's state directory (--state-dir) or a log file")
+                }
             }
             let (html, totals) = AuditReport.render(paths: paths, options: options)
             do { try FileIO.createPrivateFile(output, html) } catch {

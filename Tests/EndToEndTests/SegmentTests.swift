@@ -133,6 +133,11 @@ struct SegmentTests {
         let intactPage = workspace.path + "/intact.html"
         #expect(try Harness.custodian(["audit", "report", stateDir, "-o", intactPage]).status == 0)
         #expect(try String(contentsOfFile: intactPage, encoding: .utf8).contains("data-verified=\"ok\""))
+        // A directory without a log is not an empty, verified history.
+        let empty = workspace.path + "/empty"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: false)
+        let nothing = try Harness.custodian(["audit", "report", empty, "-o", workspace.path + "/empty.html"])
+        #expect(nothing.status == 1 && nothing.stderr.contains("no audit log in"), "\(nothing.stderr)")
         // A reordered pair given on the command line, and a pair whose names were swapped.
         let given = [stateDir + "/" + names[2], stateDir + "/" + names[0], stateDir + "/" + names[1] + ".gz"]
         let outOfOrder = try Harness.custodian(["audit", "verify"] + given)
