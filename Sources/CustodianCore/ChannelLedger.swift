@@ -93,7 +93,10 @@ public struct ChannelLedger: Sendable, Equatable {
                         "this key already has the \(state.asset) home channel \(existing.copy.channelID); a new one "
                             + "only after it is finalized"))
             }
-            let epoch = existing.map { $0.copy.epoch + 1 } ?? 0
+            let epoch = existing.map { $0.copy.epoch &+ 1 } ?? 0
+            guard epoch > (existing?.copy.epoch ?? 0) || existing == nil else {
+                return .refuse(Denial(.payloadMalformed, "the epochs of \(state.asset) are at their end"))
+            }
             switch policy.creationBase(state: state, definition: definition, agent: agent, epoch: epoch) {
             case .failure(let denial): return .refuse(denial)
             case .success(let void): base = void
@@ -133,7 +136,7 @@ public struct ChannelLedger: Sendable, Equatable {
             }
             base = entry.copy
         }
-        guard sent.version == base.version + 1 else {
+        guard base.version < UInt64.max, sent.version == base.version + 1 else {
             return .refuse(
                 Denial(
                     .versionConflict, "version \(sent.version) where \(base.version + 1) is next",

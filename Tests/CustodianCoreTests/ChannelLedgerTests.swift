@@ -185,6 +185,24 @@ struct ChannelLedgerTests {
         }
     }
 
+    @Test("a channel at the last version takes nothing more, without a trap")
+    func lastVersion() throws {
+        var (run, void, _) = try Self.start()
+        var copy = void
+        copy.version = UInt64.max - 1
+        let last = try Self.state(copy, .homeDeposit, copy.channelID, "1")
+        #expect(last.version == UInt64.max)
+        copy.version = UInt64.max
+        run.ledger.accept(ChannelEntry(copy: copy, lastSigned: nil, nodeIssuedBase: false, coSigned: true))
+        #expect(run.refusal(.submitState(last))?.reason == .versionConflict)
+        var beyond = last
+        beyond.version = 0
+        #expect(run.refusal(.submitState(beyond))?.reason == .versionConflict)
+        #expect(
+            ChannelState.next(after: copy, .homeDeposit, accountID: copy.channelID, amount: try #require(Amount("1")))
+                .failureReason == .payloadMalformed)
+    }
+
     /// A state the node issues after `base`: `credit` to the user's balance and the node's net flow.
     static func issued(
         _ base: ChannelCopy, version: UInt64, credit: String, type: ChannelTransition, amount: String
