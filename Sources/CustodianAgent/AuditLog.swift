@@ -172,7 +172,7 @@ public final class AuditLog {
                 }
             }
             fd = opened
-            if hash == nil { hash = Self.hash(path: path, length: length) }
+            if hash == nil { hash = Self.hash(Segments.File(path: path, compressed: false), length: length) }
         }
         committedLength = length
         let committed = hash ?? SHA256.Stream()
@@ -184,14 +184,16 @@ public final class AuditLog {
             guard let address = address ?? chain.agent else {
                 throw .unavailable("the newest segment is sealed, and no agent is named to begin the next")
             }
+            // The sealed file's hash: from the verification that read it, or read again.
+            guard
+                let sealedHash = (continuing.file == chain.files.last?.file ? chain.lastFileHash : nil)
+                    ?? Self.hash(continuing.file)
+            else { throw .unavailable("cannot read \(continuing.file.path) to name its SHA-256") }
             stagedRollover = Rollover(
                 at: 0, sealedName: continuing.file.name, nextFirstSeq: seq + 1, alreadySealed: true)
             stageSegmentRecord(
                 timeMs: timeMs, address: address, sealed: continuing.file.name, firstSeq: continuing.firstSeq,
-                sha256: continuing.file == chain.files.last?.file
-                    ? (chain.lastFileHash?.finish() ?? Self.hash(file: continuing.file))
-                    : Self.hash(file: continuing.file),
-                reason: "start")
+                sha256: sealedHash.finish(), reason: "start")
             // Written at once, so that the log always has its active file from here on.
             try commit()
         }
@@ -202,9 +204,10 @@ public final class AuditLog {
         if let rolledTo { close(rolledTo.fd) }
     }
 
-    /// The SHA-256 of the first `length` bytes of the file at `path`.
-    private static func hash(path: String, length: Int) -> SHA256.Stream? {
-        var source = LineSource(path: path)
+    /// The SHA-256 of a log file's complete lines (its uncompressed bytes), up to `length` bytes when given; nil if
+    /// it cannot be read.
+    private static func hash(_ file: Segments.File, length: Int? = nil) -> SHA256.Stream? {
+        var source = LineSource(segments: [file])
         source.upTo = length
         let hasher = SHA256.Stream()
         guard
@@ -215,18 +218,6 @@ public final class AuditLog {
             })) != nil
         else { return nil }
         return hasher
-    }
-
-    /// The SHA-256 of a sealed file's uncompressed bytes (its complete lines: a sealed file has no other).
-    private static func hash(file: Segments.File) -> String {
-        var source = LineSource(segments: [file])
-        let hasher = SHA256.Stream()
-        _ = try? source.forEachLine { line, _ in
-            hasher.update(line)
-            hasher.update(LineSource.newlineByte)
-            return nil
-        }
-        return hasher.finish()
     }
 
     /// The number of records staged or being written, not yet durable.

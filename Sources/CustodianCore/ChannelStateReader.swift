@@ -150,11 +150,7 @@ public struct ChannelStateReader: Sendable {
             return .failure(Denial(.payloadMalformed, "a v1 frame is an array of 5 elements"))
         }
         var findings = Findings()
-        if frame[0].value.numberToken != "1" { findings.note(.payloadMalformed, "the frame's type is not 1 (request)") }
-        let requestID = NitroliteV1Reader.unsigned(frame[1].value)
-        if requestID == nil { findings.note(.payloadMalformed, "the request id is not an integer from 0 to 2^64-1") }
-        let timestamp = NitroliteV1Reader.unsigned(frame[4].value)
-        if timestamp == nil { findings.note(.payloadMalformed, "the timestamp is not an integer from 0 to 2^64-1") }
+        let (requestID, timestamp) = NitroliteV1Reader.header(frame, &findings)
         guard let method = frame[2].value.string, let payload = frame[3].value.members else {
             return .failure(Denial(.payloadMalformed, "the method is not a string, or the payload not an object"))
         }
@@ -197,202 +193,201 @@ extension FieldReader {
     /// `StateV1` (§1.1), strictly: ids and hex in lower case, numbers as the Go types take them and no other way,
     /// amounts in their plain form, no escrow fields (custodian refuses escrow and migration).
     mutating func channelState(_ node: StrictJSON.Node) -> ChannelStateWire? {
-        guard let fields = node.value.members else {
-            findings.note(.payloadMalformed, "state is not an object")
-            return nil
-        }
-        expectOnly(
-            fields,
-            [
+        object(
+            node, "state",
+            keys: [
                 "id", "transition", "asset", "user_wallet", "epoch", "version", "home_channel_id", "home_ledger",
                 "user_sig", "node_sig",
-            ], in: "state")
-        var reader = FieldReader(members: fields, findings: findings)
-        defer { findings = reader.findings }
-        let id = reader.required("id", in: "state").flatMap { reader.lowerHex($0, "id", digits: 64) }
-        let transition = reader.required("transition", in: "state").flatMap { reader.channelTransition($0) }
-        var asset: String?
-        if let node = reader.required("asset", in: "state"), let text = reader.string(node, "asset") {
-            // A lone surrogate reads as U+FFFD in Go (and the parser already refuses unpaired escapes); an empty
-            // symbol, or one with control characters, is no asset.
-            if text.isEmpty || text.utf8.count > 32 || text.utf8.contains(where: { $0 < 0x21 || $0 == 0x7F }) {
-                reader.findings.note(.payloadMalformed, "asset is not a symbol (1 to 32 printable bytes)")
-            } else {
-                asset = text
+            ]
+        ) { reader, fields in
+            let id = reader.required("id", in: "state").flatMap { reader.lowerHex($0, "id", digits: 64) }
+            let transition = reader.required("transition", in: "state").flatMap { reader.channelTransition($0) }
+            var asset: String?
+            if let node = reader.required("asset", in: "state"), let text = reader.string(node, "asset") {
+                // A lone surrogate reads as U+FFFD in Go (and the parser already refuses unpaired escapes); an empty
+                // symbol, or one with control characters, is no asset.
+                if text.isEmpty || text.utf8.count > 32 || text.utf8.contains(where: { $0 < 0x21 || $0 == 0x7F }) {
+                    reader.findings.note(.payloadMalformed, "asset is not a symbol (1 to 32 printable bytes)")
+                } else {
+                    asset = text
+                }
             }
-        }
-        var wallet: Address?
-        if let node = reader.required("user_wallet", in: "state"), let text = reader.string(node, "user_wallet") {
-            // Lower case (as nitronode stores it) or EIP-55: both read as the same address in Go and here.
-            wallet =
-                Hex.isLowerCase(text.utf8.dropFirst(2)) && text.hasPrefix("0x") && text.utf8.count == 42
-                ? Address(anyCase: text) : Address(eip55: text)
-            if wallet == nil {
-                reader.findings.note(.payloadMalformed, "user_wallet is not 0x + 40 hex (lower or EIP-55)")
+            var wallet: Address?
+            if let node = reader.required("user_wallet", in: "state"), let text = reader.string(node, "user_wallet") {
+                // Lower case (as nitronode stores it) or EIP-55: both read as the same address in Go and here.
+                wallet =
+                    Hex.isLowerCase(text.utf8.dropFirst(2)) && text.hasPrefix("0x") && text.utf8.count == 42
+                    ? Address(anyCase: text) : Address(eip55: text)
+                if wallet == nil {
+                    reader.findings.note(.payloadMalformed, "user_wallet is not 0x + 40 hex (lower or EIP-55)")
+                }
             }
-        }
-        let epoch = reader.required("epoch", in: "state").flatMap { reader.decimalString($0, "epoch") }
-        let version = reader.required("version", in: "state").flatMap { reader.decimalString($0, "version") }
-        var homeChannelID: String?
-        if let node = fields.member("home_channel_id") {
-            homeChannelID = reader.lowerHex(node, "home_channel_id", digits: 64)
-        }
-        let ledger = reader.required("home_ledger", in: "state").flatMap { reader.homeLedger($0) }
-        var userSig: String?
-        var nodeSig: String?
-        for (key, keep) in [("user_sig", true), ("node_sig", false)] {
-            guard let node = fields.member(key) else { continue }
-            guard let text = node.value.string, text.hasPrefix("0x"), text.utf8.count > 2, text.utf8.count % 2 == 0,
-                Hex.decode(text.dropFirst(2)) != nil
-            else {
-                reader.findings.note(.payloadMalformed, "\(key) is not 0x + hex")
-                continue
+            let epoch = reader.required("epoch", in: "state").flatMap { reader.decimalString($0, "epoch") }
+            let version = reader.required("version", in: "state").flatMap { reader.decimalString($0, "version") }
+            var homeChannelID: String?
+            if let node = fields.member("home_channel_id") {
+                homeChannelID = reader.lowerHex(node, "home_channel_id", digits: 64)
             }
-            if keep { userSig = text.lowercased() } else { nodeSig = text.lowercased() }
+            let ledger = reader.required("home_ledger", in: "state").flatMap { reader.homeLedger($0) }
+            var userSig: String?
+            var nodeSig: String?
+            for (key, keep) in [("user_sig", true), ("node_sig", false)] {
+                guard let node = fields.member(key) else { continue }
+                guard let text = node.value.string, text.hasPrefix("0x"), text.utf8.count > 2, text.utf8.count % 2 == 0,
+                    Hex.decode(text.dropFirst(2)) != nil
+                else {
+                    reader.findings.note(.payloadMalformed, "\(key) is not 0x + hex")
+                    continue
+                }
+                if keep { userSig = text.lowercased() } else { nodeSig = text.lowercased() }
+            }
+            guard let id, let transition, let asset, let wallet, let epoch, let version, let ledger else { return nil }
+            if fields.member("home_channel_id") != nil && homeChannelID == nil { return nil }
+            return ChannelStateWire(
+                id: id, transition: transition, asset: asset, userWallet: wallet, epoch: epoch, version: version,
+                homeChannelID: homeChannelID, homeLedger: ledger, userSig: userSig, nodeSig: nodeSig)
         }
-        guard let id, let transition, let asset, let wallet, let epoch, let version, let ledger else { return nil }
-        if fields.member("home_channel_id") != nil && homeChannelID == nil { return nil }
-        return ChannelStateWire(
-            id: id, transition: transition, asset: asset, userWallet: wallet, epoch: epoch, version: version,
-            homeChannelID: homeChannelID, homeLedger: ledger, userSig: userSig, nodeSig: nodeSig)
     }
 
     /// `transition`: `type` a JSON integer 0–255 (a name, a string, `30.0`, `3e1` or 286 are refused, as Go refuses
     /// them; a missing or null type, which Go reads as 0, too), `tx_id` and `account_id` in lower-case hex, `amount`
     /// in its plain form (Go hashes the trimmed text: `25.00`, `2.5e1`, `+25`, `025`, `.5` would sign "25").
     mutating func channelTransition(_ node: StrictJSON.Node) -> ChannelStateWire.Transition? {
-        guard let fields = node.value.members else {
-            findings.note(.payloadMalformed, "transition is not an object")
-            return nil
-        }
-        expectOnly(fields, ["type", "tx_id", "account_id", "amount"], in: "transition")
-        var reader = FieldReader(members: fields, findings: findings)
-        defer { findings = reader.findings }
-        var type: UInt8?
-        if let node = reader.required("type", in: "transition") {
-            type = NitroliteV1Reader.unsigned(node.value).flatMap { $0 <= 255 ? UInt8($0) : nil }
-            if type == nil {
-                reader.findings.note(.payloadMalformed, "transition type is not an integer from 0 to 255")
+        object(node, "transition", keys: ["type", "tx_id", "account_id", "amount"]) { reader, fields in
+            var type: UInt8?
+            if let node = reader.required("type", in: "transition") {
+                type = NitroliteV1Reader.unsigned(node.value).flatMap { $0 <= 255 ? UInt8($0) : nil }
+                if type == nil {
+                    reader.findings.note(.payloadMalformed, "transition type is not an integer from 0 to 255")
+                }
             }
-        }
-        let txID = reader.required("tx_id", in: "transition").flatMap { reader.lowerHex($0, "tx_id", digits: 64) }
-        var accountID: String?
-        if let node = reader.required("account_id", in: "transition"), let text = reader.string(node, "account_id") {
-            let digits = text.utf8.count - 2
-            if text.hasPrefix("0x"), digits == 40 || digits == 64, Hex.isLowerCase(text.utf8.dropFirst(2)) {
-                accountID = text
-            } else {
-                reader.findings.note(.payloadMalformed, "account_id is not 0x + 40 or 64 lower-case hex digits")
+            let txID = reader.required("tx_id", in: "transition").flatMap { reader.lowerHex($0, "tx_id", digits: 64) }
+            var accountID: String?
+            if let node = reader.required("account_id", in: "transition"), let text = reader.string(node, "account_id")
+            {
+                let digits = text.utf8.count - 2
+                if text.hasPrefix("0x"), digits == 40 || digits == 64, Hex.isLowerCase(text.utf8.dropFirst(2)) {
+                    accountID = text
+                } else {
+                    reader.findings.note(.payloadMalformed, "account_id is not 0x + 40 or 64 lower-case hex digits")
+                }
             }
+            let amount = reader.required("amount", in: "transition").flatMap {
+                reader.plainAmount($0, "amount", signed: false)
+            }
+            guard let type, let txID, let accountID, let amount else { return nil }
+            return ChannelStateWire.Transition(type: type, transactionID: txID, accountID: accountID, amount: amount)
         }
-        let amount = reader.required("amount", in: "transition").flatMap {
-            reader.plainAmount($0, "amount", signed: false)
-        }
-        guard let type, let txID, let accountID, let amount else { return nil }
-        return ChannelStateWire.Transition(type: type, transactionID: txID, accountID: accountID, amount: amount)
     }
 
     /// `home_ledger`: the token in lower case, the chain id a decimal string, four amounts in their plain form.
     mutating func homeLedger(_ node: StrictJSON.Node) -> ChannelStateWire.HomeLedger? {
-        guard let fields = node.value.members else {
-            findings.note(.payloadMalformed, "home_ledger is not an object")
-            return nil
+        object(
+            node, "home_ledger",
+            keys: ["token_address", "blockchain_id", "user_balance", "user_net_flow", "node_balance", "node_net_flow"]
+        ) { reader, fields in
+            var token: Address?
+            if let node = reader.required("token_address", in: "home_ledger") {
+                token = reader.lowerHex(node, "token_address", digits: 40).flatMap(Address.init(anyCase:))
+            }
+            let chain = reader.required("blockchain_id", in: "home_ledger").flatMap {
+                reader.decimalString($0, "blockchain_id")
+            }
+            var amounts: [Amount] = []
+            for key in ["user_balance", "user_net_flow", "node_balance", "node_net_flow"] {
+                guard let node = reader.required(key, in: "home_ledger"),
+                    let amount = reader.plainAmount(node, key, signed: key.hasSuffix("net_flow"))
+                else { continue }
+                amounts.append(amount)
+            }
+            guard let token, let chain, amounts.count == 4 else { return nil }
+            return ChannelStateWire.HomeLedger(
+                token: token, chainID: chain, userBalance: amounts[0], userNetFlow: amounts[1], nodeBalance: amounts[2],
+                nodeNetFlow: amounts[3])
         }
-        let keys = ["user_balance", "user_net_flow", "node_balance", "node_net_flow"]
-        expectOnly(fields, ["token_address", "blockchain_id"] + keys, in: "home_ledger")
-        var reader = FieldReader(members: fields, findings: findings)
-        defer { findings = reader.findings }
-        var token: Address?
-        if let node = reader.required("token_address", in: "home_ledger") {
-            token = reader.lowerHex(node, "token_address", digits: 40).flatMap(Address.init(anyCase:))
-        }
-        let chain = reader.required("blockchain_id", in: "home_ledger").flatMap {
-            reader.decimalString($0, "blockchain_id")
-        }
-        var amounts: [Amount] = []
-        for key in keys {
-            guard let node = reader.required(key, in: "home_ledger"),
-                let amount = reader.plainAmount(node, key, signed: key.hasSuffix("net_flow"))
-            else { continue }
-            amounts.append(amount)
-        }
-        guard let token, let chain, amounts.count == 4 else { return nil }
-        return ChannelStateWire.HomeLedger(
-            token: token, chainID: chain, userBalance: amounts[0], userNetFlow: amounts[1], nodeBalance: amounts[2],
-            nodeNetFlow: amounts[3])
     }
 
     /// `channel_definition`: `nonce` a decimal string (not zero), `challenge` a JSON integer (uint32 seconds),
     /// `approved_sig_validators` `0x` + 2 to 64 even hex digits.
     mutating func channelDefinition(_ node: StrictJSON.Node) -> ChannelDefinitionWire? {
-        guard let fields = node.value.members else {
-            findings.note(.payloadMalformed, "channel_definition is not an object")
-            return nil
-        }
-        expectOnly(fields, ["nonce", "challenge", "approved_sig_validators"], in: "channel_definition")
-        var reader = FieldReader(members: fields, findings: findings)
-        defer { findings = reader.findings }
-        var nonce = reader.required("nonce", in: "channel_definition").flatMap { reader.decimalString($0, "nonce") }
-        if nonce == 0 {
-            reader.findings.note(.payloadMalformed, "nonce is 0")
-            nonce = nil
-        }
-        var challenge: UInt32?
-        if let node = reader.required("challenge", in: "channel_definition") {
-            challenge = NitroliteV1Reader.unsigned(node.value).flatMap { UInt32(exactly: $0) }
-            if challenge == nil { reader.findings.note(.payloadMalformed, "challenge is not an integer of seconds") }
-        }
-        var bitmap: (String, BigInt)?
-        if let node = reader.required("approved_sig_validators", in: "channel_definition"),
-            let text = reader.string(node, "approved_sig_validators")
-        {
-            let digits = text.utf8.count - 2
-            if text.hasPrefix("0x"), digits >= 2, digits <= 64, digits % 2 == 0,
-                Hex.decode(text.dropFirst(2)) != nil, let value = BigInt(String(text.dropFirst(2)), radix: 16)
-            {
-                bitmap = (text, value)
-            } else {
-                reader.findings.note(.payloadMalformed, "approved_sig_validators is not 0x + 1 to 32 bytes of hex")
+        object(node, "channel_definition", keys: ["nonce", "challenge", "approved_sig_validators"]) { reader, fields in
+            var nonce = reader.required("nonce", in: "channel_definition").flatMap { reader.decimalString($0, "nonce") }
+            if nonce == 0 {
+                reader.findings.note(.payloadMalformed, "nonce is 0")
+                nonce = nil
             }
+            var challenge: UInt32?
+            if let node = reader.required("challenge", in: "channel_definition") {
+                challenge = NitroliteV1Reader.unsigned(node.value).flatMap { UInt32(exactly: $0) }
+                if challenge == nil {
+                    reader.findings.note(.payloadMalformed, "challenge is not an integer of seconds")
+                }
+            }
+            var bitmap: (String, BigInt)?
+            if let node = reader.required("approved_sig_validators", in: "channel_definition"),
+                let text = reader.string(node, "approved_sig_validators")
+            {
+                let digits = text.utf8.count - 2
+                if text.hasPrefix("0x"), digits >= 2, digits <= 64, digits % 2 == 0,
+                    Hex.decode(text.dropFirst(2)) != nil, let value = BigInt(String(text.dropFirst(2)), radix: 16)
+                {
+                    bitmap = (text, value)
+                } else {
+                    reader.findings.note(.payloadMalformed, "approved_sig_validators is not 0x + 1 to 32 bytes of hex")
+                }
+            }
+            guard let nonce, let challenge, let bitmap else { return nil }
+            return ChannelDefinitionWire(
+                nonce: nonce, challengeSeconds: challenge, validatorsText: bitmap.0, validators: bitmap.1)
         }
-        guard let nonce, let challenge, let bitmap else { return nil }
-        return ChannelDefinitionWire(
-            nonce: nonce, challengeSeconds: challenge, validatorsText: bitmap.0, validators: bitmap.1)
     }
 
     /// A session-key state (§4.1): addresses in lower case, `version` and `expires_at` decimal strings (no sign),
     /// `assets` an array of strings, both signatures hex.
     mutating func sessionKeyState(_ node: StrictJSON.Node) -> ChannelSessionKeyWire? {
+        object(
+            node, "state",
+            keys: ["user_address", "session_key", "version", "assets", "expires_at", "user_sig", "session_key_sig"]
+        ) { reader, fields in
+            let user = reader.required("user_address", in: "state").flatMap {
+                reader.lowerHex($0, "user_address", digits: 40).flatMap(Address.init(anyCase:))
+            }
+            let key = reader.required("session_key", in: "state").flatMap {
+                reader.lowerHex($0, "session_key", digits: 40).flatMap(Address.init(anyCase:))
+            }
+            let version = reader.required("version", in: "state").flatMap { reader.decimalString($0, "version") }
+            let expires = reader.required("expires_at", in: "state").flatMap { reader.decimalString($0, "expires_at") }
+            var assets: [String]?
+            if let node = reader.required("assets", in: "state") {
+                if let elements = node.value.elements, elements.allSatisfy({ $0.value.string != nil }) {
+                    assets = elements.compactMap { $0.value.string }
+                } else {
+                    reader.findings.note(.payloadMalformed, "assets is not an array of strings")
+                }
+            }
+            for name in ["user_sig", "session_key_sig"] {
+                if let node = reader.required(name, in: "state") { _ = reader.lowerHex(node, name, digits: nil) }
+            }
+            guard let user, let key, let version, let expires, let assets else { return nil }
+            return ChannelSessionKeyWire(
+                user: user, sessionKey: key, version: version, assets: assets, expiresAt: expires)
+        }
+    }
+
+    /// Reads the object `node` (named `name` in messages) with a reader of its own: any key but `keys` is noted as
+    /// unknown, and what the reader finds is noted here.
+    mutating func object<T>(
+        _ node: StrictJSON.Node, _ name: String, keys: [String],
+        _ read: (inout FieldReader, [StrictJSON.Member]) -> T?
+    ) -> T? {
         guard let fields = node.value.members else {
-            findings.note(.payloadMalformed, "state is not an object")
+            findings.note(.payloadMalformed, "\(name) is not an object")
             return nil
         }
-        expectOnly(
-            fields, ["user_address", "session_key", "version", "assets", "expires_at", "user_sig", "session_key_sig"],
-            in: "state")
+        expectOnly(fields, keys, in: name)
         var reader = FieldReader(members: fields, findings: findings)
         defer { findings = reader.findings }
-        let user = reader.required("user_address", in: "state").flatMap {
-            reader.lowerHex($0, "user_address", digits: 40).flatMap(Address.init(anyCase:))
-        }
-        let key = reader.required("session_key", in: "state").flatMap {
-            reader.lowerHex($0, "session_key", digits: 40).flatMap(Address.init(anyCase:))
-        }
-        let version = reader.required("version", in: "state").flatMap { reader.decimalString($0, "version") }
-        let expires = reader.required("expires_at", in: "state").flatMap { reader.decimalString($0, "expires_at") }
-        var assets: [String]?
-        if let node = reader.required("assets", in: "state") {
-            if let elements = node.value.elements, elements.allSatisfy({ $0.value.string != nil }) {
-                assets = elements.compactMap { $0.value.string }
-            } else {
-                reader.findings.note(.payloadMalformed, "assets is not an array of strings")
-            }
-        }
-        for name in ["user_sig", "session_key_sig"] {
-            if let node = reader.required(name, in: "state") { _ = reader.lowerHex(node, name, digits: nil) }
-        }
-        guard let user, let key, let version, let expires, let assets else { return nil }
-        return ChannelSessionKeyWire(user: user, sessionKey: key, version: version, assets: assets, expiresAt: expires)
+        return read(&reader, fields)
     }
 
     /// `0x` + lower-case hex (`digits` of them, or any even number when nil).

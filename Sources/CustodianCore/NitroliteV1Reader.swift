@@ -24,12 +24,7 @@ public struct NitroliteV1Reader: Sendable {
             return .failure(Denial(.payloadMalformed, "a v1 frame is an array of 5 elements"))
         }
         var findings = Findings()
-        // nitronode dispatches whatever the type element says; custodian signs requests only.
-        if frame[0].value.numberToken != "1" { findings.note(.payloadMalformed, "the frame's type is not 1 (request)") }
-        let requestID = Self.unsigned(frame[1].value)
-        if requestID == nil { findings.note(.payloadMalformed, "the request id is not an integer from 0 to 2^64-1") }
-        let timestamp = Self.unsigned(frame[4].value)
-        if timestamp == nil { findings.note(.payloadMalformed, "the timestamp is not an integer from 0 to 2^64-1") }
+        let (requestID, timestamp) = Self.header(frame, &findings)
         guard let methodName = frame[2].value.string else {
             findings.note(.payloadMalformed, "the method is not a string")
             return .failure(findings.denial ?? Denial(.payloadMalformed, "bad method"))
@@ -151,6 +146,19 @@ public struct NitroliteV1Reader: Sendable {
         default:
             return "custodian does not sign \(name)"
         }
+    }
+
+    /// A request frame's type (nitronode dispatches whatever it says; custodian signs requests only, type 1), its
+    /// request id and its timestamp, each noted in `findings` when it is not what it must be.
+    static func header(_ frame: [StrictJSON.Node], _ findings: inout Findings) -> (
+        requestID: UInt64?, timestamp: UInt64?
+    ) {
+        if frame[0].value.numberToken != "1" { findings.note(.payloadMalformed, "the frame's type is not 1 (request)") }
+        let requestID = unsigned(frame[1].value)
+        if requestID == nil { findings.note(.payloadMalformed, "the request id is not an integer from 0 to 2^64-1") }
+        let timestamp = unsigned(frame[4].value)
+        if timestamp == nil { findings.note(.payloadMalformed, "the timestamp is not an integer from 0 to 2^64-1") }
+        return (requestID, timestamp)
     }
 
     /// A JSON integer token from 0 to 2^64 − 1: digits only (no sign, fraction or exponent).
