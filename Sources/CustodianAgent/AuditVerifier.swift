@@ -395,6 +395,9 @@ private final class DecisionChecker: @unchecked Sendable {
             guard case .success(let root) = StrictJSON.parse(Array(bytes)), let members = root.value.members else {
                 return .broken(line: line, why: "not a JSON object")
             }
+            if members.member("channel_id") != nil {
+                return checkChannel(line: line, members, isAllowance: isAllowance)
+            }
             guard let text = members.member("req")?.value.string else {
                 // A request that could not be read is recorded by its SHA-256 alone; an allowance always has req.
                 return isAllowance ? .broken(line: line, why: "an allowance without req") : nil
@@ -431,6 +434,60 @@ private final class DecisionChecker: @unchecked Sendable {
                 return .broken(line: line, why: "an allowance without a signature")
             }
             pending.append((line, digest, signature))
+        }
+        return nil
+    }
+
+    /// A decision that carries a channel state (a channel frame, an app deposit with its commit): the
+    /// state's message rebuilt from `req` at the record's `decimals` must hash to `request_hash` (a deposit's:
+    /// `channel_request_hash`, its update's to `request_hash`), and an allowance's signatures recover over their
+    /// digests. A record without `decimals` (the token was not known) is a refusal and names no hash.
+    private func checkChannel(line: Int, _ members: [StrictJSON.Member], isAllowance: Bool) -> AuditError? {
+        guard let text = members.member("req")?.value.string else {
+            return isAllowance ? .broken(line: line, why: "an allowance without req") : nil
+        }
+        if members.member("req_bytes") != nil {
+            return isAllowance ? .broken(line: line, why: "req_bytes on an allowance") : nil
+        }
+        let recorded = members.member("request_hash")?.value.string.flatMap(Hex.decode)
+        guard let token = members.member("decimals")?.value.numberToken, let decimals = UInt8(token) else {
+            guard !isAllowance, recorded == nil else {
+                return .broken(line: line, why: "a channel record with a request_hash or a signature but no decimals")
+            }
+            return nil
+        }
+        guard let hashes = ChannelStateReader.recordedHashes(Array(text.utf8), decimals: decimals) else {
+            return .broken(line: line, why: "a channel record whose req does not read as a channel state")
+        }
+        let channelHash =
+            hashes.app == nil ? recorded : members.member("channel_request_hash")?.value.string.flatMap(Hex.decode)
+        if let app = hashes.app {
+            guard recorded == app.hash else {
+                return .broken(
+                    line: line, why: "request_hash is not the hash of the deposit in req: the record was edited")
+            }
+        }
+        // A refused deposit names its update's hash only.
+        if hashes.app == nil || isAllowance {
+            guard channelHash == hashes.channel.hash else {
+                return .broken(
+                    line: line, why: "the channel state's hash is not that of the state in req: the record was edited")
+            }
+        }
+        guard isAllowance else { return nil }
+        let signature = members.member("signature")?.value.string.flatMap(Hex.decode)
+        if let app = hashes.app {
+            let channelSignature = members.member("channel_signature")?.value.string.flatMap(Hex.decode)
+            guard let signature, signature.count == 65, let channelSignature, channelSignature.count == 65 else {
+                return .broken(line: line, why: "a deposit allowance without both its signatures")
+            }
+            pending.append((line, app.digest, signature))
+            pending.append((line, hashes.channel.digest, channelSignature))
+        } else {
+            guard let signature, signature.count == 65 else {
+                return .broken(line: line, why: "an allowance without a signature")
+            }
+            pending.append((line, hashes.channel.digest, signature))
         }
         return nil
     }

@@ -93,8 +93,8 @@ public final class Engine: @unchecked Sendable {
     enum Plan {
         /// Records to stage as they are.
         case ready(stage: () -> Completion?, dropped: () -> Void)
-        /// A digest to sign first (outside the lock), then records to stage with the signature.
-        case sign(digest: [UInt8], stage: (String) -> () -> Completion?, dropped: () -> Void)
+        /// Digests to sign first (outside the lock), then records to stage with the signatures (in the same order).
+        case sign(digests: [[UInt8]], stage: ([String]) -> () -> Completion?, dropped: () -> Void)
     }
 
     /// Takes ownership of the key; replays nothing itself (the caller passes the rebuilt `state`).
@@ -140,6 +140,10 @@ public final class Engine: @unchecked Sendable {
     public func sign(
         message: [UInt8], peer: Peer?, deferWrite: Bool = false, reply: @escaping @Sendable (SignOutcome) -> Void
     ) {
+        if ChannelStateReader.isChannelFrame(message) {
+            signChannel(message, peer: peer, deferWrite: deferWrite, reply: reply)
+            return
+        }
         let parsed = reader.read(message)
         let method = (try? parsed.get())?.method.rawValue ?? ""
         // The protocol of a message that could not be read is the one its shape names (read here, outside the lock).
@@ -148,9 +152,18 @@ public final class Engine: @unchecked Sendable {
         case .success(let request): shape = request.wireProtocol
         case .failure: shape = RequestReader.protocolOf(message)
         }
-        let wire = shape?.rawValue ?? "unknown"
+        let counted = counting(method: method, wire: shape?.rawValue ?? "unknown", reply: reply)
+        submit(deferWrite: deferWrite, orElse: { counted(.unavailable("the agent is stopping")) }) { now in
+            plan(message, parsed: parsed, shape: shape, peer: peer, now: now, reply: counted)
+        }
+    }
+
+    /// `reply`, counting its outcome in the decision metrics first.
+    func counting(method: String, wire: String, reply: @escaping @Sendable (SignOutcome) -> Void)
+        -> @Sendable (SignOutcome) -> Void
+    {
         let metrics = metrics
-        let counted: @Sendable (SignOutcome) -> Void = { outcome in
+        return { outcome in
             switch outcome {
             case .signed: metrics.decision(method: method, protocol: wire, outcome: "allow", reason: nil)
             case .refused(let denial, _):
@@ -159,9 +172,6 @@ public final class Engine: @unchecked Sendable {
                 metrics.decision(method: method, protocol: wire, outcome: "unavailable", reason: .auditUnavailable)
             }
             reply(outcome)
-        }
-        submit(deferWrite: deferWrite, orElse: { counted(.unavailable("the agent is stopping")) }) { now in
-            plan(message, parsed: parsed, shape: shape, peer: peer, now: now, reply: counted)
         }
     }
 
@@ -272,12 +282,19 @@ public final class Engine: @unchecked Sendable {
         switch decide(clock()) {
         case .ready(let stage, let dropped):
             parked[ticket] = Entry(stage: stage, dropped: dropped, mark: state.mark(), policy: policy)
-        case .sign(let digest, let stage, let dropped):
+        case .sign(let digests, let stage, let dropped):
             let mark = state.mark()
             let decidedPolicy = policy
             let decidedEpoch = epoch
             condition.unlock()
-            let signature = try? key.sign(digest: digest)
+            var signatures: [String]? = []
+            for digest in digests {
+                guard let signature = try? key.sign(digest: digest) else {
+                    signatures = nil
+                    break
+                }
+                signatures?.append(Hex.encode(signature, prefixed: true))
+            }
             condition.lock()
             guard epoch == decidedEpoch else {
                 // A write failed meanwhile: this decision was undone with the rest.
@@ -285,7 +302,7 @@ public final class Engine: @unchecked Sendable {
                 dropped()
                 return
             }
-            guard let signature else {
+            guard let signatures, signatures.count == digests.count else {
                 // Cannot happen with a valid key and a 32-byte digest; if it does, nothing decided since the
                 // last durable record can stand (later tickets were decided on this one's effect).
                 let replies = failPending("signing failed")
@@ -295,7 +312,7 @@ public final class Engine: @unchecked Sendable {
                 return
             }
             parked[ticket] = Entry(
-                stage: stage(Hex.encode(signature, prefixed: true)), dropped: dropped, mark: mark,
+                stage: stage(signatures), dropped: dropped, mark: mark,
                 policy: decidedPolicy)
         }
         stageParked()
@@ -327,24 +344,37 @@ public final class Engine: @unchecked Sendable {
         let request: SignableRequest
         switch parsed {
         case .failure(let denial):
-            return .ready(
-                stage: { [log] in
-                    let seq = log.stage(event: "sign", timeMs: now) { writer in
-                        writePeer(peer, &writer)
-                        writer.field("policy_hash", policyHash)
-                        // The protocol the message's shape names, where it is JSON at all.
-                        if let shape { writer.field("protocol", shape.rawValue) }
-                        writer.field("message_sha256", SHA256.hex(message))
-                        writer.field("message_bytes", message.count)
-                        writer.field("decision", "deny")
-                        writeDenial(denial, &writer)
-                    }
-                    return Completion(durable: { reply(.refused(denial, auditSeq: seq)) }, dropped: dropped)
-                }, dropped: dropped)
+            return refuseUnread(message, shape: shape, denial, peer: peer, now: now, reply: reply)
         case .success(let parsed):
             request = parsed
         }
-        let decision = policy.policy.evaluate(request, state: state, agent: address, nowMs: now)
+        var decision = policy.policy.evaluate(request, state: state, agent: address, nowMs: now)
+        // Under a [channels] policy a deposit frame's user_state (the commit that funds it) is signed with the
+        // update, paired with it (PROTOCOL-v1-channels §7.7), or the whole deposit is refused.
+        var commit: (message: [UInt8], effect: ChannelEffect?, channelID: String, decimals: UInt8)?
+        if case .allow = decision, request.method == .v1SubmitDepositState, policy.policy.channels != nil,
+            let refusal = request.userStateRefusal
+        {
+            decision = .deny(refusal)
+        }
+        if case .allow = decision, request.method == .v1SubmitDepositState, let channels = policy.policy.channels,
+            let userState = request.userState
+        {
+            let entry = userState.homeChannelID.flatMap { state.channels.channels[$0] }
+            switch state.channels.decideCommit(
+                userState, update: request.body, session: request.namedSessionID.flatMap { state.session($0) },
+                policy: channels, agent: address, nowMs: now, windowSeconds: channelWindowSeconds)
+            {
+            case .refuse(let denial): decision = .deny(denial)
+            case .sign(let message, let effect):
+                if let entry { commit = (message, effect, entry.copy.channelID, entry.copy.decimals) }
+            case .retry(let message):
+                if let entry { commit = (message, nil, entry.copy.channelID, entry.copy.decimals) }
+            }
+            if case .allow = decision, commit == nil {
+                decision = .deny(Denial(.sessionUnknown, "custodian holds no home channel for the commit"))
+            }
+        }
         let common: (inout JSONWriter, _ refused: Bool) -> Void = { writer, refused in
             writePeer(peer, &writer)
             writer.field("policy_hash", policyHash)
@@ -357,6 +387,11 @@ public final class Engine: @unchecked Sendable {
                 }
             writer.field("app_session_id", sessionID)
             writer.field("request_hash", Hex.encode(request.requestHash, prefixed: true))
+            if !refused, let commit {
+                // The commit's channel and decimals, right before req (see Engine+Channels.swift).
+                writer.field("channel_id", commit.channelID)
+                writer.field("decimals", Int(commit.decimals))
+            }
             if refused && request.signedBytes.count > RefusalText.reqLimit {
                 writer.field("req", utf8: RefusalText.prefix(request.signedBytes, RefusalText.reqLimit))
                 writer.field("req_bytes", request.signedBytes.count)
@@ -377,21 +412,42 @@ public final class Engine: @unchecked Sendable {
                 }, dropped: dropped)
         case .allow(let effect):
             state.apply(effect, atMs: now)
+            if let channelEffect = commit?.effect { state.apply(channel: channelEffect) }
+            let digests = [request.digest] + (commit.map { [ChannelState.eip191Digest($0.message)] } ?? [])
             return .sign(
-                digest: request.digest,
-                stage: { [log] signature in
-                    {
+                digests: digests,
+                stage: { [log] signatures in
+                    let signature = signatures.first ?? ""
+                    let channelSignature = signatures.count > 1 ? signatures[1] : nil
+                    return {
                         let seq = log.stage(event: "sign", timeMs: now) { writer in
                             common(&writer, false)
                             writer.field("decision", "allow")
                             writer.field("signature", signature)
+                            if let commit, let channelSignature {
+                                writer.field(
+                                    "channel_request_hash", Hex.encode(Keccak256.hash(commit.message), prefixed: true))
+                                writer.field("channel_signature", channelSignature)
+                            }
                             // Warn mode: signed, and the refusal it would have been is on record.
                             writeWarnings(effect.warnings, &writer)
                         }
-                        let outcome = SignOutcome.signed(
-                            signature: signature, quorumSig: request.quorumSignature(signature),
-                            envelope: request.signedMessage(appending: signature),
-                            requestHash: Hex.encode(request.requestHash, prefixed: true), auditSeq: seq)
+                        let frame = request.signedMessage(appending: signature)
+                        let outcome: SignOutcome
+                        if let commit, let channelSignature {
+                            let userSig = Self.userSig(channelSignature)
+                            outcome = .signed(
+                                signature: channelSignature, quorumSig: request.quorumSignature(signature),
+                                envelope: ChannelStateReader.filling(frame, key: "user_state", userSig: userSig)
+                                    ?? frame,
+                                requestHash: Hex.encode(Keccak256.hash(commit.message), prefixed: true),
+                                auditSeq: seq, userSig: userSig,
+                                appRequestHash: Hex.encode(request.requestHash, prefixed: true))
+                        } else {
+                            outcome = .signed(
+                                signature: signature, quorumSig: request.quorumSignature(signature), envelope: frame,
+                                requestHash: Hex.encode(request.requestHash, prefixed: true), auditSeq: seq)
+                        }
                         return Completion(durable: { reply(outcome) }, dropped: dropped)
                     }
                 }, dropped: dropped)

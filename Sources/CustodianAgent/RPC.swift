@@ -127,13 +127,16 @@ enum RPC {
     /// The reply to a `sign` outcome.
     static func reply(id: [UInt8], address: String, _ outcome: SignOutcome) -> [UInt8] {
         switch outcome {
-        case .signed(let signature, let quorumSig, let envelope, let requestHash, let auditSeq):
+        case .signed(
+            let signature, let quorumSig, let envelope, let requestHash, let auditSeq, let userSig, let appHash):
             return result(id: id) { writer in
                 writer.beginObject()
                 writer.field("signature", signature)
+                if let userSig { writer.field("user_sig", userSig) }
                 if let quorumSig { writer.field("quorum_sig", quorumSig) }
                 writer.field("address", address)
                 writer.field("request_hash", requestHash)
+                if let appHash { writer.field("app_request_hash", appHash) }
                 writer.field("message", utf8: envelope)
                 writer.field("audit_seq", auditSeq)
                 writer.endObject()
@@ -147,6 +150,31 @@ enum RPC {
         case .unavailable(let why):
             return error(
                 id: id, .auditUnavailable, "audit log unavailable, nothing signed: \(why)",
+                reason: ReasonCode.auditUnavailable.rawValue)
+        }
+    }
+
+    /// The reply to an `observe` outcome.
+    static func observed(id: [UInt8], _ outcome: ObserveOutcome) -> [UInt8] {
+        switch outcome {
+        case .accepted(let channel, let version, let auditSeq):
+            return result(id: id) { writer in
+                writer.beginObject()
+                writer.field("channel", channel)
+                writer.field("version", version)
+                writer.field("accepted", true)
+                writer.field("audit_seq", auditSeq)
+                writer.endObject()
+            }
+        case .refused(let denial, let auditSeq):
+            let code: RPCCode = denial.reason.isPayload ? .malformedPayload : .policyDenied
+            let prefix = denial.reason.isPayload ? "malformed payload" : "policy denied"
+            return error(
+                id: id, code, "\(prefix): \(denial.detail)", reason: denial.reason.rawValue, auditSeq: auditSeq,
+                figures: denial.figures)
+        case .unavailable(let why):
+            return error(
+                id: id, .auditUnavailable, "audit log unavailable, nothing recorded: \(why)",
                 reason: ReasonCode.auditUnavailable.rawValue)
         }
     }

@@ -241,7 +241,7 @@ public enum Replay {
 
     /// The records replay applies: start records (the agent), operator actions and allowances.
     private static func wanted(_ record: RawRecord) -> Bool {
-        record.event == "start" || record.event == "operator" || record.event == "segment"
+        record.event == "start" || record.event == "operator" || record.event == "segment" || record.event == "observe"
             || (record.event == "sign" && RecordShape.contains(allowed, in: record.bytes))
     }
 
@@ -330,6 +330,16 @@ public enum Replay {
             }
             state.adopt(record, losses: events)
             return nil
+        case "observe":
+            return applyObservation(entry, to: &state)
+        case "operator" where entry.string("action") == "channel_resume":
+            guard let id = entry.string("channel_id"), var channel = state.channels.channels[id], channel.halted != nil
+            else {
+                return .broken(line: entry.line, why: "a resume of a channel that had not stopped")
+            }
+            channel.halted = nil
+            state.accept(channel: channel)
+            return nil
         case "operator":
             guard entry.string("action") == "session_release" else { return nil }
             guard let id = entry.string("app_session_id"), state.session(id) != nil else {
@@ -360,9 +370,82 @@ public enum Replay {
             guard let req = entry.string("req"), let timeMs = entry.integer("time_ms") else {
                 return .broken(line: entry.line, why: "an allowance without req or time_ms")
             }
+            if entry.members.member("channel_id") != nil {
+                return applyChannelAllowance(
+                    entry, req: Array(req.utf8), timeMs: timeMs, to: &state, agent: agent, reader: reader)
+            }
             return applyAllowance(
                 Array(req.utf8), timeMs: timeMs, line: entry.line, to: &state, agent: agent, reader: reader)
         }
+    }
+
+    /// An allowance that carries a channel state: a channel frame, or an app deposit with the commit that funds it.
+    /// The state follows the channel as custodian held it (the policy judged it when it was signed).
+    private static func applyChannelAllowance(
+        _ entry: AuditEntry, req: [UInt8], timeMs: UInt64, to state: inout LedgerState, agent: Address,
+        reader: RequestReader
+    ) -> AuditError? {
+        guard let token = entry.members.member("decimals")?.value.numberToken, let decimals = UInt8(token) else {
+            return .broken(line: entry.line, why: "a channel allowance without decimals")
+        }
+        let sent: ChannelStateWire
+        var creation = false
+        if ChannelStateReader.isChannelFrame(req) {
+            guard case .success(let read) = ChannelStateReader().read(req) else {
+                return .broken(line: entry.line, why: "a channel allowance whose req does not read")
+            }
+            switch read.frame {
+            case .submitState(let state): sent = state
+            case .requestCreation(let state, _):
+                sent = state
+                creation = true
+            case .submitSessionKeyState:
+                return .broken(line: entry.line, why: "a channel session key allowed")
+            }
+        } else {
+            if let error = applyAllowance(
+                req, timeMs: timeMs, line: entry.line, to: &state, agent: agent, reader: reader)
+            {
+                return error
+            }
+            guard case .success(let request) = reader.read(req), let commit = request.userState else {
+                return .broken(line: entry.line, why: "a deposit allowance without its commit")
+            }
+            sent = commit
+        }
+        guard let effect = state.channels.replaySigned(sent, decimals: decimals, creation: creation, nowMs: timeMs)
+        else {
+            return .broken(
+                line: entry.line, why: "a channel state that does not follow the channel as custodian held it")
+        }
+        state.apply(channel: effect)
+        return nil
+    }
+
+    /// An observation of the node's answer: a co-signed state or a node-issued base taken, or a channel stopped.
+    private static func applyObservation(_ entry: AuditEntry, to state: inout LedgerState) -> AuditError? {
+        guard let id = entry.string("channel_id"), let channel = state.channels.channels[id] else {
+            // A refusal of a channel custodian does not hold changes nothing.
+            return entry.string("decision") == "accept"
+                ? .broken(line: entry.line, why: "an observation taken for a channel custodian does not hold") : nil
+        }
+        if let halted = entry.string("halted") {
+            var stopped = channel
+            stopped.halted = halted
+            state.accept(channel: stopped)
+            return nil
+        }
+        guard entry.string("decision") == "accept", let kind = entry.string("observed"), kind != "known" else {
+            return nil
+        }
+        guard let token = entry.members.member("decimals")?.value.numberToken, let decimals = UInt8(token),
+            let req = entry.string("req"), case .success(let observed) = Engine.readObserved(Array(req.utf8)),
+            let taken = state.channels.replayObserved(observed, decimals: decimals, kind: kind)
+        else {
+            return .broken(line: entry.line, why: "an observation taken whose state does not read or apply")
+        }
+        state.accept(channel: taken)
+        return nil
     }
 
     /// A snapshot as the decode thread leaves it: its hash, its ledger (nil: it does not decode) with the

@@ -629,6 +629,43 @@ private final class ConnectionHandler: ChannelDuplexHandler {
                         }
                     } ?? RPC.error(id: id, .auditUnavailable, "the rollover could not be recorded"))
             }
+        case "observe":
+            guard request.params.count == 1, let message = request.params.member("message")?.value.string else {
+                let reply = RPC.error(id: request.id, .invalidParams, "invalid params: expected {\"message\": string}")
+                send(reply, context: context)
+                return
+            }
+            let id = request.id
+            let answer = replyLater(context: context)
+            engine.observe(message: Array(message.utf8), peer: peer) { outcome in
+                answer(RPC.observed(id: id, outcome))
+            }
+        case "channel_resume":
+            // An operator's command, like rotate.
+            guard let peer, peer.uid == getuid() || peer.uid == 0 else {
+                let reply = RPC.error(
+                    id: request.id, .callerNotAllowed,
+                    "channel_resume is for the agent's own user (the operator) or root")
+                send(reply, context: context)
+                return
+            }
+            guard request.params.count == 1, let channel = request.params.member("channel")?.value.string else {
+                let reply = RPC.error(id: request.id, .invalidParams, "invalid params: expected {\"channel\": string}")
+                send(reply, context: context)
+                return
+            }
+            let id = request.id
+            let answer = replyLater(context: context)
+            engine.resumeChannel(channel, peer: peer) { failure in
+                answer(
+                    failure.map { RPC.error(id: id, .invalidParams, $0) }
+                        ?? RPC.result(id: id) { writer in
+                            writer.beginObject()
+                            writer.field("channel", channel)
+                            writer.field("resumed", true)
+                            writer.endObject()
+                        })
+            }
         default:
             let reply = RPC.error(id: request.id, .methodNotFound, "method not found: \(request.method)")
             send(reply, context: context)

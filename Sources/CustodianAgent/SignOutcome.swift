@@ -16,8 +16,11 @@ public struct Peer: Sendable, Equatable {
 /// The answer to one `sign` request.
 public enum SignOutcome: Sendable {
     /// Signed and recorded: the signature, v1's quorum signature (nil for v0), the message to send (v0's envelope,
-    /// v1's frame), the request hash, the audit seq.
-    case signed(signature: String, quorumSig: String?, envelope: [UInt8], requestHash: String, auditSeq: UInt64)
+    /// v1's frame), the request hash, the audit seq; for a channel state its `user_sig` (and, in a deposit frame,
+    /// the app update's request hash beside the channel message's).
+    case signed(
+        signature: String, quorumSig: String?, envelope: [UInt8], requestHash: String, auditSeq: UInt64,
+        userSig: String? = nil, appRequestHash: String? = nil)
     /// Refused and recorded.
     case refused(Denial, auditSeq: UInt64)
     /// The decision could not be made durable: nothing was signed (fail closed).

@@ -38,6 +38,9 @@ public struct SignResult: Sendable, Equatable {
     public var auditSeq: UInt64
     /// v1 only: the quorum signature (`0xa1` ‖ ``signature``) to pass to the SDK's `quorumSigs`.
     public var quorumSig: String?
+    /// v1 channel states only: the state's `user_sig` (`0x00` ‖ ``signature``; in a deposit frame ``signature`` is
+    /// the channel signature and ``quorumSig`` carries the app update's).
+    public var userSig: String?
 }
 
 /// A client of the agent's Unix socket (CONTRACT §3): one connection, one request per line, in order.
@@ -74,7 +77,34 @@ public final class CustodianClient {
         else { throw .protocolError("a sign result without signature, address, request_hash, message or audit_seq") }
         return SignResult(
             signature: signature, address: address, requestHash: requestHash, message: envelope, auditSeq: seq,
-            quorumSig: members.member("quorum_sig")?.value.string)
+            quorumSig: members.member("quorum_sig")?.value.string, userSig: members.member("user_sig")?.value.string)
+    }
+
+    /// Hands the agent nitronode's answer to `channels.v1.get_latest_state` (the frame's text): the agent takes its
+    /// own last state co-signed, or a state the node issued (a receive, a release) as its new base when PROTOCOL-v1-
+    /// channels §7.3 allows. Returns the channel and the state's version; a refusal is ``ClientError/refused``.
+    public func observe(message: [UInt8]) throws(ClientError) -> (channel: String, version: UInt64) {
+        var params = JSONWriter()
+        params.beginObject()
+        params.key("message")
+        var quoted: [UInt8] = []
+        JSONWriter.appendBytes(message, to: &quoted)
+        params.raw(quoted)
+        params.endObject()
+        let result = try call(method: "observe", params: params.bytes)
+        guard let members = result.value.members, let channel = members.member("channel")?.value.string,
+            let version = members.member("version")?.value.numberToken.flatMap({ UInt64($0) })
+        else { throw .protocolError("an observe result without channel or version") }
+        return (channel, version)
+    }
+
+    /// An operator's resume of a channel whose signing stopped (the agent's own user or root only).
+    public func resumeChannel(_ channel: String) throws(ClientError) {
+        var params = JSONWriter()
+        params.beginObject()
+        params.field("channel", channel)
+        params.endObject()
+        _ = try call(method: "channel_resume", params: params.bytes)
     }
 
     /// The agent's address.

@@ -12,22 +12,29 @@ public struct ChannelEntry: Sendable, Equatable {
     public var coSigned: Bool
     /// This key signed the channel's finalize: nothing more on it; a new channel for the asset may follow.
     public var finalized: Bool
+    /// The Keccak-256 of the message of a node-issued base (to know it when the node answers with it again).
+    public var nodeBaseHash: [UInt8]?
+    /// Why signing on the channel stopped (the node signed a state custodian cannot take as a base: PROTOCOL-v1-channels
+    /// §7.3, "stop"), until an operator resumes it; nil: it signs.
+    public var halted: String?
 
     public init(
         copy: ChannelCopy, lastSigned: (version: UInt64, hash: [UInt8])?, nodeIssuedBase: Bool, coSigned: Bool,
-        finalized: Bool = false
+        finalized: Bool = false, halted: String? = nil
     ) {
         self.copy = copy
         self.lastSigned = lastSigned
         self.nodeIssuedBase = nodeIssuedBase
         self.coSigned = coSigned
         self.finalized = finalized
+        self.halted = halted
     }
 
     public static func == (lhs: ChannelEntry, rhs: ChannelEntry) -> Bool {
         lhs.copy == rhs.copy && lhs.lastSigned?.version == rhs.lastSigned?.version
             && lhs.lastSigned?.hash == rhs.lastSigned?.hash && lhs.nodeIssuedBase == rhs.nodeIssuedBase
-            && lhs.coSigned == rhs.coSigned && lhs.finalized == rhs.finalized
+            && lhs.coSigned == rhs.coSigned && lhs.finalized == rhs.finalized && lhs.halted == rhs.halted
+            && lhs.nodeBaseHash == rhs.nodeBaseHash
     }
 }
 
@@ -50,9 +57,9 @@ public enum ChannelDecision: Sendable {
 /// sign, each built from its own copy. Pure; the agent keeps it beside the app-session ledger.
 public struct ChannelLedger: Sendable, Equatable {
     /// By channel id (`0x` + 64 lower-case hex).
-    public private(set) var channels: [String: ChannelEntry] = [:]
+    public internal(set) var channels: [String: ChannelEntry] = [:]
     /// This key's transfers and commits, for the outflow window.
-    public private(set) var outflows: [ChannelPolicy.Outflow] = []
+    public internal(set) var outflows: [ChannelPolicy.Outflow] = []
 
     public init() {}
 
@@ -85,6 +92,12 @@ public struct ChannelLedger: Sendable, Equatable {
             if let channel = state.homeChannelID, let known = channels[channel] {
                 return retryOrConflict(sent, entry: known, policy: policy)
             }
+            guard state.userWallet == agent else {
+                return .refuse(
+                    Denial(
+                        .notParticipant,
+                        "the channel's wallet is \(state.userWallet), not this key: its withdrawals would go there"))
+            }
             let existing = home(asset: state.asset)
             if let existing, !existing.finalized {
                 return .refuse(
@@ -116,9 +129,7 @@ public struct ChannelLedger: Sendable, Equatable {
                     Denial(.sessionUnknown, "custodian holds no home channel \(state.homeChannelID ?? "(none named)")"))
             }
             if state.version <= entry.copy.version { return retryOrConflict(sent, entry: entry, policy: policy) }
-            guard !entry.finalized else {
-                return .refuse(Denial(.sessionClosed, "\(channel) is finalized: nothing more is signed on it"))
-            }
+            if let refusal = Self.closed(entry) { return .refuse(refusal) }
             guard let transition = ChannelTransition(rawValue: state.transition.type) else {
                 return .refuse(Denial(.payloadMethodNotAllowed, "transition \(state.transition.type) is not signed"))
             }
@@ -136,11 +147,61 @@ public struct ChannelLedger: Sendable, Equatable {
             }
             base = entry.copy
         }
+        return build(sent, after: base, policy: policy, agent: agent, nowMs: nowMs, windowSeconds: windowSeconds)
+    }
+
+    /// Decides the commit a `app_sessions.v1.submit_deposit_state` frame carries as its `user_state`, together with
+    /// the app deposit update it funds (PROTOCOL-v1-channels §7.7): this key's own channel, version = base + 1, the
+    /// commit rebuilt and compared, paired with `update` against `session` (the session as it stands before the
+    /// deposit), within the outflow window.
+    public func decideCommit(
+        _ commit: ChannelStateWire, update: RequestBody, session: SessionRecord?, policy: ChannelPolicy?,
+        agent: Address, nowMs: UInt64, windowSeconds: UInt64
+    ) -> ChannelDecision {
+        guard let policy else {
+            return .refuse(
+                Denial(.payloadMethodNotAllowed, "the policy has no [channels] section: no channel state is signed"))
+        }
+        guard let channel = commit.homeChannelID, let entry = channels[channel] else {
+            return .refuse(
+                Denial(.sessionUnknown, "custodian holds no home channel \(commit.homeChannelID ?? "(none named)")"))
+        }
+        if commit.version <= entry.copy.version { return retryOrConflict(commit, entry: entry, policy: policy) }
+        if let refusal = Self.closed(entry) { return .refuse(refusal) }
+        guard let session else {
+            return .refuse(Denial(.sessionUnknown, "the deposit names a session custodian has not signed for"))
+        }
+        if let denial = ChannelState.commitPairing(commit, update: update, session: session, agent: agent) {
+            return .refuse(denial)
+        }
+        return build(
+            commit, after: entry.copy, policy: policy, agent: agent, nowMs: nowMs, windowSeconds: windowSeconds)
+    }
+
+    /// Why nothing new is signed on a channel (finalized, or stopped), or nil.
+    static func closed(_ entry: ChannelEntry) -> Denial? {
+        if entry.finalized {
+            return Denial(.sessionClosed, "\(entry.copy.channelID) is finalized: nothing more is signed on it")
+        }
+        if let halted = entry.halted {
+            return Denial(
+                .channelBaseRejected,
+                "signing on \(entry.copy.channelID) stopped: \(halted); an operator resumes it (custodian channel "
+                    + "resume) once the channel is understood")
+        }
+        return nil
+    }
+
+    /// The state after `base` that `sent` asks for, built by custodian, compared with `sent`, and judged.
+    private func build(
+        _ sent: ChannelStateWire, after base: ChannelCopy, policy: ChannelPolicy, agent: Address, nowMs: UInt64,
+        windowSeconds: UInt64
+    ) -> ChannelDecision {
         guard base.version < UInt64.max, sent.version == base.version + 1 else {
             return .refuse(
                 Denial(
-                    .versionConflict, "version \(sent.version) where \(base.version + 1) is next",
-                    figures: ["expected": "\(base.version + 1)", "got": "\(sent.version)"]))
+                    .versionConflict, "version \(sent.version) where \(base.version &+ 1) is next",
+                    figures: ["expected": "\(base.version &+ 1)", "got": "\(sent.version)"]))
         }
         guard let transition = ChannelTransition(rawValue: sent.transition.type) else {
             return .refuse(Denial(.payloadMethodNotAllowed, "transition \(sent.transition.type) is not signed"))
@@ -153,26 +214,67 @@ public struct ChannelLedger: Sendable, Equatable {
         case .success(let state): built = state
         }
         if let difference = ChannelState.difference(sent: sent, built: built) { return .refuse(difference) }
-        let windowStart = nowMs > windowSeconds &* 1000 ? nowMs - windowSeconds &* 1000 : 0
+        let window = windowSeconds.multipliedReportingOverflow(by: 1000)
+        let windowStart = window.overflow || window.partialValue >= nowMs ? 0 : nowMs - window.partialValue
         if let denial = policy.judge(built, base: base, agent: agent, outflows: outflows, windowStartMs: windowStart) {
             return .refuse(denial)
         }
         guard let message = ChannelState.message(of: built, decimals: base.decimals) else {
             return .refuse(Denial(.payloadBadAmount, "an amount does not fit the token's units"))
         }
+        return .sign(
+            message: message, effect: Self.effect(of: built, after: base, message: message, nowMs: nowMs))
+    }
+
+    /// What signing `state` (the state after `base`, whose message is `message`) does to the ledger: the base moves
+    /// to it, it is the last signed, and a transfer or commit is counted as outflow. The agent's decision and the
+    /// replay of its record both take it from here.
+    static func effect(of state: ChannelStateWire, after base: ChannelCopy, message: [UInt8], nowMs: UInt64)
+        -> ChannelEffect
+    {
+        let transition = ChannelTransition(rawValue: state.transition.type)
         let outflow: ChannelPolicy.Outflow? =
             transition == .transferSend || transition == .commit
-            ? ChannelPolicy.Outflow(timeMs: nowMs, asset: base.asset, amount: built.transition.amount) : nil
+            ? ChannelPolicy.Outflow(timeMs: nowMs, asset: base.asset, amount: state.transition.amount) : nil
         var copy = base
-        copy.version = built.version
-        copy.ledger = built.homeLedger
-        return .sign(
-            message: message,
-            effect: ChannelEffect(
-                entry: ChannelEntry(
-                    copy: copy, lastSigned: (built.version, Keccak256.hash(message)), nodeIssuedBase: false,
-                    coSigned: false, finalized: transition == .finalize),
-                outflow: outflow))
+        copy.version = state.version
+        copy.ledger = state.homeLedger
+        return ChannelEffect(
+            entry: ChannelEntry(
+                copy: copy, lastSigned: (state.version, Keccak256.hash(message)), nodeIssuedBase: false,
+                coSigned: false, finalized: transition == .finalize),
+            outflow: outflow)
+    }
+
+    /// The effect of a signed state as its audit record holds it (replay: the policy judged it when it was signed;
+    /// what is checked here is that it follows the ledger): `decimals` are those the record names. Nil when it
+    /// does not follow (another channel's state, a version that is not next).
+    public func replaySigned(_ state: ChannelStateWire, decimals: UInt8, creation: Bool, nowMs: UInt64)
+        -> ChannelEffect?
+    {
+        guard let channel = state.homeChannelID,
+            let message = ChannelState.message(of: state, decimals: decimals)
+        else { return nil }
+        let base: ChannelCopy
+        if creation, channels[channel] == nil {
+            guard state.version == 1 else { return nil }
+            base = ChannelCopy(
+                channelID: channel, user: state.userWallet, asset: state.asset, decimals: decimals,
+                epoch: state.epoch, version: state.version - 1,
+                ledger: ChannelStateWire.HomeLedger(
+                    token: state.homeLedger.token, chainID: state.homeLedger.chainID, userBalance: .zero,
+                    userNetFlow: .zero, nodeBalance: .zero, nodeNetFlow: .zero))
+        } else {
+            guard let entry = channels[channel] else { return nil }
+            if let last = entry.lastSigned, last.version == state.version, last.hash == Keccak256.hash(message) {
+                return ChannelEffect(entry: entry, outflow: nil)  // a retry: signed again, nothing changes
+            }
+            guard entry.copy.version < UInt64.max, state.version == entry.copy.version + 1,
+                entry.copy.decimals == decimals
+            else { return nil }
+            base = entry.copy
+        }
+        return Self.effect(of: state, after: base, message: message, nowMs: nowMs)
     }
 
     /// A state at or below the base's version: the identical message signed last is signed again; anything else
@@ -200,46 +302,107 @@ public struct ChannelLedger: Sendable, Equatable {
         if let outflow = effect.outflow { outflows.append(outflow) }
     }
 
-    /// Takes a state the node answered with (`channels.v1.get_latest_state`): this key's last signed state with the
-    /// node's signature (now co-signed), or a node-issued state that passes §7.3 (the new base). `nodeSigner` is the
-    /// address the caller recovered from `node_sig` over the state's message. Returns the entry after it, or why not.
-    public func observe(_ state: ChannelStateWire, nodeSigner: Address?, policy: ChannelPolicy?) -> Result<
-        ChannelEntry, Denial
-    > {
+    /// What an answer of the node (`channels.v1.get_latest_state`) does: taken (this key's last signed state, now
+    /// co-signed; or a node-issued state that passes §7.3, the new base), or refused. A refusal stops signing on
+    /// the channel (`halt`, the entry after it) only when the node itself signed what cannot be taken: a state by
+    /// anyone else proves nothing about the node and changes nothing.
+    public enum Observation: Sendable, Equatable {
+        case cosigned(ChannelEntry)
+        case newBase(ChannelEntry)
+        /// The state this key already holds as its base, seen again: nothing changes.
+        case known(ChannelEntry)
+        case refused(Denial, halt: ChannelEntry?)
+    }
+
+    /// Judges a state the node answered with. `nodeSigner` is the address recovered (strictly: low S, v 27/28) from
+    /// `node_sig` over the state's message at the channel's decimals; `message` is that message (nil: it does not
+    /// fit the token's units).
+    public func observe(_ state: ChannelStateWire, message: [UInt8]?, nodeSigner: Address?, policy: ChannelPolicy?)
+        -> Observation
+    {
         guard let policy else {
-            return .failure(Denial(.payloadMethodNotAllowed, "the policy has no [channels] section"))
+            return .refused(Denial(.payloadMethodNotAllowed, "the policy has no [channels] section"), halt: nil)
         }
         guard let channel = state.homeChannelID, var entry = channels[channel] else {
-            return .failure(
-                Denial(.sessionUnknown, "custodian holds no home channel \(state.homeChannelID ?? "(none)")"))
+            return .refused(
+                Denial(.sessionUnknown, "custodian holds no home channel \(state.homeChannelID ?? "(none)")"), halt: nil
+            )
         }
-        if state.version == entry.copy.version, let last = entry.lastSigned, last.version == state.version {
-            guard let message = ChannelState.message(of: state, decimals: entry.copy.decimals),
-                Keccak256.hash(message) == last.hash
-            else {
-                return .failure(
+        let byNode = nodeSigner == policy.node
+        func refuse(_ denial: Denial) -> Observation {
+            guard byNode, entry.halted == nil else { return .refused(denial, halt: nil) }
+            var halted = entry
+            halted.halted = "the node signed a state that is not a base (version \(state.version)): \(denial.detail)"
+            return .refused(denial, halt: halted)
+        }
+        guard let message else {
+            return .refused(Denial(.payloadBadAmount, "an amount does not fit the token's units"), halt: nil)
+        }
+        guard byNode else {
+            return .refused(
+                Denial(
+                    .channelBaseRejected,
+                    "the state is not signed by the node \(policy.node) (a low-S signature, v 27 or 28, over its "
+                        + "message)"),
+                halt: nil)
+        }
+        let hash = Keccak256.hash(message)
+        if state.version < entry.copy.version {
+            return .refused(
+                Denial(
+                    .channelBaseRejected,
+                    "version \(state.version) is behind custodian's base \(entry.copy.version) (the node has not "
+                        + "answered a later state yet)",
+                    figures: ["base": "\(entry.copy.version)", "got": "\(state.version)"]),
+                halt: nil)
+        }
+        if state.version == entry.copy.version {
+            let known = entry.nodeIssuedBase ? entry.nodeBaseHash : entry.lastSigned?.hash
+            guard known == hash else {
+                return refuse(
                     Denial(
                         .channelBaseRejected,
-                        "the node answers version \(state.version) with another state than the one this key signed"))
+                        "the node answers version \(state.version) with another state than custodian's base"))
             }
-            guard nodeSigner == policy.node else {
-                return .failure(Denial(.channelBaseRejected, "the answer is not signed by the node \(policy.node)"))
-            }
+            if entry.coSigned { return .known(entry) }
             entry.coSigned = true
-            return .success(entry)
+            return .cosigned(entry)
         }
         if let denial = ChannelState.nodeIssuedBase(state, after: entry.copy, nodeSigner: nodeSigner, node: policy.node)
         {
-            return .failure(denial)
+            return refuse(denial)
         }
+        return .newBase(Self.base(entry, taking: state, hash: hash))
+    }
+
+    /// `entry` with the node-issued `state` (whose message hashes to `hash`) as its base.
+    static func base(_ entry: ChannelEntry, taking state: ChannelStateWire, hash: [UInt8]) -> ChannelEntry {
+        var entry = entry
         entry.copy.version = state.version
         entry.copy.ledger = state.homeLedger
         entry.nodeIssuedBase = true
+        entry.nodeBaseHash = hash
         entry.coSigned = true
-        return .success(entry)
+        return entry
     }
 
-    /// Records an observation's entry.
+    /// An observation as its audit record holds it (replay): `kind` is what the agent made of it.
+    public func replayObserved(_ state: ChannelStateWire, decimals: UInt8, kind: String) -> ChannelEntry? {
+        guard let channel = state.homeChannelID, let entry = channels[channel], entry.copy.decimals == decimals,
+            let message = ChannelState.message(of: state, decimals: decimals)
+        else { return nil }
+        switch kind {
+        case "cosigned":
+            var cosigned = entry
+            cosigned.coSigned = true
+            return cosigned
+        case "node_issued":
+            return Self.base(entry, taking: state, hash: Keccak256.hash(message))
+        default: return nil
+        }
+    }
+
+    /// Records an entry (an observation, a halt, an operator's resume).
     public mutating func accept(_ entry: ChannelEntry) {
         channels[entry.copy.channelID] = entry
     }

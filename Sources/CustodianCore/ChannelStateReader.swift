@@ -426,3 +426,71 @@ extension FieldReader {
         return amount
     }
 }
+
+extension ChannelStateReader {
+    /// Whether `message` is a channel frame (`[…, "channels.v1.<method>", …]`, five elements): those go to
+    /// ``read(_:)``, every other message to ``RequestReader``. A byte search first, so that other messages pay no
+    /// second parse.
+    public static func isChannelFrame(_ message: [UInt8]) -> Bool {
+        guard RecordSearch.contains(Array(#""channels.v1."#.utf8), in: message[...]),
+            case .success(let root) = StrictJSON.parse(message), let frame = root.value.elements, frame.count == 5,
+            let method = frame[2].value.string
+        else { return false }
+        return method.utf8.starts(with: "channels.v1.".utf8)
+    }
+
+    /// `frame` (a v1 frame already read) with `user_sig` of the state under payload key `key` (`state`, or a deposit's
+    /// `user_state`) set to `userSig`: the value replaced where one is given, else the member added at the end of the
+    /// state object; every other byte as received. Nil when the frame does not read as one.
+    public static func filling(_ frame: [UInt8], key: String, userSig: String) -> [UInt8]? {
+        guard case .success(let root) = StrictJSON.parse(frame), let elements = root.value.elements,
+            elements.count == 5, let state = elements[3].value.members.flatMap({ $0.member(key) }),
+            let members = state.value.members
+        else { return nil }
+        let quoted = Array("\"\(userSig)\"".utf8)
+        if let given = members.member("user_sig") {
+            return Array(frame[..<given.span.lowerBound]) + quoted + Array(frame[given.span.upperBound...])
+        }
+        let close = state.span.upperBound - 1
+        guard close > state.span.lowerBound, frame[close] == UInt8(ascii: "}") else { return nil }
+        let member = (members.isEmpty ? [] : [UInt8(ascii: ",")]) + Array(#""user_sig":"#.utf8) + quoted
+        return Array(frame[..<close]) + member + Array(frame[close...])
+    }
+
+    /// The hashes a recorded channel-bearing request names, rebuilt from its text and the token decimals its record
+    /// names: for a channel frame, the Keccak-256 of the state's 640-byte message and that message's EIP-191 digest
+    /// (the state was compared with custodian's own before it was signed, so its message is the one custodian
+    /// built); for a deposit frame, the app update's request hash and digest too. Nil: the text does not read so.
+    public static func recordedHashes(_ req: [UInt8], decimals: UInt8) -> (
+        channel: (hash: [UInt8], digest: [UInt8]), app: (hash: [UInt8], digest: [UInt8])?
+    )? {
+        if isChannelFrame(req) {
+            guard case .success(let read) = ChannelStateReader().read(req) else { return nil }
+            let state: ChannelStateWire
+            switch read.frame {
+            case .submitState(let sent), .requestCreation(let sent, _): state = sent
+            case .submitSessionKeyState: return nil
+            }
+            guard let message = ChannelState.message(of: state, decimals: decimals) else { return nil }
+            return ((Keccak256.hash(message), ChannelState.eip191Digest(message)), nil)
+        }
+        guard case .success(let request) = NitroliteV1Reader().read(req), let state = request.userState,
+            let message = ChannelState.message(of: state, decimals: decimals)
+        else { return nil }
+        return ((Keccak256.hash(message), ChannelState.eip191Digest(message)), (request.requestHash, request.digest))
+    }
+}
+
+/// A byte-string search (the audit fast paths' and the channel router's).
+public enum RecordSearch {
+    public static func contains(_ needle: [UInt8], in haystack: ArraySlice<UInt8>) -> Bool {
+        guard let first = needle.first, needle.count <= haystack.count else { return false }
+        var index = haystack.startIndex
+        let last = haystack.endIndex - needle.count
+        while index <= last {
+            if haystack[index] == first, haystack[index..<(index + needle.count)].elementsEqual(needle) { return true }
+            index += 1
+        }
+        return false
+    }
+}

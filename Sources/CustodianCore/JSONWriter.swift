@@ -109,6 +109,11 @@ public struct JSONWriter {
         Self.appendBytes(value, to: &bytes)
     }
 
+    public mutating func field(_ name: String, _ value: Bool) {
+        key(name)
+        raw(Array((value ? "true" : "false").utf8))
+    }
+
     public mutating func field<T: BinaryInteger>(_ name: String, _ value: T) {
         key(name)
         number(value)

@@ -133,8 +133,16 @@ public struct LedgerState: LedgerStore, Sendable {
     public internal(set) var history: [SessionRecord] = []
     /// Per asset, the sum of every open session's ``SessionRecord/fundingAtRisk``, kept as sessions change.
     public internal(set) var openFundingTotals: [ExactString: Amount] = [:]
-    /// The changes not yet forgotten, oldest first: the session's record and previous record before each.
-    private var undo: [(String, SessionRecord?, SessionRecord?)] = []
+    /// This key's home channels and its outflows (v1 channel states).
+    public internal(set) var channels = ChannelLedger()
+    /// A change that can be undone: a session's record and previous record before it, or a channel's entry and the
+    /// count of outflows before it.
+    private enum Change {
+        case session(String, SessionRecord?, SessionRecord?)
+        case channel(String, ChannelEntry?, outflows: Int)
+    }
+    /// The changes not yet forgotten, oldest first.
+    private var undo: [Change] = []
     /// Changes forgotten so far (the count of `undo`'s first entry).
     private var forgotten = 0
     /// The loss events that are durable.
@@ -158,7 +166,7 @@ public struct LedgerState: LedgerStore, Sendable {
     public mutating func apply(_ effect: Effect, atMs timeMs: UInt64) {
         guard let session = effect.session else { return }
         let id = session.appSessionID
-        if tracking { undo.append((id, sessions[id], previous[id])) }
+        if tracking { undo.append(.session(id, sessions[id], previous[id])) }
         if id == historyOf, let before = sessions[id] { history.append(before) }
         previous[id] = sessions[id]
         replace(id, with: session)
@@ -166,6 +174,20 @@ public struct LedgerState: LedgerStore, Sendable {
             losses.append(
                 LossEvent(timeMs: timeMs, asset: asset, amount: amount, sessionID: id, version: session.version))
         }
+    }
+
+    /// Applies a signed channel state's effect (undone with the rest if its record is not made durable).
+    public mutating func apply(channel effect: ChannelEffect) {
+        let id = effect.entry.copy.channelID
+        if tracking { undo.append(.channel(id, channels.channels[id], outflows: channels.outflows.count)) }
+        channels.apply(effect)
+    }
+
+    /// Records a channel's entry after an observation, a halt or a resume.
+    public mutating func accept(channel entry: ChannelEntry) {
+        let id = entry.copy.channelID
+        if tracking { undo.append(.channel(id, channels.channels[id], outflows: channels.outflows.count)) }
+        channels.accept(entry)
     }
 
     /// Sets a session's record, keeping ``openFundingTotals`` in step.
@@ -213,9 +235,15 @@ public struct LedgerState: LedgerStore, Sendable {
     }
 
     public mutating func rollbackPending() {
-        for (id, session, before) in undo.reversed() {
-            replace(id, with: session)
-            previous[id] = before
+        for change in undo.reversed() {
+            switch change {
+            case .session(let id, let session, let before):
+                replace(id, with: session)
+                previous[id] = before
+            case .channel(let id, let entry, let outflows):
+                channels.channels[id] = entry
+                if outflows < channels.outflows.count { channels.outflows.removeSubrange(outflows...) }
+            }
         }
         undo.removeAll(keepingCapacity: true)
         if durableLosses < losses.count { losses.removeSubrange(durableLosses...) }

@@ -2,10 +2,12 @@
 /// decision. Its SHA-256 is recorded in the audit log's stop record: a snapshot is used only when the chain
 /// vouches for it, and otherwise the ledger is replayed from the log as before.
 ///
-/// Layout (v4: v3 plus each definition's protocol): the magic line, the seq, then length-prefixed fields (LEB128 integers, UTF-8 strings, 20-byte addresses,
+/// Layout (v5: v4 plus the home channels and outflows; v4: v3 plus each definition's protocol): the magic line, the seq, then length-prefixed fields (LEB128 integers, UTF-8 strings, 20-byte addresses,
 /// amounts as their decimal text). Decoding refuses anything malformed or left over.
 extension LedgerState {
-    static let snapshotMagic = Array("custodian ledger snapshot v4\n".utf8)
+    static let snapshotMagic = Array("custodian ledger snapshot v5\n".utf8)
+    /// The previous layout, still decoded: no channels.
+    static let snapshotMagicV4 = Array("custodian ledger snapshot v4\n".utf8)
 
     /// The snapshot of this ledger, as of the audit record `seq` (the stop record that will carry its hash).
     public func encodeSnapshot(seq: UInt64) -> [UInt8] {
@@ -27,6 +29,18 @@ extension LedgerState {
             out.amount(loss.amount)
             out.string(loss.sessionID)
             out.uint(loss.version)
+        }
+        let channelIDs = channels.channels.keys.sorted()
+        out.uint(UInt64(channelIDs.count))
+        for id in channelIDs {
+            guard let entry = channels.channels[id] else { continue }
+            out.channel(entry)
+        }
+        out.uint(UInt64(channels.outflows.count))
+        for outflow in channels.outflows {
+            out.uint(outflow.timeMs)
+            out.string(outflow.asset)
+            out.amount(outflow.amount)
         }
         return out.bytes
     }
@@ -56,7 +70,10 @@ extension LedgerState {
     /// The seq a snapshot was taken at, read from its header without decoding it.
     public static func snapshotSeq(_ bytes: [UInt8]) -> UInt64? {
         // An earlier build's snapshot (v2) is not decoded, but its seq is still evidence of how far the log reached.
-        guard let magic = ([snapshotMagic] + olderSnapshotMagics).first(where: { bytes.starts(with: $0) }) else {
+        guard
+            let magic = ([snapshotMagic, snapshotMagicV4] + olderSnapshotMagics).first(where: { bytes.starts(with: $0) }
+            )
+        else {
             return nil
         }
         var input = SnapshotReader(bytes: bytes, index: magic.count)
@@ -85,8 +102,9 @@ extension LedgerState {
     /// does not decode.
     public static func decodeSnapshot(chunks: @escaping () -> [UInt8]?) -> (state: LedgerState, seq: UInt64)? {
         var input = SnapshotReader(next: chunks)
-        guard input.ensure(snapshotMagic.count), input.bytes[0..<snapshotMagic.count].elementsEqual(snapshotMagic)
-        else { return nil }
+        guard input.ensure(snapshotMagic.count) else { return nil }
+        let current = input.bytes[0..<snapshotMagic.count].elementsEqual(snapshotMagic)
+        guard current || input.bytes[0..<snapshotMagicV4.count].elementsEqual(snapshotMagicV4) else { return nil }
         input.index = snapshotMagic.count
         var state = LedgerState()
         guard let seq = input.uint(), let count = input.uint() else { return nil }
@@ -102,6 +120,22 @@ extension LedgerState {
             else { return nil }
             state.losses.append(
                 LossEvent(timeMs: time, asset: ExactString(asset), amount: amount, sessionID: id, version: version))
+        }
+        if current {
+            guard let channelCount = input.uint() else { return nil }
+            for _ in 0..<channelCount {
+                guard let entry = input.channel(), state.channels.channels[entry.copy.channelID] == nil else {
+                    return nil
+                }
+                state.channels.channels[entry.copy.channelID] = entry
+            }
+            guard let outflowCount = input.uint() else { return nil }
+            for _ in 0..<outflowCount {
+                guard let time = input.uint(), let asset = input.string(), let amount = input.amount() else {
+                    return nil
+                }
+                state.channels.outflows.append(ChannelPolicy.Outflow(timeMs: time, asset: asset, amount: amount))
+            }
         }
         guard !input.ensure(1) else { return nil }
         state.recountOpenFunding()
@@ -137,6 +171,28 @@ private struct SnapshotWriter {
     }
 
     mutating func amount(_ amount: Amount) { string(amount.description) }
+
+    /// A home channel's entry (snapshot v5).
+    mutating func channel(_ entry: ChannelEntry) {
+        let copy = entry.copy
+        string(copy.channelID)
+        address(copy.user)
+        string(copy.asset)
+        uint(UInt64(copy.decimals))
+        uint(copy.epoch)
+        uint(copy.version)
+        address(copy.ledger.token)
+        uint(copy.ledger.chainID)
+        for value in [
+            copy.ledger.userBalance, copy.ledger.userNetFlow, copy.ledger.nodeBalance, copy.ledger.nodeNetFlow,
+        ] {
+            amount(value)
+        }
+        optionalString(entry.lastSigned.map { "\($0.version):" + Hex.encode($0.hash, prefixed: false) })
+        uint((entry.nodeIssuedBase ? 1 : 0) | (entry.coSigned ? 2 : 0) | (entry.finalized ? 4 : 0))
+        optionalString(entry.halted)
+        optionalString(entry.nodeBaseHash.map { Hex.encode($0, prefixed: false) })
+    }
 
     mutating func address(_ address: Address) { bytes.append(contentsOf: address.bytes) }
 
@@ -403,6 +459,45 @@ private struct SnapshotReader {
         guard let value = decode(&self) else { return nil }
         self[keyPath: table].insert(key, value, hash: hash)
         return value
+    }
+
+    /// A home channel's entry (snapshot v5), or nil.
+    mutating func channel() -> ChannelEntry? {
+        guard let id = string(), let user = address(), let asset = string(), let decimals = uint(), decimals <= 77,
+            let epoch = uint(), let version = uint(), let token = address(), let chainID = uint(),
+            let userBalance = signedAmount(), let userNetFlow = signedAmount(), let nodeBalance = signedAmount(),
+            let nodeNetFlow = signedAmount(), let lastSignedText = optionalString(), let flags = uint(), flags < 8,
+            let halted = optionalString(), let nodeBaseText = optionalString()
+        else { return nil }
+        var lastSigned: (version: UInt64, hash: [UInt8])?
+        if let text = lastSignedText {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2, let signedVersion = UInt64(parts[0]), let hash = Hex.decode(parts[1]),
+                hash.count == 32
+            else { return nil }
+            lastSigned = (signedVersion, hash)
+        }
+        var nodeBaseHash: [UInt8]?
+        if let text = nodeBaseText {
+            guard let hash = Hex.decode(text), hash.count == 32 else { return nil }
+            nodeBaseHash = hash
+        }
+        let copy = ChannelCopy(
+            channelID: id, user: user, asset: asset, decimals: UInt8(decimals), epoch: epoch, version: version,
+            ledger: ChannelStateWire.HomeLedger(
+                token: token, chainID: chainID, userBalance: userBalance, userNetFlow: userNetFlow,
+                nodeBalance: nodeBalance, nodeNetFlow: nodeNetFlow))
+        var entry = ChannelEntry(
+            copy: copy, lastSigned: lastSigned, nodeIssuedBase: flags & 1 != 0, coSigned: flags & 2 != 0,
+            finalized: flags & 4 != 0, halted: halted)
+        entry.nodeBaseHash = nodeBaseHash
+        return entry
+    }
+
+    /// An amount with an optional sign (a net flow).
+    mutating func signedAmount() -> Amount? {
+        guard let text = string() else { return nil }
+        return Amount(signed: text)
     }
 
     mutating func allocationList() -> [Allocation]? {

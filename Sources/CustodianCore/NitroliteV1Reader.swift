@@ -48,6 +48,8 @@ public struct NitroliteV1Reader: Sendable {
         var fields = FieldReader(members: payload, findings: findings)
         fields.expectOnly(payload, known, in: "the payload")
         var quorumSigs: StrictJSON.Node?
+        var userState: ChannelStateWire?
+        var userStateRefusal: Denial?
         let body: RequestBody?
         let hash: [UInt8]?
         switch method {
@@ -67,10 +69,20 @@ public struct NitroliteV1Reader: Sendable {
             }
         case .v1SubmitAppState, .v1SubmitDepositState:
             let deposit = method == .v1SubmitDepositState
-            if deposit, let userState = fields.required("user_state", in: "the payload"),
-                userState.value.members == nil
-            {
-                fields.findings.note(.payloadMalformed, "user_state is not an object")
+            if deposit, let node = fields.required("user_state", in: "the payload") {
+                if node.value.members == nil {
+                    fields.findings.note(.payloadMalformed, "user_state is not an object")
+                } else {
+                    // The channel state that funds the deposit, read as strictly as a channel frame's but on its own:
+                    // only a [channels] policy signs it (paired with this update, PROTOCOL-v1-channels §7.7), and
+                    // then a state that does not read refuses the deposit; without one it is the client's to sign.
+                    var state = FieldReader(members: [], findings: Findings())
+                    userState = state.channelState(node)
+                    userStateRefusal =
+                        state.findings.folded ?? state.findings.denial
+                        ?? (userState == nil ? Denial(.payloadMalformed, "user_state is not a channel state") : nil)
+                    if userStateRefusal != nil { userState = nil }
+                }
             }
             quorumSigs = fields.quorumSignatures(payload)
             let update = fields.required("app_state_update", in: "the payload").flatMap {
@@ -96,6 +108,8 @@ public struct NitroliteV1Reader: Sendable {
         request.quorumSigsEnd = quorumSigs.span.upperBound - 1 - start
         request.quorumSigsEmpty = elements.isEmpty
         request.quorumSigs = elements.compactMap { $0.value.string?.lowercased() }
+        request.userState = userState
+        request.userStateRefusal = userStateRefusal
         return .success(request)
     }
 
@@ -134,8 +148,8 @@ public struct NitroliteV1Reader: Sendable {
     /// Why a v1 method custodian does not sign is refused: the ones with a clear reason, then any other.
     static func unsignedMethod(_ name: String) -> String {
         if name.hasPrefix("channels.v1.") {
-            return "custodian does not sign channel states yet (\(name)): a policy's [channels] section is read and "
-                + "checked, but this release signs no channel state"
+            return "custodian does not sign \(name): of the channel methods it signs request_creation and "
+                + "submit_state (with a [channels] policy)"
         }
         switch name {
         case "app_sessions.v1.submit_session_key_state":

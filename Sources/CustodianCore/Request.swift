@@ -108,6 +108,10 @@ public struct SignableRequest: Sendable {
     /// v1: the signatures already in `quorum_sigs`, lower-cased (a retry that carries this key's own is not given it
     /// twice: nitronode counts the entries against the participants).
     public var quorumSigs: [String] = []
+    /// v1 `submit_deposit_state`: the `user_state` (the channel's commit that funds the deposit), read strictly.
+    public var userState: ChannelStateWire?
+    /// Why `user_state` does not read as a channel state (nil when it does).
+    public var userStateRefusal: Denial?
 
     /// The session a submit or close names, or that a create would open (computed by the caller).
     public var namedSessionID: String? {

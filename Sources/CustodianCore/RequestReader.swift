@@ -26,7 +26,7 @@ public struct RequestReader: Sendable {
     }
 
     /// The refusal of a message the strict parser could not read.
-    static func denial(_ failure: StrictJSON.Failure) -> Denial {
+    public static func denial(_ failure: StrictJSON.Failure) -> Denial {
         switch failure {
         case .malformed(let why): Denial(.payloadMalformed, "not valid JSON: \(why)")
         case .duplicateKey(let key): Denial(.payloadDuplicateKey, "the key \"\(key)\" appears twice in one object")

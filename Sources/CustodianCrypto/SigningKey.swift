@@ -116,4 +116,22 @@ public enum Recovery {
         _ = secp256k1_ec_pubkey_serialize(context, &serialized, &length, &pubkey, UInt32(SECP256K1_EC_UNCOMPRESSED))
         return Address(publicKey: serialized)
     }
+
+    /// Like ``address(digest:signature:)``, but only for a signature the chain would enforce (PROTOCOL-v1-channels
+    /// §7.10): v 27 or 28 and a low S. Anything else is nil.
+    public static func strictAddress(digest: [UInt8], signature: [UInt8]) -> Address? {
+        guard signature.count == 65, signature[64] == 27 || signature[64] == 28 else { return nil }
+        let context = Secp256k1Context.shared.pointer
+        var parsed = secp256k1_ecdsa_recoverable_signature()
+        guard
+            secp256k1_ecdsa_recoverable_signature_parse_compact(context, &parsed, signature, Int32(signature[64]) - 27)
+                == 1
+        else { return nil }
+        var plain = secp256k1_ecdsa_signature()
+        _ = secp256k1_ecdsa_recoverable_signature_convert(context, &plain, &parsed)
+        var normalized = secp256k1_ecdsa_signature()
+        // 1: the signature was high-S (normalize lowered it).
+        guard secp256k1_ecdsa_signature_normalize(context, &normalized, &plain) == 0 else { return nil }
+        return address(digest: digest, signature: signature)
+    }
 }

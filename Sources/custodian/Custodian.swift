@@ -18,7 +18,7 @@ struct Custodian: ParsableCommand {
             KeyCommand.self, ServeCommand.self, DevCommand.self, SignCommand.self, StatusCommand.self,
             MetricsCommand.self,
             PolicyCommand.self, AuditCommand.self, SessionCommand.self, LedgerCommand.self, StateCommand.self,
-            SandboxCheckCommand.self,
+            SandboxCheckCommand.self, ChannelCommand.self,
         ])
 
     /// Exit codes of CONTRACT §2: 0 success, 1 usage or I/O, 2 refused, 3 agent unreachable.

@@ -120,7 +120,9 @@ struct EngineTests {
         let engine = try Self.startEngine(directory, policy: text)
         _ = Self.sign(engine, try Self.vectorText("sign", "create_v1.json", "req"))
         // V2 pays B 150, above max_allocation 100.
-        guard case .signed(_, _, _, _, let seq) = Self.sign(engine, try Self.vectorText("sign", "close_v2.json", "req"))
+        guard
+            case .signed(_, _, _, _, let seq, _, _) = Self.sign(
+                engine, try Self.vectorText("sign", "close_v2.json", "req"))
         else {
             Issue.record("a warned close was not signed")
             return
@@ -240,7 +242,7 @@ struct EngineTests {
             var allowed = 0
             for outcome in [closed[2 * index], closed[2 * index + 1]] {
                 switch outcome {
-                case .signed(_, _, _, _, let seq):
+                case .signed(_, _, _, _, let seq, _, _):
                     allowed += 1
                     allowedSeqs[ids[index]] = seq
                 case .refused(let denial, _):

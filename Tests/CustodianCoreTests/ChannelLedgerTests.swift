@@ -33,6 +33,13 @@ struct ChannelLedgerTests {
             return message
         }
 
+        /// The node's answer `state`, its signature recovered to `signer`.
+        func observe(_ state: ChannelStateWire, by signer: Address) -> ChannelLedger.Observation {
+            let decimals = state.homeChannelID.flatMap { ledger.channels[$0]?.copy.decimals } ?? 6
+            return ledger.observe(
+                state, message: ChannelState.message(of: state, decimals: decimals), nodeSigner: signer, policy: policy)
+        }
+
         func refusal(_ frame: ChannelFrame) -> Denial? {
             if case .refuse(let denial) = decide(frame) { return denial }
             return nil
@@ -135,20 +142,38 @@ struct ChannelLedgerTests {
         // The node answers with the withdrawal co-signed; then issues a release of 20 from an app session.
         let withdrawn = try #require(run.ledger.channels[channel])
         let cosigned = try Self.issued(withdrawn.copy, version: 4, credit: "0", type: .homeWithdrawal, amount: "50")
-        let seen = try run.ledger.observe(cosigned, nodeSigner: run.policy.node, policy: run.policy).get()
+        guard case .cosigned(let seen) = run.observe(cosigned, by: run.policy.node) else {
+            throw VectorError("the co-signed withdrawal was not taken: \(run.observe(cosigned, by: run.policy.node))")
+        }
         #expect(seen.coSigned && !seen.nodeIssuedBase)
         run.ledger.accept(seen)
+        #expect(run.observe(cosigned, by: run.policy.node) == .known(seen))
         let release = try Self.issued(base, version: 5, credit: "20", type: .release, amount: "20")
-        #expect(throws: Denial.self) {
-            try run.ledger.observe(release, nodeSigner: run.agent, policy: run.policy).get()
+        // Signed by someone else: refused, and nothing stops (it proves nothing about the node).
+        guard case .refused(let stranger, let strangerHalt) = run.observe(release, by: run.agent) else {
+            throw VectorError("a release signed by another key was taken")
         }
+        #expect(stranger.reason == .channelBaseRejected && strangerHalt == nil)
+        // Signed by the node, shrinking the balance: refused, and signing on the channel would stop.
         let shrinking = try Self.issued(base, version: 5, credit: "-5", type: .release, amount: "5")
-        #expect(
-            run.ledger.observe(shrinking, nodeSigner: run.policy.node, policy: run.policy).failureReason
-                == .channelBaseRejected)
-        let accepted = try run.ledger.observe(release, nodeSigner: run.policy.node, policy: run.policy).get()
+        guard case .refused(let shrinks, let halt) = run.observe(shrinking, by: run.policy.node) else {
+            throw VectorError("a shrinking release was taken")
+        }
+        #expect(shrinks.reason == .channelBaseRejected)
+        #expect(halt?.halted?.contains("takes 5") == true)
+        if let halt {
+            var halted = run
+            halted.ledger.accept(halt)
+            let refusal = halted.refusal(.submitState(try Self.state(base, .homeDeposit, channel, "1")))
+            #expect(refusal?.reason == .channelBaseRejected && refusal?.detail.contains("stopped") == true)
+        }
+        guard case .newBase(let accepted) = run.observe(release, by: run.policy.node) else {
+            throw VectorError("the release was not taken: \(run.observe(release, by: run.policy.node))")
+        }
         #expect(accepted.nodeIssuedBase && "\(accepted.copy.ledger.userBalance)" == "65" && accepted.copy.version == 5)
         run.ledger.accept(accepted)
+        #expect(run.observe(release, by: run.policy.node) == .known(accepted))
+        #expect(run.observe(cosigned, by: run.policy.node).isRefusal)
         base = accepted.copy
         // Nothing can be signed at the version the node issued: it is spent.
         #expect(
@@ -221,5 +246,12 @@ struct ChannelLedgerTests {
         state.transition.amount = try #require(Amount(amount))
         if type != .homeWithdrawal { state.homeLedger = ledger } else { state.homeLedger = base.ledger }
         return state
+    }
+}
+
+extension ChannelLedger.Observation {
+    var isRefusal: Bool {
+        if case .refused = self { return true }
+        return false
     }
 }

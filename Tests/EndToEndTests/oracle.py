@@ -10,6 +10,13 @@
     oracle.py v1-hashes FILE               reads a JSON list of v1 frames, prints each one's ABI hash (eth-abi)
     oracle.py v1 HASH QUORUM_SIG           prints the address that signed a v1 state hash: the quorum signature's
                                            type byte 0xa1 stripped, then EIP-191 over the 32 bytes of HASH (eth-keys)
+    oracle.py channel-state FILE DECIMALS  prints the address whose user_sig (0x00 + 65 bytes) signed the v1 channel
+                                           state in FILE: its 640-byte message built here with eth-abi from the
+                                           state's values (PROTOCOL-v1-channels §2), EIP-191 over the whole message
+                                           (eth-account)
+    oracle.py channel-sign KEY FILE DECIMALS  prints 0x00 + KEY's EIP-191 signature over the state's message (the
+                                           node's node_sig, made by eth-account)
+    oracle.py address KEY                  prints the EIP-55 address of a private key
     oracle.py encrypt KEY PASSWORD KDF N   prints a V3 keystore of KEY written by eth-account (KDF scrypt or pbkdf2,
                                            N its work factor)
 """
@@ -72,6 +79,50 @@ def v1_hash(frame):
     return keccak(encode(["bytes32", "uint8", "uint64", "(address,string,string)[]", "string"], values))
 
 
+def channel_message(state, decimals):
+    """PackState (PROTOCOL-v1-channels §2) from a StateV1's values, with eth-abi."""
+    from eth_abi import encode
+    t = state["transition"]
+
+    def hex_to_hash(text):
+        # go-ethereum's HexToHash: 0x dropped, odd length padded, last 32 bytes kept, left-padded.
+        digits = text[2:] if text[:2].lower() == "0x" else text
+        if len(digits) % 2:
+            digits = "0" + digits
+        return bytes.fromhex(digits)[-32:].rjust(32, b"\0")
+
+    account = t["account_id"]
+    account_bytes = bytes.fromhex(account[2:]).rjust(32, b"\0") if len(account) == 42 else hex_to_hash(account)
+    transition_hash = keccak(encode(["(uint8,bytes32,bytes32,string)"],
+                                    [(t["type"], hex_to_hash(t["tx_id"]), account_bytes, plain(t["amount"]))]))
+    intent = {10: 2, 11: 3, 200: 1}.get(t["type"], 0)
+    scale = Decimal(10) ** decimals
+    h = state["home_ledger"]
+
+    def units(value):
+        amount = Decimal(value) * scale
+        assert amount == amount.to_integral_value(), "an amount beyond the token's decimals"
+        return int(amount)
+
+    home = (int(h["blockchain_id"]), h["token_address"], decimals, units(h["user_balance"]),
+            units(h["user_net_flow"]), units(h["node_balance"]), units(h["node_net_flow"]))
+    none = (0, "0x" + "00" * 20, 0, 0, 0, 0, 0)
+    ledger = "(uint64,address,uint8,uint256,int256,uint256,int256)"
+    data = encode(["uint64", "uint8", "bytes32", ledger, ledger],
+                  [int(state["version"]), intent, transition_hash, home, none])
+    message = encode(["bytes32", "bytes"], [bytes.fromhex(state["home_channel_id"][2:]), data])
+    assert len(message) == 640, "a channel state's message is 640 bytes"
+    return message
+
+
+def channel_signer(state, decimals):
+    raw = bytes.fromhex(state["user_sig"][2:])
+    assert len(raw) == 66 and raw[0] == 0x00, "a user_sig is 0x00 + 65 bytes"
+    assert raw[65] in (27, 28), "v is 27 or 28"
+    assert int.from_bytes(raw[33:65], "big") <= SECPK1_N // 2, "high-S signature"
+    return Account.recover_message(encode_defunct(primitive=channel_message(state, decimals)), signature=raw[1:])
+
+
 def main():
     if sys.argv[1] == "recover":
         print(recover(sys.argv[2], sys.argv[3]))
@@ -84,6 +135,15 @@ def main():
     elif sys.argv[1] == "v1-frame":
         frame = json.loads(open(sys.argv[2], encoding="utf-8").read())
         print(recover_v1("0x" + v1_hash(frame).hex(), frame[3]["quorum_sigs"][-1]))
+    elif sys.argv[1] == "channel-state":
+        print(channel_signer(json.loads(open(sys.argv[2], encoding="utf-8").read()), int(sys.argv[3])))
+    elif sys.argv[1] == "channel-sign":
+        state = json.loads(open(sys.argv[3], encoding="utf-8").read())
+        signed = Account.sign_message(encode_defunct(primitive=channel_message(state, int(sys.argv[4]))),
+                                      private_key=sys.argv[2])
+        print("0x00" + bytes(signed.signature).hex())
+    elif sys.argv[1] == "address":
+        print(Account.from_key(sys.argv[2]).address)
     elif sys.argv[1] == "v1-hashes":
         for frame in json.loads(open(sys.argv[2], encoding="utf-8").read()):
             print("0x" + v1_hash(frame).hex())
