@@ -278,9 +278,9 @@ extension Engine {
             let policyHash = policy.hash
             guard var entry = state.channels.channels[channelID], let reason = entry.halted else {
                 let why = "custodian holds no stopped channel \(channelID)"
-                return .ready(
-                    stage: { Completion(durable: { reply(why) }, dropped: { reply(why) }) },
-                    dropped: { reply(why) })
+                return refuseOperator(
+                    "channel_resume", channelID, Denial(.sessionUnknown, why), peer: peer, now: now,
+                    reply: { _ in reply(why) })
             }
             entry.halted = nil
             state.accept(channel: entry)
@@ -296,5 +296,67 @@ extension Engine {
                     return Completion(durable: { reply(nil) }, dropped: { reply("not recorded") })
                 }, dropped: { reply("not recorded") })
         }
+    }
+
+    /// An operator's challenge (`custodian channel challenge`): this key's EIP-191 signature over the 672-byte
+    /// challenge of its latest state the node co-signed (PROTOCOL-v1-channels §3.2, §7.9), recorded with who asked.
+    /// `reply` gets the version and the challenger signature (`0x00` ‖ signature), or why not.
+    public func challengeChannel(
+        _ channelID: String, peer: Peer?,
+        reply: @escaping @Sendable (Result<(version: UInt64, signature: String), Denial>) -> Void
+    ) {
+        let unavailable = Denial(.auditUnavailable, "the challenge could not be recorded")
+        submit(orElse: { reply(.failure(unavailable)) }) { now in
+            let policyHash = policy.hash
+            let challenge: (message: [UInt8], version: UInt64)
+            switch state.channels.challenge(channelID) {
+            case .failure(let denial):
+                return refuseOperator(
+                    "channel_challenge", channelID, denial, peer: peer, now: now, reply: { reply(.failure($0)) })
+            case .success(let value): challenge = value
+            }
+            return .sign(
+                digests: [ChannelState.eip191Digest(challenge.message)],
+                stage: { [log] signatures in
+                    let signature = signatures.first ?? ""
+                    return {
+                        log.stage(event: "operator", timeMs: now) { writer in
+                            writePeer(peer, &writer)
+                            writer.field("policy_hash", policyHash)
+                            writer.field("action", "channel_challenge")
+                            writer.field("channel_id", channelID)
+                            writer.field("version", challenge.version)
+                            writer.field(
+                                "challenge_hash", Hex.encode(Keccak256.hash(challenge.message), prefixed: true))
+                            writer.field("signature", signature)
+                        }
+                        return Completion(
+                            durable: { reply(.success((challenge.version, Self.userSig(signature)))) },
+                            dropped: { reply(.failure(unavailable)) })
+                    }
+                }, dropped: { reply(.failure(unavailable)) })
+        }
+    }
+
+    /// The record of an operator's channel command that was refused (nothing changed); `reply` gets the refusal
+    /// once it is durable (or the audit failure).
+    func refuseOperator(
+        _ action: String, _ channelID: String, _ denial: Denial, peer: Peer?, now: UInt64,
+        reply: @escaping @Sendable (Denial) -> Void
+    ) -> Plan {
+        let policyHash = policy.hash
+        let unavailable = Denial(.auditUnavailable, "the refusal could not be recorded")
+        return .ready(
+            stage: { [log] in
+                log.stage(event: "operator", timeMs: now) { writer in
+                    writePeer(peer, &writer)
+                    writer.field("policy_hash", policyHash)
+                    writer.field("action", action)
+                    writer.field("channel_id", channelID)
+                    writer.field("decision", "deny")
+                    writeDenial(denial, &writer)
+                }
+                return Completion(durable: { reply(denial) }, dropped: { reply(unavailable) })
+            }, dropped: { reply(unavailable) })
     }
 }

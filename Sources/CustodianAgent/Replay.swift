@@ -332,7 +332,7 @@ public enum Replay {
             return nil
         case "observe":
             return applyObservation(entry, to: &state)
-        case "operator" where entry.string("action") == "channel_resume":
+        case "operator" where entry.string("action") == "channel_resume" && entry.string("decision") != "deny":
             guard let id = entry.string("channel_id"), var channel = state.channels.channels[id], channel.halted != nil
             else {
                 return .broken(line: entry.line, why: "a resume of a channel that had not stopped")

@@ -640,12 +640,12 @@ private final class ConnectionHandler: ChannelDuplexHandler {
             engine.observe(message: Array(message.utf8), peer: peer) { outcome in
                 answer(RPC.observed(id: id, outcome))
             }
-        case "channel_resume":
+        case "channel_resume", "channel_challenge":
             // An operator's command, like rotate.
             guard let peer, peer.uid == getuid() || peer.uid == 0 else {
                 let reply = RPC.error(
                     id: request.id, .callerNotAllowed,
-                    "channel_resume is for the agent's own user (the operator) or root")
+                    "\(request.method) is for the agent's own user (the operator) or root")
                 send(reply, context: context)
                 return
             }
@@ -656,6 +656,24 @@ private final class ConnectionHandler: ChannelDuplexHandler {
             }
             let id = request.id
             let answer = replyLater(context: context)
+            if request.method == "channel_challenge" {
+                engine.challengeChannel(channel, peer: peer) { outcome in
+                    switch outcome {
+                    case .success(let challenge):
+                        answer(
+                            RPC.result(id: id) { writer in
+                                writer.beginObject()
+                                writer.field("channel", channel)
+                                writer.field("version", challenge.version)
+                                writer.field("challenger_sig", challenge.signature)
+                                writer.endObject()
+                            })
+                    case .failure(let denial):
+                        answer(RPC.reply(id: id, address: address, .refused(denial, auditSeq: 0)))
+                    }
+                }
+                return
+            }
             engine.resumeChannel(channel, peer: peer) { failure in
                 answer(
                     failure.map { RPC.error(id: id, .invalidParams, $0) }

@@ -98,6 +98,21 @@ public final class CustodianClient {
         return (channel, version)
     }
 
+    /// An operator's challenge of a channel: the agent's signature (`0x00` ‖ 65 bytes) over the 672-byte challenge of
+    /// its latest state the node co-signed, and that state's version (the agent's own user or root only).
+    public func challengeChannel(_ channel: String) throws(ClientError) -> (version: UInt64, challengerSig: String) {
+        var params = JSONWriter()
+        params.beginObject()
+        params.field("channel", channel)
+        params.endObject()
+        let result = try call(method: "channel_challenge", params: params.bytes)
+        guard let members = result.value.members,
+            let version = members.member("version")?.value.numberToken.flatMap({ UInt64($0) }),
+            let signature = members.member("challenger_sig")?.value.string
+        else { throw .protocolError("a challenge result without version or challenger_sig") }
+        return (version, signature)
+    }
+
     /// An operator's resume of a channel whose signing stopped (the agent's own user or root only).
     public func resumeChannel(_ channel: String) throws(ClientError) {
         var params = JSONWriter()

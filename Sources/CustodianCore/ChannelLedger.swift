@@ -12,6 +12,9 @@ public struct ChannelEntry: Sendable, Equatable {
     public var coSigned: Bool
     /// This key signed the channel's finalize: nothing more on it; a new channel for the asset may follow.
     public var finalized: Bool
+    /// The 640-byte message of this key's latest state the node co-signed (seen through `observe`): the only state
+    /// a challenge is signed for (PROTOCOL-v1-channels §7.9).
+    public var coSignedMessage: [UInt8]?
     /// The Keccak-256 of the message of a node-issued base (to know it when the node answers with it again).
     public var nodeBaseHash: [UInt8]?
     /// Why signing on the channel stopped (the node signed a state custodian cannot take as a base: PROTOCOL-v1-channels
@@ -34,7 +37,7 @@ public struct ChannelEntry: Sendable, Equatable {
         lhs.copy == rhs.copy && lhs.lastSigned?.version == rhs.lastSigned?.version
             && lhs.lastSigned?.hash == rhs.lastSigned?.hash && lhs.nodeIssuedBase == rhs.nodeIssuedBase
             && lhs.coSigned == rhs.coSigned && lhs.finalized == rhs.finalized && lhs.halted == rhs.halted
-            && lhs.nodeBaseHash == rhs.nodeBaseHash
+            && lhs.nodeBaseHash == rhs.nodeBaseHash && lhs.coSignedMessage == rhs.coSignedMessage
     }
 }
 
@@ -43,6 +46,11 @@ public struct ChannelEntry: Sendable, Equatable {
 public struct ChannelEffect: Sendable, Equatable {
     public var entry: ChannelEntry
     public var outflow: ChannelPolicy.Outflow?
+
+    public init(entry: ChannelEntry, outflow: ChannelPolicy.Outflow?) {
+        self.entry = entry
+        self.outflow = outflow
+    }
 }
 
 /// A decision on a channel state: the message to sign (custodian's own bytes) and its effect, or a refusal.
@@ -366,6 +374,7 @@ public struct ChannelLedger: Sendable, Equatable {
             }
             if entry.coSigned { return .known(entry) }
             entry.coSigned = true
+            if !entry.nodeIssuedBase { entry.coSignedMessage = message }
             return .cosigned(entry)
         }
         if let denial = ChannelState.nodeIssuedBase(state, after: entry.copy, nodeSigner: nodeSigner, node: policy.node)
@@ -395,6 +404,7 @@ public struct ChannelLedger: Sendable, Equatable {
         case "cosigned":
             var cosigned = entry
             cosigned.coSigned = true
+            if !cosigned.nodeIssuedBase { cosigned.coSignedMessage = message }
             return cosigned
         case "node_issued":
             return Self.base(entry, taking: state, hash: Keccak256.hash(message))
@@ -405,5 +415,24 @@ public struct ChannelLedger: Sendable, Equatable {
     /// Records an entry (an observation, a halt, an operator's resume).
     public mutating func accept(_ entry: ChannelEntry) {
         channels[entry.copy.channelID] = entry
+    }
+
+    /// The challenge this key may sign on `channelID` (PROTOCOL-v1-channels §3.2, §7.9): the 672-byte message over
+    /// its latest state the node co-signed, and that state's version; or why not.
+    public func challenge(_ channelID: String) -> Result<(message: [UInt8], version: UInt64), Denial> {
+        guard let entry = channels[channelID] else {
+            return .failure(Denial(.sessionUnknown, "custodian holds no home channel \(channelID)"))
+        }
+        guard let message = entry.coSignedMessage, message.count == 640, let last = entry.lastSigned else {
+            return .failure(
+                Denial(
+                    .versionConflict,
+                    "no state of \(channelID) signed by custodian has been seen co-signed by the node (observe its "
+                        + "answer first): a challenge is signed only for the latest co-signed state"))
+        }
+        // abi.encode(bytes32 channelId, bytes data): the id, the offset, the length (544), the data.
+        let data = Array(message[96..<640])
+        return .success(
+            (ABI.encode([.bytes32(Array(message[0..<32])), .string(data + Array("challenge".utf8))]), last.version))
     }
 }

@@ -192,6 +192,7 @@ private struct SnapshotWriter {
         uint((entry.nodeIssuedBase ? 1 : 0) | (entry.coSigned ? 2 : 0) | (entry.finalized ? 4 : 0))
         optionalString(entry.halted)
         optionalString(entry.nodeBaseHash.map { Hex.encode($0, prefixed: false) })
+        optionalString(entry.coSignedMessage.map { Hex.encode($0, prefixed: false) })
     }
 
     mutating func address(_ address: Address) { bytes.append(contentsOf: address.bytes) }
@@ -467,7 +468,7 @@ private struct SnapshotReader {
             let epoch = uint(), let version = uint(), let token = address(), let chainID = uint(),
             let userBalance = signedAmount(), let userNetFlow = signedAmount(), let nodeBalance = signedAmount(),
             let nodeNetFlow = signedAmount(), let lastSignedText = optionalString(), let flags = uint(), flags < 8,
-            let halted = optionalString(), let nodeBaseText = optionalString()
+            let halted = optionalString(), let nodeBaseText = optionalString(), let coSignedText = optionalString()
         else { return nil }
         var lastSigned: (version: UInt64, hash: [UInt8])?
         if let text = lastSignedText {
@@ -491,6 +492,10 @@ private struct SnapshotReader {
             copy: copy, lastSigned: lastSigned, nodeIssuedBase: flags & 1 != 0, coSigned: flags & 2 != 0,
             finalized: flags & 4 != 0, halted: halted)
         entry.nodeBaseHash = nodeBaseHash
+        if let text = coSignedText {
+            guard let message = Hex.decode(text), message.count == 640 else { return nil }
+            entry.coSignedMessage = message
+        }
         return entry
     }
 

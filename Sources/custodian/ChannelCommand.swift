@@ -7,7 +7,7 @@ import Foundation
 struct ChannelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "channel", abstract: "v1 home channels: observe the node's answers; resume a stopped channel.",
-        subcommands: [Observe.self, Resume.self])
+        subcommands: [Observe.self, Resume.self, Challenge.self])
 
     struct Observe: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -40,6 +40,25 @@ struct ChannelCommand: ParsableCommand {
         func run() throws {
             do { try CustodianClient(socketPath: socket).resumeChannel(channel) } catch { throw clientFailure(error) }
             print("resumed \(channel)")
+        }
+    }
+
+    struct Challenge: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Sign a challenge of the channel's latest state the node co-signed (PROTOCOL-v1-channels §3.2): "
+                + "prints the version and the challenger signature (0x00 + 65 bytes) for ChannelHub's "
+                + "challengeChannel. For the agent's own user or root; recorded in the audit log.")
+
+        @Option(help: "The agent's socket.") var socket: String
+        @Argument(help: "The home channel id (0x + 64 hex).") var channel: String
+
+        func run() throws {
+            do {
+                let challenge = try CustodianClient(socketPath: socket).challengeChannel(channel)
+                print("version \(challenge.version) \(challenge.challengerSig)")
+            } catch {
+                throw clientFailure(error)
+            }
         }
     }
 }

@@ -255,3 +255,75 @@ extension ChannelLedger.Observation {
         return false
     }
 }
+
+/// The agent's ledger keeps channels beside app sessions: undone with the rest when a write fails, and carried by
+/// snapshots (v5), field for field.
+@Suite("v1 channels in the agent's ledger")
+struct ChannelLedgerStateTests {
+    /// A ledger with a channel signed to version 3 (a deposit, a transfer counted as outflow), then seen co-signed,
+    /// then stopped; and one released by the node.
+    static func walked() throws -> LedgerState {
+        var (run, void, definition) = try ChannelLedgerTests.start()
+        var state = LedgerState()
+        var base = void
+        for (index, (transition, account, amount)) in [
+            (ChannelTransition.homeDeposit, void.channelID, "100"), (.transferSend, ChannelLedgerTests.b, "25"),
+        ].enumerated() {
+            let sent = try ChannelLedgerTests.state(base, transition, account, amount)
+            let frame: ChannelFrame = index == 0 ? .requestCreation(sent, definition) : .submitState(sent)
+            guard case .sign(_, let effect) = run.decide(frame) else { throw VectorError("not signed: \(frame)") }
+            state.apply(channel: effect)
+            run.ledger = state.channels
+            base = try #require(state.channels.channels[void.channelID]).copy
+        }
+        var entry = try #require(state.channels.channels[void.channelID])
+        entry.coSigned = true
+        entry.coSignedMessage = [UInt8](repeating: 7, count: 640)
+        entry.halted = "the node signed a state that is not a base"
+        state.accept(channel: entry)
+        return state
+    }
+
+    @Test("a snapshot carries every channel and outflow; a v4 snapshot still decodes, with none")
+    func snapshot() throws {
+        let state = try Self.walked()
+        #expect(state.channels.channels.count == 1 && state.channels.outflows.count == 1)
+        let bytes = state.encodeSnapshot(seq: 42)
+        let decoded = try #require(LedgerState.decodeSnapshot(bytes))
+        #expect(decoded.seq == 42)
+        #expect(decoded.state.channels == state.channels)
+        let entry = try #require(decoded.state.channels.channels.values.first)
+        #expect(entry.halted != nil && entry.coSignedMessage?.count == 640 && entry.lastSigned?.version == 2)
+        #expect("\(entry.copy.ledger.nodeNetFlow)" == "-25")
+        // Cut anywhere in the channel section: refused.
+        #expect(LedgerState.decodeSnapshot(Array(bytes.dropLast(3))) == nil)
+        // The previous layout (no channel section) decodes to a ledger with no channels.
+        var older = Array("custodian ledger snapshot v4\n".utf8)
+        older.append(contentsOf: LedgerState().encodeSnapshot(seq: 9).dropFirst(older.count).dropLast(2))
+        let v4 = try #require(LedgerState.decodeSnapshot(older))
+        #expect(v4.seq == 9 && v4.state.channels.channels.isEmpty)
+    }
+
+    @Test("a failed write undoes channel changes with the rest, newest first")
+    func rollback() throws {
+        var state = try Self.walked()
+        state.startTracking()
+        let durable = state.channels
+        let id = try #require(durable.channels.keys.first)
+        var resumed = try #require(durable.channels[id])
+        resumed.halted = nil
+        state.accept(channel: resumed)
+        let mark = state.mark()
+        var advanced = resumed
+        advanced.copy.version += 1
+        state.apply(
+            channel: ChannelEffect(
+                entry: advanced,
+                outflow: ChannelPolicy.Outflow(timeMs: 5, asset: "usdc", amount: try #require(Amount("1")))))
+        #expect(state.channels.outflows.count == 2)
+        state.forget(through: mark)
+        state.rollbackPending()
+        #expect(state.channels.channels[id] == resumed, "the resume was durable; the later state is undone")
+        #expect(state.channels.outflows == durable.outflows)
+    }
+}

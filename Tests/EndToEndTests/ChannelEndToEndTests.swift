@@ -279,11 +279,30 @@ struct ChannelEndToEndTests {
         var redirected = try Self.next(copy, .homeWithdrawal, channelID, "50")
         redirected.userWallet = b
         try refused(ChannelMessages.submit(redirected), "policy.ledger_mismatch", "a withdrawal naming B's wallet")
-        // The withdrawal of 50 to A.
+        // No challenge before the node is seen co-signing a state of custodian's.
+        let early = try Harness.custodian(["channel", "challenge", "--socket", socket, channelID])
+        #expect(early.status == 2 && early.stderr.contains("co-signed"), "\(early.stderr)")
+        // The withdrawal of 50 to A; the node's answer co-signs it; the operator's challenge covers it.
         let withdrawal = try Self.next(copy, .homeWithdrawal, channelID, "50")
-        _ = try signed(ChannelMessages.submit(withdrawal))
+        let withdrawn = try signed(ChannelMessages.submit(withdrawal))
         Self.advance(&copy, to: withdrawal)
         #expect("\(copy.ledger.userBalance)" == "100")
+        let withdrawnSig = try #require(
+            (try JSONSerialization.jsonObject(with: Data(withdrawn.utf8)) as? [Any]).flatMap {
+                (($0[3] as? [String: Any])?["state"] as? [String: Any])?["user_sig"] as? String
+            })
+        let cosigned = ChannelMessages.answer(
+            withdrawal, nodeSig: try Self.nodeSign(withdrawal, in: workspace)
+        ).replacingOccurrences(of: #""node_sig""#, with: #""user_sig":"\#(withdrawnSig)","node_sig""#)
+        #expect(try client.observe(message: Array(cosigned.utf8)).version == 6)
+        let challenge = try Harness.custodian(["channel", "challenge", "--socket", socket, channelID])
+        #expect(challenge.status == 0, "\(challenge.stderr)")
+        let words = challenge.stdout.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        #expect(words.count == 3 && words[1] == "6", "\(challenge.stdout)")
+        let withdrawalFile = try workspace.write("withdrawal.json", ChannelMessages.json(withdrawal))
+        #expect(
+            try Harness.oracle(["channel-challenge", withdrawalFile, "6", words.last ?? ""]) == Messages.a,
+            "the challenge recovers to A over the 672-byte message eth-abi builds")
 
         // A restart from the log after SIGKILL: the channel's copy comes back; the spent version is still spent.
         kill(agent.process.processIdentifier, SIGKILL)

@@ -16,6 +16,8 @@
                                            (eth-account)
     oracle.py channel-sign KEY FILE DECIMALS  prints 0x00 + KEY's EIP-191 signature over the state's message (the
                                            node's node_sig, made by eth-account)
+    oracle.py channel-challenge FILE DECIMALS SIG  prints the address whose SIG (0x00 + 65 bytes) signed the
+                                           672-byte challenge of the state in FILE (eth-abi, eth-account)
     oracle.py address KEY                  prints the EIP-55 address of a private key
     oracle.py encrypt KEY PASSWORD KDF N   prints a V3 keystore of KEY written by eth-account (KDF scrypt or pbkdf2,
                                            N its work factor)
@@ -79,8 +81,9 @@ def v1_hash(frame):
     return keccak(encode(["bytes32", "uint8", "uint64", "(address,string,string)[]", "string"], values))
 
 
-def channel_message(state, decimals):
-    """PackState (PROTOCOL-v1-channels §2) from a StateV1's values, with eth-abi."""
+def channel_message(state, decimals, suffix=b""):
+    """PackState (PROTOCOL-v1-channels §2) from a StateV1's values, with eth-abi; with suffix b"challenge",
+    PackChallengeState (§3.2)."""
     from eth_abi import encode
     t = state["transition"]
 
@@ -110,17 +113,18 @@ def channel_message(state, decimals):
     ledger = "(uint64,address,uint8,uint256,int256,uint256,int256)"
     data = encode(["uint64", "uint8", "bytes32", ledger, ledger],
                   [int(state["version"]), intent, transition_hash, home, none])
-    message = encode(["bytes32", "bytes"], [bytes.fromhex(state["home_channel_id"][2:]), data])
-    assert len(message) == 640, "a channel state's message is 640 bytes"
+    message = encode(["bytes32", "bytes"], [bytes.fromhex(state["home_channel_id"][2:]), data + suffix])
+    assert len(message) == (672 if suffix else 640), "a channel state's message is 640 bytes, a challenge's 672"
     return message
 
 
-def channel_signer(state, decimals):
-    raw = bytes.fromhex(state["user_sig"][2:])
+def channel_signer(state, decimals, signature=None, suffix=b""):
+    raw = bytes.fromhex((signature or state["user_sig"])[2:])
     assert len(raw) == 66 and raw[0] == 0x00, "a user_sig is 0x00 + 65 bytes"
     assert raw[65] in (27, 28), "v is 27 or 28"
     assert int.from_bytes(raw[33:65], "big") <= SECPK1_N // 2, "high-S signature"
-    return Account.recover_message(encode_defunct(primitive=channel_message(state, decimals)), signature=raw[1:])
+    return Account.recover_message(encode_defunct(primitive=channel_message(state, decimals, suffix)),
+                                   signature=raw[1:])
 
 
 def main():
@@ -137,6 +141,9 @@ def main():
         print(recover_v1("0x" + v1_hash(frame).hex(), frame[3]["quorum_sigs"][-1]))
     elif sys.argv[1] == "channel-state":
         print(channel_signer(json.loads(open(sys.argv[2], encoding="utf-8").read()), int(sys.argv[3])))
+    elif sys.argv[1] == "channel-challenge":
+        state = json.loads(open(sys.argv[2], encoding="utf-8").read())
+        print(channel_signer(state, int(sys.argv[3]), sys.argv[4], b"challenge"))
     elif sys.argv[1] == "channel-sign":
         state = json.loads(open(sys.argv[3], encoding="utf-8").read())
         signed = Account.sign_message(encode_defunct(primitive=channel_message(state, int(sys.argv[4]))),
