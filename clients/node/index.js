@@ -4,9 +4,15 @@
 //   const signer = createCustodianSigner({ socketPath: '/run/custodian/agent.sock' });
 //   const message = await createCloseAppSessionMessage(signer, params);   // @erc7824/nitrolite (v0)
 //
-//   import { signAppStateUpdate } from 'custodian-client';                // @yellow-org/sdk (v1)
+//   import { signAppStateUpdate } from 'custodian-client';                // @yellow-org/sdk (v1) app sessions
 //   const mine = await signAppStateUpdate(update, { socketPath, quorumSigs: [theirs] });
 //   await client.submitAppState(update, [theirs, mine]);
+//
+//   import { guardChannelClient, createCustodianStateSigner, custodianAddress } from 'custodian-client';  // channels
+//   const address = await custodianAddress({ socketPath });
+//   const client = await Client.create(wsURL, createCustodianStateSigner(address), txSigner);
+//   guardChannelClient(client, { socketPath });
+//   await client.deposit(8453n, 'usdc', new Decimal(200));   // custodian checks and signs the channel state
 //
 // The signer serializes the payload exactly as the Nitrolite SDK does (JSON.stringify, bigints as decimal strings)
 // and asks custodian to sign that text, so the SDK's own JSON.stringify({ req, sig }) carries the very bytes that
@@ -244,6 +250,91 @@ export async function signAppSessionCreation(definition, sessionData = '', { soc
   const payload = { definition: appDefinitionToRPC(definition), session_data: sessionData, quorum_sigs: quorumSigs };
   const result = await signMessage(v1Frame('app_sessions.v1.create_app_session', payload), { socketPath, timeoutMs });
   return result.quorum_sig;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Nitrolite v1 home channels (@yellow-org/sdk's Client): the wallet's purse. The SDK hands every channel state to a
+// StateSigner as packed bytes, which hide the recipient inside the transition hash; custodian never signs bytes it did
+// not build. So the guard below takes the SDK's state-changing RPC calls instead: each request (submit_state,
+// request_creation, submit_deposit_state) goes to custodian as the whole frame, custodian rebuilds the state from its
+// own copy of the channel, checks it against the policy, signs its own 640-byte message and returns the frame with
+// user_sig (and a deposit's quorum signature) filled in; that frame's payload is what reaches nitronode. The node's
+// answers to get_latest_state go to custodian's `observe`, so that states the node issues (receives, releases) become
+// its base. Nothing reaches custodian as bare bytes: the StateSigner the guard installs refuses every signMessage.
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The user_sig the SDK's signState leaves in a state until custodian fills in its own (type byte 0x00, empty). */
+export const PENDING_USER_SIG = '0x00';
+
+/**
+ * A StateSigner for @yellow-org/sdk that names custodian's address and signs nothing: every signMessage (bare packed
+ * bytes, a challenge) is refused. Pair it with guardChannelClient, which sends whole frames instead.
+ */
+export function createCustodianStateSigner(address) {
+  if (!/^0x[0-9a-fA-F]{40}$/.test(address ?? '')) throw new TypeError('createCustodianStateSigner needs the agent address');
+  return {
+    getAddress: () => address,
+    signMessage: async () => {
+      throw new CustodianError(
+        'custodian signs no bare bytes: channel states go through guardChannelClient, challenges through '
+          + '`custodian channel challenge`',
+        { code: 'refused', reason: 'payload.method_not_allowed' });
+    },
+  };
+}
+
+/** The agent's address (the `address` method). */
+export async function custodianAddress({ socketPath, timeoutMs = 10_000 } = {}) {
+  return (await connection(socketPath).call('address', undefined, timeoutMs)).address;
+}
+
+const jsonText = (value) => JSON.stringify(value, (_, v) => (typeof v === 'bigint' ? v.toString() : v));
+
+/** Sends `payload` as a v1 frame of `method` to custodian; resolves to the payload of the frame it returns. */
+async function signedPayload(method, payload, { socketPath, timeoutMs }) {
+  const text = JSON.stringify([1, 1, method, JSON.parse(jsonText(payload)), Date.now()]);
+  const result = await signMessage(text, { socketPath, timeoutMs });
+  const frame = JSON.parse(result.message);
+  return frame[3];
+}
+
+/**
+ * Guards an @yellow-org/sdk Client (or any object with its rpcClient and signState) so that custodian signs every
+ * channel state it sends: deposit, withdraw, transfer, acknowledge, closeHomeChannel, channel creation and
+ * submitAppSessionDeposit work as before, with custodian's policy deciding. Give the client a
+ * createCustodianStateSigner(address) as its StateSigner. Returns the client. `onObserveError(error)` hears about
+ * node answers custodian did not take (custodian then refuses the next state on that channel with its reason).
+ */
+export function guardChannelClient(client, { socketPath, timeoutMs = 10_000, onObserveError } = {}) {
+  const rpc = client?.rpcClient;
+  if (!rpc || !socketPath) throw new TypeError('guardChannelClient needs an SDK client (with rpcClient) and socketPath');
+  const options = { socketPath, timeoutMs };
+  // The SDK packs the state and asks its StateSigner; custodian fills in user_sig at the RPC layer instead.
+  client.signState = async () => PENDING_USER_SIG;
+  const wrap = (name, method) => {
+    const original = rpc[name]?.bind(rpc);
+    if (!original) throw new TypeError(`the SDK client's rpcClient has no ${name}`);
+    rpc[name] = async (request) => original(await signedPayload(method, request, options));
+  };
+  wrap('channelsV1SubmitState', 'channels.v1.submit_state');
+  wrap('channelsV1RequestCreation', 'channels.v1.request_creation');
+  wrap('appSessionsV1SubmitDepositState', 'app_sessions.v1.submit_deposit_state');
+  const latest = rpc.channelsV1GetLatestState?.bind(rpc);
+  if (latest) {
+    rpc.channelsV1GetLatestState = async (request) => {
+      const response = await latest(request);
+      if (response?.state) {
+        const answer = JSON.stringify([2, 1, 'channels.v1.get_latest_state', { state: JSON.parse(jsonText(response.state)) }, Date.now()]);
+        try {
+          await connection(socketPath).call('observe', { message: answer }, timeoutMs);
+        } catch (error) {
+          onObserveError?.(error);
+        }
+      }
+      return response;
+    };
+  }
+  return client;
 }
 
 /** Closes the client's connections (for a clean process exit). */

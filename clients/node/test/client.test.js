@@ -7,7 +7,8 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   createCustodianSigner, signMessage, CustodianError, serializePayload, closeCustodianConnections, signAppStateUpdate,
-  signAppSessionCreation, appStateUpdateToRPC, v1Frame,
+  signAppSessionCreation, appStateUpdateToRPC, v1Frame, guardChannelClient, createCustodianStateSigner,
+  custodianAddress, PENDING_USER_SIG,
 } from '../index.js';
 
 const repository = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -225,4 +226,118 @@ test('v1: create, deposit, operate, withdraw and close of an SDK session; each q
   assert.throws(() => appStateUpdateToRPC(update(0, 7, 1, 2)), TypeError);
   // decimal.js's exponent notation is written plain.
   assert.equal(appStateUpdateToRPC(update(0, 7, new FakeDecimal('0.0000001', '1e-7'), '1')).allocations[0].amount, '0.0000001');
+});
+
+/**
+ * The parts of @yellow-org/sdk's Client (read at v1.4.1: client.ts) the channel guard relies on: high-level calls
+ * build the next state, call this.signState(state) (which packs it and hands the bytes to the StateSigner), set the
+ * result as user_sig and send the RPC form through this.rpcClient. Here the RPC client records what would reach the
+ * node; the states are channel.json's (generate_channel.py, eth-abi and eth-account).
+ */
+class SdkShapedClient {
+  constructor(stateSigner, answers = []) {
+    this.stateSigner = stateSigner;
+    this.sent = [];
+    const record = (method) => async (request) => {
+      this.sent.push({ method, request: structuredClone(request) });
+      return { signature: '0x00' + '11'.repeat(65) };
+    };
+    this.rpcClient = {
+      channelsV1RequestCreation: record('request_creation'),
+      channelsV1SubmitState: record('submit_state'),
+      appSessionsV1SubmitDepositState: record('submit_deposit_state'),
+      channelsV1GetLatestState: async () => ({ state: answers.shift() ?? null }),
+    };
+  }
+
+  async signState() {
+    return this.stateSigner.signMessage('0x01' + '00'.repeat(639));
+  }
+
+  async create(state, channelDefinition) {
+    const next = structuredClone(state);
+    next.user_sig = await this.signState(next);
+    return this.rpcClient.channelsV1RequestCreation({ state: next, channel_definition: channelDefinition });
+  }
+
+  async submit(state) {
+    await this.rpcClient.channelsV1GetLatestState({ wallet: state.user_wallet, asset: state.asset, only_signed: false });
+    const next = structuredClone(state);
+    next.user_sig = await this.signState(next);
+    return this.rpcClient.channelsV1SubmitState({ state: next });
+  }
+
+  async submitAppSessionDeposit(update, quorumSigs, commit) {
+    const next = structuredClone(commit);
+    next.user_sig = await this.signState(next);
+    return this.rpcClient.appSessionsV1SubmitDepositState({ app_state_update: update, quorum_sigs: quorumSigs, user_state: next });
+  }
+}
+
+test('v1 channels: an SDK-shaped client guarded by custodian creates, deposits and funds a session; custodian signs whole frames, never bytes', async () => {
+  const fixture = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'channel.json'), 'utf8'));
+  const dir = join(workspace, 'channels');
+  const policy = readFileSync(join(workspace, 'policy.toml'), 'utf8') + [
+    '[channels]', `node = "${fixture.node}"`, 'min_challenge_s = 86400', '[channels.assets.usdc]',
+    `blockchain_id = ${fixture.blockchain_id}`, 'token = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"',
+    'max_transfer = "50"', 'max_outflow = "150"', '[channels.transfers]', `allow = ["${fixture.recipient}"]`, '',
+  ].join('\n');
+  writeFileSync(join(workspace, 'channels.toml'), policy);
+  const channelSocket = join(workspace, 'channels.sock');
+  const channelAgent = spawn(binary, [
+    'serve', '--socket', channelSocket, '--key-file', join(workspace, 'key'), '--policy', join(workspace, 'channels.toml'),
+    '--state-dir', dir, '--passphrase-file', join(workspace, 'passphrase'),
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  channelAgent.stderr.on('data', (chunk) => (log += chunk));
+  try {
+    for (let attempt = 0; attempt < 400 && !log.includes('serving '); attempt++) {
+      assert.equal(channelAgent.exitCode, null, log);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    const options = { socketPath: channelSocket, timeoutMs: 5000 };
+    const address = await custodianAddress(options);
+    assert.equal(address, fixture.agent);
+    const signer = createCustodianStateSigner(address);
+    // Bare bytes are refused outright: nothing reaches custodian that way.
+    await assert.rejects(signer.signMessage('0x01'), (error) => error.reason === 'payload.method_not_allowed');
+    const observed = [];
+    const client = guardChannelClient(new SdkShapedClient(signer), { ...options, onObserveError: (e) => observed.push(e) });
+    assert.equal(await client.signState(), PENDING_USER_SIG);
+
+    // Each request reaches the node as sent, with custodian's user_sig: eth-account's signature (RFC 6979) of the
+    // message eth-abi builds from the same state.
+    const { acknowledgement, home_deposit: deposit, commit } = fixture.states;
+    await client.create(acknowledgement, fixture.channel_definition);
+    assert.deepEqual(client.sent[0].request.state, { ...acknowledgement, user_sig: fixture.user_sigs.acknowledgement });
+    assert.deepEqual(client.sent[0].request.channel_definition, fixture.channel_definition);
+    await client.submit(deposit);
+    assert.deepEqual(client.sent[1].request.state, { ...deposit, user_sig: fixture.user_sigs.home_deposit });
+
+    // A state the policy refuses never reaches the node: a transfer past max_transfer (the ledger is the client's).
+    const over = structuredClone(deposit);
+    over.version = '3';
+    over.transition = { ...over.transition, type: 30, account_id: fixture.recipient.toLowerCase(), amount: '60' };
+    await assert.rejects(client.submit(over), (error) => error instanceof CustodianError && error.reason?.startsWith('policy.'));
+    assert.equal(client.sent.length, 2);
+
+    // The session, then its deposit funded by the commit: both signatures in one frame.
+    await signAppSessionCreation({
+      applicationId: 'chess', quorum: 2, nonce: BigInt(fixture.definition.nonce),
+      participants: fixture.definition.participants.map((p) => ({ walletAddress: p.wallet_address, signatureWeight: p.signature_weight })),
+    }, '', options);
+    const stolen = structuredClone(fixture.deposit_update);
+    stolen.allocations = [{ participant: fixture.recipient, asset: 'usdc', amount: '100' }];
+    await assert.rejects(client.submitAppSessionDeposit(stolen, [], commit), (error) => error.reason === 'policy.commit_unpaired');
+    await client.submitAppSessionDeposit(fixture.deposit_update, [], commit);
+    const funded = client.sent[2].request;
+    assert.deepEqual(funded.user_state, { ...commit, user_sig: fixture.user_sigs.commit });
+    assert.deepEqual(funded.quorum_sigs, [fixture.deposit_quorum_sig]);
+    assert.deepEqual(funded.app_state_update, fixture.deposit_update);
+    assert.deepEqual(observed, []);
+  } finally {
+    const exited = new Promise((resolve) => channelAgent.once('exit', resolve));
+    channelAgent.kill('SIGTERM');
+    await exited;
+  }
 });
