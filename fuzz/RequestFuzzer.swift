@@ -1,7 +1,8 @@
 // libFuzzer entry point over the request reader and the policy evaluation (issue: hostile input).
 // Built by fuzz/run.sh from CustodianCore's sources alone (Core does no I/O and imports no C).
 //
-// Each input is a message: it is read as custodian reads it (a NitroRPC v0 message or a Nitrolite v1 frame) and, if
+// Each input is a message: it is read as custodian reads it (a NitroRPC v0 message, a Nitrolite v1 frame, or a v1
+// channel frame, decided against the vectors' home channel) and, if
 // accepted, evaluated against a policy and a ledger that already tracks the vectors' v0 session and a v1 session
 // played to version 4, at a clock one second after the message's own timestamp. Nothing reachable from the input
 // may crash; the checks below also hold for every accepted request.
@@ -53,9 +54,79 @@ let state: LedgerState = {
     return state
 }()
 
+/// The vectors' home channel (vectors/v1-channels: A's usdc channel on Base with node N) at version 1, taken as its
+/// record would be replayed, and a [channels] policy for it.
+let channelPolicy: ChannelPolicy? = {
+    guard let node = Address(eip55: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
+        let token = Address(eip55: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
+        let b = Address(eip55: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
+    else { return nil }
+    return ChannelPolicy(
+        node: node,
+        assets: [
+            "usdc": ChannelPolicy.Asset(
+                chainID: 8453, token: token, decimals: 6, maxTransfer: Amount("1000"), maxOutflow: Amount("5000"))
+        ], transferRecipients: [b])
+}()
+
+let channels: ChannelLedger = {
+    var ledger = ChannelLedger()
+    let created =
+        #"{"id":"0x0c3a4fc4185879800512bacbab3098cdba6192fa751438695abc995d750b69e5","transition":{"type":10,"#
+        + #""tx_id":"0xf90f2bfc6edecbc76a969a82e73fff4eef984b95f097aee80c3589b5580b7e1c","#
+        + #""account_id":"0x017f13816de5b43314eb79376aaa9d846e566cccb4a2ddacdf333549b9aca0c1","amount":"150"},"#
+        + #""asset":"usdc","user_wallet":"0xfdec8f58fa4b3bf07dd11eaf4c562ee674e2c638","epoch":"0","version":"1","#
+        + #""home_channel_id":"0x017f13816de5b43314eb79376aaa9d846e566cccb4a2ddacdf333549b9aca0c1","#
+        + #""home_ledger":{"token_address":"0x833589fcd6edb6e08f4c7c32d4f71b54bda02913","blockchain_id":"8453","#
+        + #""user_balance":"150","user_net_flow":"150","node_balance":"0","node_net_flow":"0"}}"#
+    if case .success(let state) = ChannelStateReader().readState(Array(created.utf8)),
+        let effect = ledger.replaySigned(state, decimals: 6, creation: true, nowMs: 1_752_580_000_000)
+    {
+        ledger.apply(effect)
+    }
+    precondition(ledger.channels.count == 1, "the fuzzer's channel")
+    return ledger
+}()
+
+/// A channel frame: read strictly, decided from the copy; what is signed is the 640-byte message of the values
+/// checked (the state sent, which must equal custodian's), and the frame returned with user_sig reads back to the
+/// same state.
+func fuzzChannel(_ message: [UInt8]) {
+    guard case .success(let read) = ChannelStateReader().read(message), let agent else { return }
+    let sent: ChannelStateWire
+    let key = "state"
+    switch read.frame {
+    case .submitState(let state), .requestCreation(let state, _): sent = state
+    case .submitSessionKeyState: return
+    }
+    switch channels.decide(read.frame, policy: channelPolicy, agent: agent, nowMs: read.timestamp, windowSeconds: 86_400)
+    {
+    case .sign(let signed, let effect):
+        precondition(signed.count == 640 && signed == ChannelState.message(of: sent, decimals: 6))
+        precondition(effect.entry.copy.version == sent.version && effect.entry.copy.ledger == sent.homeLedger)
+        let userSig = "0x00" + String(repeating: "b", count: 130)
+        guard let filled = ChannelStateReader.filling(message, key: key, userSig: userSig),
+            case .success(let again) = ChannelStateReader().read(filled)
+        else { preconditionFailure("the frame custodian returns does not read back") }
+        switch again.frame {
+        case .submitState(let state), .requestCreation(let state, _):
+            var expected = sent
+            expected.userSig = userSig
+            precondition(state == expected)
+        case .submitSessionKeyState: preconditionFailure("another frame")
+        }
+    case .retry(let signed): precondition(signed == ChannelState.message(of: sent, decimals: 6))
+    case .refuse(let denial): precondition(!denial.detail.isEmpty)
+    }
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let message = Array(UnsafeBufferPointer(start: data, count: size))
+    if ChannelStateReader.isChannelFrame(message) {
+        fuzzChannel(message)
+        return 0
+    }
     guard case .success(let request) = RequestReader().read(message), let agent else { return 0 }
     let signature = "0x" + String(repeating: "a", count: 130)
     let signed = request.signedMessage(appending: signature)

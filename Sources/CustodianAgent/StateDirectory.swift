@@ -232,6 +232,14 @@ public enum StateDirectory {
         guard let agent = rebuilt.verification.address ?? rebuilt.chain.agent else {
             throw AgentStartError("\(stateDirectory) holds no history of any agent: nothing to export", exitCode: 2)
         }
+        // Fail closed: an import elsewhere without the channels would forget which (channel, version) pairs are spent.
+        guard rebuilt.state.channels.channels.isEmpty else {
+            throw AgentStartError(
+                "\(stateDirectory) holds v1 home channels (\(rebuilt.state.channels.channels.count)), which the "
+                    + "interchange format does not carry: a ledger imported without them could sign a second state at "
+                    + "a spent (channel, version). Move the whole state directory instead.",
+                exitCode: 2)
+        }
         return LedgerInterchange.encode(
             rebuilt.state, agent: agent, exportedAt: RFC3339.format(ms: Engine.systemClock()),
             auditSeq: UInt64(rebuilt.chain.count), auditHead: rebuilt.chain.head)

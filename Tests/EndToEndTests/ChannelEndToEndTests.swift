@@ -342,6 +342,12 @@ struct ChannelEndToEndTests {
         #expect(channelAllowances.count == signatures + 1, "every signed channel state, the retry included")
         #expect(records.contains { $0["event"] as? String == "observe" && $0["halted"] != nil })
         #expect(records.contains { $0["action"] as? String == "channel_resume" })
+        #expect(records.contains { $0["action"] as? String == "channel_challenge" && $0["signature"] != nil })
+        // The report reads a log with channel records; an export refuses (its format does not carry channels).
+        let report = try Harness.custodian(["audit", "report", stateDir, "-o", workspace.path + "/report.html"])
+        #expect(report.status == 0, "\(report.stderr)")
+        let export = try Harness.custodian(["ledger", "export", "--state-dir", stateDir])
+        #expect(export.status == 2 && export.stderr.contains("home channels"), "\(export.stderr)")
         // An edited channel record is found.
         let log = stateDir + "/audit.log"
         let text = try String(contentsOfFile: log, encoding: .utf8)
