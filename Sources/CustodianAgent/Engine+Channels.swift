@@ -26,7 +26,7 @@ extension Engine {
         }
     }
 
-    static func methodName(_ frame: ChannelFrame) -> String {
+    public static func methodName(_ frame: ChannelFrame) -> String {
         switch frame {
         case .submitState: "channels.v1.submit_state"
         case .requestCreation: "channels.v1.request_creation"

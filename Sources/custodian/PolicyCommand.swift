@@ -59,6 +59,55 @@ struct PolicyCommand: ParsableCommand {
             var writer = JSONWriter()
             writer.beginObject()
             let allowed: Bool
+            let window = loaded.policy.velocity?.windowSeconds ?? 86_400
+            if ChannelStateReader.isChannelFrame(bytes) {
+                allowed = Self.channel(bytes, loaded: loaded, state: state, agent: agent, now: now, &writer)
+            } else {
+                allowed = Self.request(
+                    bytes, loaded: loaded, state: state, agent: agent, now: now, window: window, &writer)
+            }
+            writer.field("policy_hash", loaded.hash)
+            writer.field("now_ms", now)
+            writer.endObject()
+            CLI.out(writer.bytes)
+            if !allowed { throw ExitCode(2) }
+        }
+
+        /// The decision on a v1 channel frame, from the channels the state directory's ledger holds.
+        static func channel(
+            _ bytes: [UInt8], loaded: LoadedPolicy, state: LedgerState, agent: Address, now: UInt64,
+            _ writer: inout JSONWriter
+        ) -> Bool {
+            switch ChannelStateReader().read(bytes) {
+            case .failure(let denial):
+                writer.field("decision", "deny")
+                writeDenial(denial, &writer)
+                return false
+            case .success(let read):
+                writer.field("method", Engine.methodName(read.frame))
+                writer.field("protocol", WireProtocol.nitroliteV1.rawValue)
+                let decision = state.channels.decide(
+                    read.frame, policy: loaded.policy.channels, agent: agent, nowMs: now,
+                    windowSeconds: loaded.policy.velocity?.windowSeconds ?? 86_400)
+                switch decision {
+                case .sign(let message, _), .retry(let message):
+                    writer.field("request_hash", Hex.encode(Keccak256.hash(message), prefixed: true))
+                    writer.field("decision", "allow")
+                    return true
+                case .refuse(let denial):
+                    writer.field("decision", "deny")
+                    writeDenial(denial, &writer)
+                    return false
+                }
+            }
+        }
+
+        /// The decision on a v0 message or a v1 app-session frame (a deposit's commit too, under `[channels]`).
+        static func request(
+            _ bytes: [UInt8], loaded: LoadedPolicy, state: LedgerState, agent: Address, now: UInt64, window: UInt64,
+            _ writer: inout JSONWriter
+        ) -> Bool {
+            let allowed: Bool
             switch RequestReader().read(bytes) {
             case .failure(let denial):
                 writer.field("decision", "deny")
@@ -72,7 +121,21 @@ struct PolicyCommand: ParsableCommand {
                 case .create(let definition, _, _): writer.field("app_session_id", definition.appSessionID)
                 default: writer.field("app_session_id", request.namedSessionID ?? "")
                 }
-                switch loaded.policy.evaluate(request, state: state, agent: agent, nowMs: now) {
+                var decision = loaded.policy.evaluate(request, state: state, agent: agent, nowMs: now)
+                if case .allow = decision, request.method == .v1SubmitDepositState,
+                    let channels = loaded.policy.channels
+                {
+                    if let refusal = request.userStateRefusal {
+                        decision = .deny(refusal)
+                    } else if let commit = request.userState,
+                        case .refuse(let denial) = state.channels.decideCommit(
+                            commit, update: request.body, session: request.namedSessionID.flatMap { state.session($0) },
+                            policy: channels, agent: agent, nowMs: now, windowSeconds: window)
+                    {
+                        decision = .deny(denial)
+                    }
+                }
+                switch decision {
                 case .allow(let effect):
                     writer.field("decision", "allow")
                     writeWarnings(effect.warnings, &writer)
@@ -84,11 +147,7 @@ struct PolicyCommand: ParsableCommand {
                     allowed = false
                 }
             }
-            writer.field("policy_hash", loaded.hash)
-            writer.field("now_ms", now)
-            writer.endObject()
-            CLI.out(writer.bytes)
-            if !allowed { throw ExitCode(2) }
+            return allowed
         }
 
         /// For a velocity or exposure refusal, the signed states its figure sums: `explanation`, one object each.

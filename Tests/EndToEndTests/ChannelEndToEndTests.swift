@@ -329,7 +329,20 @@ struct ChannelEndToEndTests {
         let resume = try Harness.custodian(["channel", "resume", "--socket", socket, channelID])
         #expect(resume.status == 0, "\(resume.stderr)")
         _ = try signed(ChannelMessages.submit(next))
+        Self.advance(&copy, to: next)
         #expect(agent.stop() == 0)
+
+        // `policy test` gives the same decisions from the stopped agent's state directory.
+        func dryRun(_ frame: String) throws -> Harness.Output {
+            let file = try workspace.write("dry-\(UUID().uuidString).json", frame)
+            return try Harness.custodian(["policy", "test", policyFile, "--message", file, "--state-dir", stateDir])
+        }
+        let allowed = try dryRun(ChannelMessages.submit(try Self.next(copy, .homeWithdrawal, channelID, "5")))
+        #expect(allowed.status == 0 && allowed.stdout.contains(#""decision":"allow""#), "\(allowed.stdout)")
+        let stranger = try dryRun(
+            ChannelMessages.submit(try Self.next(copy, .transferSend, ChannelMessages.stranger.lowercased(), "5")))
+        #expect(
+            stranger.status == 2 && stranger.stdout.contains("policy.counterparty_not_allowed"), "\(stranger.stdout)")
 
         // The log verifies (every channel signature recovered over the message rebuilt from req and decimals), and
         // holds each allowance with the hash of the message custodian signed.
