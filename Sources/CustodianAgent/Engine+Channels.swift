@@ -131,11 +131,21 @@ extension Engine {
         _ message: [UInt8], shape: WireProtocol?, _ denial: Denial, peer: Peer?, now: UInt64,
         reply: @escaping @Sendable (SignOutcome) -> Void
     ) -> Plan {
-        let dropped = { reply(.unavailable("the decision could not be recorded")) }
+        refuseUnread(
+            message, event: "sign", shape: shape, denial, peer: peer, now: now,
+            durable: { reply(.refused(denial, auditSeq: $0)) },
+            dropped: { reply(.unavailable("the decision could not be recorded")) })
+    }
+
+    /// The record of a message (a `sign`, an `observe`) that could not be read; `durable` gets its seq.
+    func refuseUnread(
+        _ message: [UInt8], event: String, shape: WireProtocol?, _ denial: Denial, peer: Peer?, now: UInt64,
+        durable: @escaping @Sendable (UInt64) -> Void, dropped: @escaping @Sendable () -> Void
+    ) -> Plan {
         let policyHash = policy.hash
         return .ready(
             stage: { [log] in
-                let seq = log.stage(event: "sign", timeMs: now) { writer in
+                let seq = log.stage(event: event, timeMs: now) { writer in
                     writePeer(peer, &writer)
                     writer.field("policy_hash", policyHash)
                     // The protocol the message's shape names, where it is JSON at all.
@@ -145,7 +155,7 @@ extension Engine {
                     writer.field("decision", "deny")
                     writeDenial(denial, &writer)
                 }
-                return Completion(durable: { reply(.refused(denial, auditSeq: seq)) }, dropped: dropped)
+                return Completion(durable: { durable(seq) }, dropped: dropped)
             }, dropped: dropped)
     }
 }
@@ -191,22 +201,13 @@ extension Engine {
         let read = Self.readObserved(message)
         submit(orElse: { reply(.unavailable("the agent is stopping")) }) { now in
             let policyHash = policy.hash
-            let dropped = { reply(.unavailable("the observation could not be recorded")) }
+            let dropped: @Sendable () -> Void = { reply(.unavailable("the observation could not be recorded")) }
             let observed: ChannelStateWire
             switch read {
             case .failure(let denial):
-                return .ready(
-                    stage: { [log] in
-                        let seq = log.stage(event: "observe", timeMs: now) { writer in
-                            writePeer(peer, &writer)
-                            writer.field("policy_hash", policyHash)
-                            writer.field("message_sha256", SHA256.hex(message))
-                            writer.field("message_bytes", message.count)
-                            writer.field("decision", "deny")
-                            writeDenial(denial, &writer)
-                        }
-                        return Completion(durable: { reply(.refused(denial, auditSeq: seq)) }, dropped: dropped)
-                    }, dropped: dropped)
+                return refuseUnread(
+                    message, event: "observe", shape: nil, denial, peer: peer, now: now,
+                    durable: { reply(.refused(denial, auditSeq: $0)) }, dropped: dropped)
             case .success(let state): observed = state
             }
             let entry = observed.homeChannelID.flatMap { state.channels.channels[$0] }

@@ -141,17 +141,24 @@ enum RPC {
                 writer.field("audit_seq", auditSeq)
                 writer.endObject()
             }
-        case .refused(let denial, let auditSeq):
-            let code: RPCCode = denial.reason.isPayload ? .malformedPayload : .policyDenied
-            let prefix = denial.reason.isPayload ? "malformed payload" : "policy denied"
-            return error(
-                id: id, code, "\(prefix): \(denial.detail)", reason: denial.reason.rawValue, auditSeq: auditSeq,
-                figures: denial.figures)
-        case .unavailable(let why):
-            return error(
-                id: id, .auditUnavailable, "audit log unavailable, nothing signed: \(why)",
-                reason: ReasonCode.auditUnavailable.rawValue)
+        case .refused(let denial, let auditSeq): return refusal(id: id, denial, auditSeq: auditSeq)
+        case .unavailable(let why): return unavailable(id: id, "nothing signed: \(why)")
         }
+    }
+
+    /// A recorded refusal: -32002 for a payload reason, -32001 for a policy one, with the reason and its figures.
+    static func refusal(id: [UInt8], _ denial: Denial, auditSeq: UInt64?) -> [UInt8] {
+        let code: RPCCode = denial.reason.isPayload ? .malformedPayload : .policyDenied
+        let prefix = denial.reason.isPayload ? "malformed payload" : "policy denied"
+        return error(
+            id: id, code, "\(prefix): \(denial.detail)", reason: denial.reason.rawValue, auditSeq: auditSeq,
+            figures: denial.figures)
+    }
+
+    /// A decision that could not be recorded (-32003).
+    static func unavailable(id: [UInt8], _ why: String) -> [UInt8] {
+        error(
+            id: id, .auditUnavailable, "audit log unavailable, \(why)", reason: ReasonCode.auditUnavailable.rawValue)
     }
 
     /// The reply to an `observe` outcome.
@@ -166,16 +173,8 @@ enum RPC {
                 writer.field("audit_seq", auditSeq)
                 writer.endObject()
             }
-        case .refused(let denial, let auditSeq):
-            let code: RPCCode = denial.reason.isPayload ? .malformedPayload : .policyDenied
-            let prefix = denial.reason.isPayload ? "malformed payload" : "policy denied"
-            return error(
-                id: id, code, "\(prefix): \(denial.detail)", reason: denial.reason.rawValue, auditSeq: auditSeq,
-                figures: denial.figures)
-        case .unavailable(let why):
-            return error(
-                id: id, .auditUnavailable, "audit log unavailable, nothing recorded: \(why)",
-                reason: ReasonCode.auditUnavailable.rawValue)
+        case .refused(let denial, let auditSeq): return refusal(id: id, denial, auditSeq: auditSeq)
+        case .unavailable(let why): return unavailable(id: id, "nothing recorded: \(why)")
         }
     }
 

@@ -669,7 +669,7 @@ private final class ConnectionHandler: ChannelDuplexHandler {
                                 writer.endObject()
                             })
                     case .failure(let denial):
-                        answer(RPC.reply(id: id, address: address, .refused(denial, auditSeq: 0)))
+                        answer(RPC.refusal(id: id, denial, auditSeq: nil))
                     }
                 }
                 return

@@ -60,15 +60,7 @@ public final class CustodianClient {
 
     /// Asks the agent to sign `message` (a v0 NitroRPC message or a v1 frame, as bytes).
     public func sign(message: [UInt8]) throws(ClientError) -> SignResult {
-        var params = JSONWriter()
-        params.beginObject()
-        params.key("message")
-        // The bytes go in as they are; an invalid UTF-8 message is refused by the agent, never repaired here.
-        var quoted: [UInt8] = []
-        JSONWriter.appendBytes(message, to: &quoted)
-        params.raw(quoted)
-        params.endObject()
-        let result = try call(method: "sign", params: params.bytes)
+        let result = try call(method: "sign", params: Self.messageParams(message))
         guard let members = result.value.members, let signature = members.member("signature")?.value.string,
             let address = members.member("address")?.value.string,
             let requestHash = members.member("request_hash")?.value.string,
@@ -84,14 +76,7 @@ public final class CustodianClient {
     /// own last state co-signed, or a state the node issued (a receive, a release) as its new base when PROTOCOL-v1-
     /// channels §7.3 allows. Returns the channel and the state's version; a refusal is ``ClientError/refused``.
     public func observe(message: [UInt8]) throws(ClientError) -> (channel: String, version: UInt64) {
-        var params = JSONWriter()
-        params.beginObject()
-        params.key("message")
-        var quoted: [UInt8] = []
-        JSONWriter.appendBytes(message, to: &quoted)
-        params.raw(quoted)
-        params.endObject()
-        let result = try call(method: "observe", params: params.bytes)
+        let result = try call(method: "observe", params: Self.messageParams(message))
         guard let members = result.value.members, let channel = members.member("channel")?.value.string,
             let version = members.member("version")?.value.numberToken.flatMap({ UInt64($0) })
         else { throw .protocolError("an observe result without channel or version") }
@@ -120,6 +105,19 @@ public final class CustodianClient {
         params.field("channel", channel)
         params.endObject()
         _ = try call(method: "channel_resume", params: params.bytes)
+    }
+
+    /// `{"message": "<message>"}`: the bytes go in as they are; an invalid UTF-8 message is refused by the agent,
+    /// never repaired here.
+    static func messageParams(_ message: [UInt8]) -> [UInt8] {
+        var params = JSONWriter()
+        params.beginObject()
+        params.key("message")
+        var quoted: [UInt8] = []
+        JSONWriter.appendBytes(message, to: &quoted)
+        params.raw(quoted)
+        params.endObject()
+        return params.bytes
     }
 
     /// The agent's address.
