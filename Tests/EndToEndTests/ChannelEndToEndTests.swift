@@ -183,6 +183,16 @@ struct ChannelEndToEndTests {
             #expect(output.stderr.contains(reason), "\(what): \(output.stderr)")
         }
 
+        // Hostile frames through the socket: a key Go would fold into `amount`, a channel session key.
+        try refused(
+            ChannelMessages.submit(try Self.next(copy, .acknowledgement, ChannelState.zeroID, "0"))
+                .replacingOccurrences(of: #""amount":"0"}"#, with: #""amount":"0","Amount":"5"}"#),
+            "payload.unknown_field", "a folded key")
+        try refused(
+            #"[1,2,"channels.v1.submit_session_key_state",{"state":{"user_address":"\#(Messages.a.lowercased())","#
+                + #""session_key":"\#(Messages.b.lowercased())","version":"1","assets":["usdc"],"#
+                + #""expires_at":"1798761600","user_sig":"0x00"}},\#(Messages.nowMs())]"#,
+            "payload.", "a channel session key")
         // The channel, created with an acknowledgement (version 1), then a deposit of 200 (version 2).
         let first = try Self.next(copy, .acknowledgement, ChannelState.zeroID, "0")
         let createFrame = ChannelMessages.creation(first, nonce: nonce)

@@ -193,7 +193,8 @@ reject("method_case_variant", "Method names are case-sensitive.", frame(method='
        "payload.method_not_allowed")
 reject("method_session_key_state", "A session-key registration: the most powerful v1 signature, refused.",
        frame('{"state":{}}', method='"app_sessions.v1.submit_session_key_state"'), "payload.method_not_allowed")
-reject("method_channel_state", "A channel state (type 0x00/0x01): not signed until a policy covers it.",
+reject("method_channel_state", "A channel frame is no app-session request: the app-session reader refuses it (the "
+       "agent reads channel frames with its channel reader, under a [channels] policy).",
        frame('{"state":{}}', method='"channels.v1.submit_state"'), "payload.method_not_allowed")
 reject("method_rebalance", "rebalance_app_sessions.", frame('{}', method='"app_sessions.v1.rebalance_app_sessions"'),
        "payload.method_not_allowed")
