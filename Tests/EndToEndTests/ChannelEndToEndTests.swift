@@ -379,4 +379,86 @@ struct ChannelEndToEndTests {
         let edited = try Harness.custodian(["audit", "verify", stateDir, "--address", Messages.a])
         #expect(edited.status != 0, "an edited withdrawal verifies: \(edited.stdout)")
     }
+
+    /// `CUSTODIAN_CHANNEL_KILLS` (default 12) rounds: a channel state sent while the agent is SIGKILLed at a random
+    /// moment (before, during or after its record), the agent started again, the identical state sent again.
+    @Test(
+        "SIGKILL while channel states are signed: a signature that left is on record, the same state signs again with it, another is refused"
+    )
+    func crashes() throws {
+        let workspace = try Workspace()
+        let (keyFile, passphrase) = try EndToEndTests.importKeyA(workspace)
+        let node = try Harness.oracle(["address", ChannelMessages.nodeKey])
+        let policyFile = try workspace.write("policy.toml", ChannelMessages.policy(node: node))
+        let stateDir = workspace.path + "/state"
+        let arguments = [
+            "--key-file", keyFile, "--policy", policyFile, "--state-dir", stateDir, "--passphrase-file", passphrase,
+            "--snapshot-every", "5",
+        ]
+        let socket = workspace.path + "/agent.sock"
+        var agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent0.log")
+        let a = try #require(Address(eip55: Messages.a))
+        let nonce = Messages.nowMs()
+        let channelID = Hex.encode(
+            ChannelState.homeChannelID(
+                challengeSeconds: 86_400, user: a, node: try #require(Address(eip55: node)), nonce: nonce,
+                validators: 1, asset: "usdc"),
+            prefixed: true)
+        var copy = ChannelCopy(
+            channelID: channelID, user: a, asset: "usdc", decimals: 6, epoch: 0, version: 0,
+            ledger: ChannelStateWire.HomeLedger(
+                token: try #require(Address(eip55: ChannelMessages.token)), chainID: 8453, userBalance: .zero,
+                userNetFlow: .zero, nodeBalance: .zero, nodeNetFlow: .zero))
+        let first = try Self.next(copy, .acknowledgement, ChannelState.zeroID, "0")
+        _ = try CustodianClient(socketPath: socket).sign(
+            message: Array(ChannelMessages.creation(first, nonce: nonce).utf8))
+        Self.advance(&copy, to: first)
+        let rounds = Int(ProcessInfo.processInfo.environment["CUSTODIAN_CHANNEL_KILLS"] ?? "") ?? 12
+        var early = 0
+        for round in 1...rounds {
+            let state = try Self.next(copy, .homeDeposit, channelID, "\(round)")
+            let frame = Array(ChannelMessages.submit(state).utf8)
+            let received = Collected<String>()
+            let done = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                if let result = try? CustodianClient(socketPath: socket, timeoutSeconds: 5).sign(message: frame) {
+                    received.append(result.signature)
+                }
+                done.signal()
+            }
+            Thread.sleep(forTimeInterval: Double.random(in: 0...0.012))
+            kill(agent.process.processIdentifier, SIGKILL)
+            agent.process.waitUntilExit()
+            agent = try RunningAgent(
+                arguments: arguments, socket: socket, logFile: workspace.path + "/agent\(round).log")
+            #expect(done.wait(timeout: .now() + 10) == .success)
+            let again = try CustodianClient(socketPath: socket).sign(message: frame)
+            if let got = received.all.first {
+                early += 1
+                #expect(got == again.signature, "round \(round): the signature that left before the kill")
+            }
+            let other = try Self.next(copy, .homeDeposit, channelID, "\(round + 1000)")
+            do {
+                _ = try CustodianClient(socketPath: socket).sign(message: Array(ChannelMessages.submit(other).utf8))
+                Issue.record("round \(round): a second message at version \(state.version) was signed")
+            } catch {
+                #expect(Self.reason(error) == "policy.version_conflict", "\(error)")
+            }
+            Self.advance(&copy, to: state)
+        }
+        #expect(agent.stop() == 0)
+        let verify = try Harness.custodian(["audit", "verify", stateDir, "--address", Messages.a])
+        #expect(verify.status == 0, "\(verify.stderr)")
+        // One message per (channel, version) in the whole log.
+        var hashes: [String: Set<String>] = [:]
+        for record in try EndToEndTests.auditRecords(stateDir)
+        where record["channel_id"] as? String == channelID && record["decision"] as? String == "allow" {
+            let frame = try #require(record["req"] as? String)
+            let version = try #require(frame.range(of: #""version":""#)).upperBound
+            let key = String(frame[version...].prefix { $0 != "\"" })
+            hashes[key, default: []].insert(try #require(record["request_hash"] as? String))
+        }
+        #expect(hashes.count == rounds + 1 && hashes.values.allSatisfy { $0.count == 1 }, "\(hashes)")
+        print("channel crash loop: \(rounds) SIGKILLs, \(early) signatures received before the kill")
+    }
 }
