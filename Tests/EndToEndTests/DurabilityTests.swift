@@ -180,8 +180,17 @@ struct DurabilityTests {
             }
         }
         for round in 0..<kills {
-            let agent = try RunningAgent(
-                arguments: arguments, socket: socket, logFile: workspace.path + "/agent\(round).log")
+            let agent: RunningAgent
+            do {
+                agent = try RunningAgent(
+                    arguments: arguments, socket: socket, logFile: workspace.path + "/agent\(round).log")
+            } catch {
+                // Kept for a post-mortem: the workspace (state directory and every run's log) goes with the test.
+                let kept = "/tmp/custodian-crashloop-failure-\(Self.nowMs())"
+                try? FileManager.default.copyItem(atPath: workspace.path, toPath: kept)
+                stop.set()
+                throw HarnessError("round \(round): \(error); the workspace is copied to \(kept)")
+            }
             Thread.sleep(forTimeInterval: Double.random(in: 0.02...0.4, using: &generator))
             kill(agent.process.processIdentifier, SIGKILL)
             killedAt.append(Self.nowMs())

@@ -97,7 +97,12 @@ final class Workspace {
         path = String(cString: created)
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: path) }
+    /// `CUSTODIAN_KEEP_WORKSPACE=1` keeps every workspace (to look at a failure's state directory).
+    deinit {
+        if ProcessInfo.processInfo.environment["CUSTODIAN_KEEP_WORKSPACE"] == nil {
+            try? FileManager.default.removeItem(atPath: path)
+        }
+    }
 
     func write(_ name: String, _ text: String, mode: Int = 0o600) throws -> String {
         let file = path + "/" + name
