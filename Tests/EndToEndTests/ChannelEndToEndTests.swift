@@ -140,32 +140,61 @@ struct ChannelEndToEndTests {
         return nil
     }
 
+    /// A workspace with key A, a policy pinning the test node, and A's usdc channel at its void state (not created).
+    struct Setup {
+        let workspace: Workspace
+        let policyFile: String
+        let stateDir: String
+        let arguments: [String]
+        let socket: String
+        let a: Address
+        let nodeAddress: Address
+        let nonce: UInt64
+        let channelID: String
+        let void: ChannelCopy
+
+        init(extra: [String] = []) throws {
+            workspace = try Workspace()
+            let (keyFile, passphrase) = try EndToEndTests.importKeyA(workspace)
+            let node = try Harness.oracle(["address", ChannelMessages.nodeKey])
+            policyFile = try workspace.write("policy.toml", ChannelMessages.policy(node: node))
+            stateDir = workspace.path + "/state"
+            arguments =
+                [
+                    "--key-file", keyFile, "--policy", policyFile, "--state-dir", stateDir, "--passphrase-file",
+                    passphrase,
+                ] + extra
+            socket = workspace.path + "/agent.sock"
+            a = try #require(Address(eip55: Messages.a))
+            nodeAddress = try #require(Address(eip55: node))
+            nonce = Messages.nowMs()
+            channelID = Hex.encode(
+                ChannelState.homeChannelID(
+                    challengeSeconds: 86_400, user: a, node: nodeAddress, nonce: nonce, validators: 1, asset: "usdc"),
+                prefixed: true)
+            void = ChannelCopy(
+                channelID: channelID, user: a, asset: "usdc", decimals: 6, epoch: 0, version: 0,
+                ledger: ChannelStateWire.HomeLedger(
+                    token: try #require(Address(eip55: ChannelMessages.token)), chainID: 8453, userBalance: .zero,
+                    userNetFlow: .zero, nodeBalance: .zero, nodeNetFlow: .zero))
+        }
+
+        func start(_ log: String) throws -> RunningAgent {
+            try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/\(log).log")
+        }
+    }
+
     @Test(
         "create a channel, deposit, fund a v1 session by a paired commit, play, close, take the release, transfer, withdraw; every refusal of the issue; a stop on a lying node; restarts; audit verify"
     )
     func homeChannelLife() throws {
-        let workspace = try Workspace()
-        let (keyFile, passphrase) = try EndToEndTests.importKeyA(workspace)
-        let node = try Harness.oracle(["address", ChannelMessages.nodeKey])
-        let policyFile = try workspace.write("policy.toml", ChannelMessages.policy(node: node))
-        let stateDir = workspace.path + "/state"
-        let arguments = [
-            "--key-file", keyFile, "--policy", policyFile, "--state-dir", stateDir, "--passphrase-file", passphrase,
-        ]
-        let socket = workspace.path + "/agent.sock"
-        var agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent1.log")
-        let a = try #require(Address(eip55: Messages.a))
-        let nodeAddress = try #require(Address(eip55: node))
-        let nonce = Messages.nowMs()
-        let channelID = Hex.encode(
-            ChannelState.homeChannelID(
-                challengeSeconds: 86_400, user: a, node: nodeAddress, nonce: nonce, validators: 1, asset: "usdc"),
-            prefixed: true)
-        var copy = ChannelCopy(
-            channelID: channelID, user: a, asset: "usdc", decimals: 6, epoch: 0, version: 0,
-            ledger: ChannelStateWire.HomeLedger(
-                token: try #require(Address(eip55: ChannelMessages.token)), chainID: 8453, userBalance: .zero,
-                userNetFlow: .zero, nodeBalance: .zero, nodeNetFlow: .zero))
+        let setup = try Setup()
+        let (workspace, policyFile, stateDir, socket) = (
+            setup.workspace, setup.policyFile, setup.stateDir, setup.socket
+        )
+        let (nodeAddress, nonce, channelID) = (setup.nodeAddress, setup.nonce, setup.channelID)
+        var agent = try setup.start("agent1")
+        var copy = setup.void
         var signatures = 0
 
         /// Signs `frame`; the state under `key` in the printed frame must recover to A.
@@ -317,7 +346,7 @@ struct ChannelEndToEndTests {
         // A restart from the log after SIGKILL: the channel's copy comes back; the spent version is still spent.
         kill(agent.process.processIdentifier, SIGKILL)
         agent.process.waitUntilExit()
-        agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent2.log")
+        agent = try setup.start("agent2")
         try refused(ChannelMessages.submit(other), "policy.version_conflict", "version 5 after a restart")
 
         // The node signs a release that shrinks A's balance: refused, and signing on the channel stops.
@@ -334,7 +363,7 @@ struct ChannelEndToEndTests {
         try refused(ChannelMessages.submit(next), "policy.channel_base_rejected", "signing after the node lied")
         // It stays stopped across a clean restart (from the snapshot), until the operator resumes it.
         #expect(agent.stop() == 0)
-        agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent3.log")
+        agent = try setup.start("agent3")
         try refused(ChannelMessages.submit(next), "policy.channel_base_rejected", "stopped after a restart")
         let resume = try Harness.custodian(["channel", "resume", "--socket", socket, channelID])
         #expect(resume.status == 0, "\(resume.stderr)")
@@ -386,29 +415,10 @@ struct ChannelEndToEndTests {
         "SIGKILL while channel states are signed: a signature that left is on record, the same state signs again with it, another is refused"
     )
     func crashes() throws {
-        let workspace = try Workspace()
-        let (keyFile, passphrase) = try EndToEndTests.importKeyA(workspace)
-        let node = try Harness.oracle(["address", ChannelMessages.nodeKey])
-        let policyFile = try workspace.write("policy.toml", ChannelMessages.policy(node: node))
-        let stateDir = workspace.path + "/state"
-        let arguments = [
-            "--key-file", keyFile, "--policy", policyFile, "--state-dir", stateDir, "--passphrase-file", passphrase,
-            "--snapshot-every", "5",
-        ]
-        let socket = workspace.path + "/agent.sock"
-        var agent = try RunningAgent(arguments: arguments, socket: socket, logFile: workspace.path + "/agent0.log")
-        let a = try #require(Address(eip55: Messages.a))
-        let nonce = Messages.nowMs()
-        let channelID = Hex.encode(
-            ChannelState.homeChannelID(
-                challengeSeconds: 86_400, user: a, node: try #require(Address(eip55: node)), nonce: nonce,
-                validators: 1, asset: "usdc"),
-            prefixed: true)
-        var copy = ChannelCopy(
-            channelID: channelID, user: a, asset: "usdc", decimals: 6, epoch: 0, version: 0,
-            ledger: ChannelStateWire.HomeLedger(
-                token: try #require(Address(eip55: ChannelMessages.token)), chainID: 8453, userBalance: .zero,
-                userNetFlow: .zero, nodeBalance: .zero, nodeNetFlow: .zero))
+        let setup = try Setup(extra: ["--snapshot-every", "5"])
+        let (stateDir, socket, nonce, channelID) = (setup.stateDir, setup.socket, setup.nonce, setup.channelID)
+        var agent = try setup.start("agent0")
+        var copy = setup.void
         let first = try Self.next(copy, .acknowledgement, ChannelState.zeroID, "0")
         _ = try CustodianClient(socketPath: socket).sign(
             message: Array(ChannelMessages.creation(first, nonce: nonce).utf8))
@@ -429,8 +439,7 @@ struct ChannelEndToEndTests {
             Thread.sleep(forTimeInterval: Double.random(in: round % 2 == 0 ? 0...0.002 : 0.004...0.02))
             kill(agent.process.processIdentifier, SIGKILL)
             agent.process.waitUntilExit()
-            agent = try RunningAgent(
-                arguments: arguments, socket: socket, logFile: workspace.path + "/agent\(round).log")
+            agent = try setup.start("agent\(round)")
             #expect(done.wait(timeout: .now() + 10) == .success)
             let again = try CustodianClient(socketPath: socket).sign(message: frame)
             if let got = received.all.first {
