@@ -104,7 +104,6 @@ extension Engine {
         case .retry(let built):
             signedMessage = built
         }
-        let key = method == "channels.v1.request_creation" || method == "channels.v1.submit_state" ? "state" : ""
         return .sign(
             digests: [ChannelState.eip191Digest(signedMessage)],
             stage: { [log] signatures in
@@ -118,7 +117,7 @@ extension Engine {
                     let userSig = Self.userSig(signature)
                     let outcome = SignOutcome.signed(
                         signature: signature, quorumSig: nil,
-                        envelope: ChannelStateReader.filling(message, key: key, userSig: userSig) ?? message,
+                        envelope: ChannelStateReader.filling(message, key: "state", userSig: userSig) ?? message,
                         requestHash: Hex.encode(Keccak256.hash(signedMessage), prefixed: true), auditSeq: seq,
                         userSig: userSig)
                     return Completion(durable: { reply(outcome) }, dropped: dropped)
