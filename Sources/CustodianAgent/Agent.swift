@@ -15,11 +15,17 @@ public struct AgentSettings: Sendable {
     public var snapshotEvery: UInt64
     /// When the audit log rolls over to a new segment by itself.
     public var segmentLimits: SegmentLimits
+    /// The PostgreSQL ledger (a libpq URL; nil: the state directory's), and how long a call to it may take.
+    public var ledgerURL: String?
+    public var ledgerTimeoutMs: Int32
 
     public init(
         server: ServerSettings, keyFile: String, policyFile: String, stateDirectory: String, passphraseFile: String?,
-        checkpointEvery: UInt64 = 1000, snapshotEvery: UInt64 = 100_000, segmentLimits: SegmentLimits = SegmentLimits()
+        checkpointEvery: UInt64 = 1000, snapshotEvery: UInt64 = 100_000, segmentLimits: SegmentLimits = SegmentLimits(),
+        ledgerURL: String? = nil, ledgerTimeoutMs: Int32 = 5000
     ) {
+        self.ledgerURL = ledgerURL
+        self.ledgerTimeoutMs = ledgerTimeoutMs
         self.segmentLimits = segmentLimits
         self.server = server
         self.keyFile = keyFile
@@ -162,10 +168,24 @@ public final class RunningAgent: Sendable {
             auditLog = try AuditLog(
                 path: logPath, chain: chain, address: keyHeader.address, timeMs: Engine.systemClock())
         } catch { throw AgentStartError("\(error)") }
+        // With a ledger database, the database is the ledger (the engine's starts empty and the first decision
+        // applies the database's); the state directory's own history stays the evidence it is checked against.
+        var link: LedgerLink?
+        if let url = settings.ledgerURL {
+            let agentID: String
+            agentID = try LedgerAgentID.read(orCreateIn: settings.stateDirectory)
+            link = LedgerLink(
+                url: url, agent: agentID, address: keyHeader.address,
+                evidence: LedgerAgentID.lastLedgerTxn(in: chain.files.isEmpty ? [logPath] : chain.files.map(\.file.path)),
+                local: state,
+                timeoutMs: settings.ledgerTimeoutMs)
+        }
         let engine = Engine(
-            key: key, policy: policy, state: state, log: auditLog, checkpointEvery: settings.checkpointEvery,
-            snapshotPath: settings.stateDirectory + "/ledger.snapshot", snapshotEvery: settings.snapshotEvery,
-            segmentLimits: settings.segmentLimits)
+            key: key, policy: policy, state: link == nil ? state : LedgerState(), log: auditLog,
+            checkpointEvery: settings.checkpointEvery,
+            snapshotPath: link == nil ? settings.stateDirectory + "/ledger.snapshot" : nil,
+            snapshotEvery: link == nil ? settings.snapshotEvery : 0,
+            segmentLimits: settings.segmentLimits, database: link)
         // Bound but not accepting: connections wait in the backlog until the start records are durable, so that no
         // decision can precede them in the log.
         let server: Server
@@ -182,15 +202,21 @@ public final class RunningAgent: Sendable {
         engine.metrics.started(seconds: Double(DispatchTime.now().uptimeNanoseconds &- began) / 1e9)
         server.serve()
         // Serving: from here on the process never needs to run a program, trace one, or reach a network.
-        do { try Hardening.applySyscallFilter() } catch {
+        do { try Hardening.applySyscallFilter(allowTCP: settings.ledgerURL.map(LedgerAgentID.mayUseTCP) ?? false) } catch {
             agentStop(server: server, engine: engine)
             throw AgentStartError("cannot install the system-call filter: \(error)")
         }
         let counts = state.counts
-        log(
-            "serving \(engine.address) on \(settings.server.socketPath); policy \(policy.hash.prefix(12)); "
-                + "\(counts.open) open and \(counts.closed) closed sessions; audit seq \(auditLog.seq); "
-                + rebuiltFrom)
+        if let link {
+            log(
+                "serving \(engine.address) on \(settings.server.socketPath); policy \(policy.hash.prefix(12)); "
+                    + "ledger in PostgreSQL as agent \(link.agent); audit seq \(auditLog.seq)")
+        } else {
+            log(
+                "serving \(engine.address) on \(settings.server.socketPath); policy \(policy.hash.prefix(12)); "
+                    + "\(counts.open) open and \(counts.closed) closed sessions; audit seq \(auditLog.seq); "
+                    + rebuiltFrom)
+        }
         return RunningAgent(engine: engine, server: server, policyFile: settings.policyFile, lock: lock)
     }
 

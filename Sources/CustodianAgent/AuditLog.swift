@@ -101,6 +101,8 @@ public final class AuditLog {
     }
 
     private var stagedRollover: Rollover?
+    /// The ledger database transaction the records staged now belong to (`ledger_txn`, written before `prev`).
+    public var ledgerTxn: Int64?
     /// The seq of the active segment's first record, and of the first staged in the segment being staged into.
     public private(set) var segmentFirstSeq: UInt64
     private var stagedSegmentFirstSeq: UInt64
@@ -244,6 +246,7 @@ public final class AuditLog {
         writer.field("time_ms", timeMs)
         writer.field("event", event)
         fields(&writer)
+        if let ledgerTxn { writer.field("ledger_txn", ledgerTxn) }
         writer.field("prev", stagedHead)
         writer.endObject()
         stagedHead = SHA256.hex(writer.bytes)
@@ -293,6 +296,37 @@ public final class AuditLog {
     }
 
     /// Takes every staged record for one write (nil when none is staged); later records stage behind them.
+    /// Stages records exactly as the ledger database holds them (a batch it committed that a failed write or a crash
+    /// kept out of this log): each must be the next record of the chain. Returns false, staging nothing, otherwise.
+    func stageRecovered(_ bytes: [UInt8]) -> Bool {
+        var seq = stagedSeq
+        var head = stagedHead
+        var lines: [(ArraySlice<UInt8>, String, String)] = []
+        var start = 0
+        while start < bytes.count {
+            guard let end = bytes[start...].firstIndex(of: 0x0A) else { return false }
+            let line = bytes[start..<end]
+            guard let (lineSeq, prev, event) = RecordShape.fields(line), lineSeq == seq + 1,
+                prev.elementsEqual(head.utf8), event != "segment"
+            else { return false }
+            seq = lineSeq
+            head = SHA256.hex(Array(line))
+            lines.append((line, head, event))
+            start = end + 1
+        }
+        for (line, lineHead, event) in lines {
+            stagedSeq += 1
+            stagedHead = lineHead
+            if event == "checkpoint" { stagedAnchor = AuditAnchor(seq: stagedSeq, head: lineHead) }
+            staged.append(contentsOf: line)
+            staged.append(0x0A)
+            stagedHash.update(Array(line))
+            stagedHash.update(LineSource.newlineByte)
+            stagedSegmentBytes += line.count + 1
+        }
+        return true
+    }
+
     public func takeStaged() -> AuditBatch? {
         guard !staged.isEmpty else { return nil }
         var records = 0

@@ -21,7 +21,7 @@ extension Engine {
         let read = ChannelStateReader().read(message)
         let method = (try? read.get()).map { Self.methodName($0.frame) } ?? ""
         let counted = counting(method: method, wire: WireProtocol.nitroliteV1.rawValue, reply: reply)
-        submit(deferWrite: deferWrite, orElse: { counted(.unavailable("the agent is stopping")) }) { now in
+        submit(deferWrite: deferWrite, orElse: { counted(.unavailable("the agent is stopping")) }) { [self] now in
             planChannel(message, read: read, peer: peer, now: now, reply: counted)
         }
     }
@@ -198,7 +198,7 @@ extension Engine {
     /// node lies, or custodian missed a state).
     public func observe(message: [UInt8], peer: Peer?, reply: @escaping @Sendable (ObserveOutcome) -> Void) {
         let read = Self.readObserved(message)
-        submit(orElse: { reply(.unavailable("the agent is stopping")) }) { now in
+        submit(orElse: { reply(.unavailable("the agent is stopping")) }) { [self] now in
             let policyHash = policy.hash
             let dropped: @Sendable () -> Void = { reply(.unavailable("the observation could not be recorded")) }
             let observed: ChannelStateWire
@@ -274,7 +274,7 @@ extension Engine {
     /// An operator's resume of a channel whose signing stopped (`custodian channel resume`): recorded with who asked;
     /// `reply` gets whether it was (false: no such stopped channel, or not recorded).
     public func resumeChannel(_ channelID: String, peer: Peer?, reply: @escaping @Sendable (String?) -> Void) {
-        submit(orElse: { reply("the agent is stopping") }) { now in
+        submit(orElse: { reply("the agent is stopping") }) { [self] now in
             let policyHash = policy.hash
             guard var entry = state.channels.channels[channelID], let reason = entry.halted else {
                 let why = "custodian holds no stopped channel \(channelID)"
@@ -306,7 +306,7 @@ extension Engine {
         reply: @escaping @Sendable (Result<(version: UInt64, signature: String), Denial>) -> Void
     ) {
         let unavailable = Denial(.auditUnavailable, "the challenge could not be recorded")
-        submit(orElse: { reply(.failure(unavailable)) }) { now in
+        submit(orElse: { reply(.failure(unavailable)) }) { [self] now in
             let policyHash = policy.hash
             let challenge: (message: [UInt8], version: UInt64)
             switch state.channels.challenge(channelID) {

@@ -18,6 +18,11 @@ extension Engine {
     /// (a wake-up there, another back) would cost more than it saves (a log on tmpfs, a fast NVMe cache).
     public func writeStaged(inline: Bool = true) {
         condition.lock()
+        if database != nil {
+            // The ledger thread writes.
+            condition.unlock()
+            return
+        }
         if inline || recentWriteNanos < Self.handOffNanos {
             writeIfIdle()
             return
@@ -51,8 +56,9 @@ extension Engine {
             stagedMark = entry.mark
             stagedPolicy = entry.policy
             if log.stagedSeq % checkpointEvery == 0 { stageCheckpoint(now: clock()) }
-            // The checkpoint that seals a segment counts in it; the next segment's record begins the next.
-            if segmentLimits.full(bytes: log.stagedSegmentBytes, records: log.stagedSegmentRecords + 1) {
+            // The checkpoint that seals a segment counts in it; the next segment's record begins the next. (Not inside
+            // a ledger database transaction: the ledger thread rolls over after it, in a write of its own.)
+            if log.ledgerTxn == nil, segmentLimits.full(bytes: log.stagedSegmentBytes, records: log.stagedSegmentRecords + 1) {
                 let reason =
                     segmentLimits.maxBytes > 0 && log.stagedSegmentBytes >= segmentLimits.maxBytes ? "size" : "records"
                 _ = rollOver(now: clock(), reason: reason)

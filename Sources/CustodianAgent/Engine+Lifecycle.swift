@@ -17,6 +17,7 @@ extension Engine {
             writer.field("address", address.checksummed)
             writer.field("version", version)
             writer.field("policy_hash", policy.hash)
+            if let database { writer.field("ledger_agent", database.agent) }
         }
         let last = log.stage(event: "policy_loaded", timeMs: now) { writer in
             writer.field("policy_hash", policy.hash)
@@ -27,9 +28,10 @@ extension Engine {
         writing = false
         guard log.seq == last else { throw .unavailable("the start records could not be written") }
         lifecycle = .running
-        // The thread ends when the engine stops; it holds the engine until then.
-        let thread = Thread { [self] in runSyncer() }
-        thread.name = "custodian-syncer"
+        // The thread ends when the engine stops; it holds the engine until then. With a ledger database, the ledger
+        // thread decides and writes everything instead.
+        let thread = Thread { [self] in database == nil ? runSyncer() : runLedger() }
+        thread.name = database == nil ? "custodian-syncer" : "custodian-ledger"
         thread.start()
         if snapshotEvery > 0 {
             let snapshots = Thread { [self] in runSnapshots() }
@@ -52,6 +54,7 @@ extension Engine {
         // A periodic snapshot being written finishes first: the stop's own snapshot must be the last file written.
         while snapshotting && pendingSnapshot == nil { condition.wait() }
         pendingSnapshot = nil
+        while database != nil && (writing || !jobs.isEmpty) { condition.wait() }
         while writing || nextToStage != nextTicket {
             // A ticket still signing stages (and may write) when it is done; the timeout covers a signer that
             // staged while nothing was being written and left its batch for nobody.

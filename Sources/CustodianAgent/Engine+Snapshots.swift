@@ -56,7 +56,7 @@ extension Engine {
                 // Vouched for only if no write failed since the copy: a failure drops the records up to `seq`
                 // that were not yet durable, and later records reuse their seqs; this record, staged after them,
                 // is durable only if they are.
-                submit(orElse: {}) { now in
+                submit(orElse: {}) { [self] now in
                     guard epoch == copyEpoch else { return .ready(stage: { nil }, dropped: {}) }
                     let policyHash = policy.hash
                     return .ready(

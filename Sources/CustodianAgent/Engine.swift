@@ -75,6 +75,11 @@ public final class Engine: @unchecked Sendable {
     var pendingSnapshot: (state: LedgerState, seq: UInt64, epoch: UInt64)?
     /// Whether the snapshot thread is encoding or writing one.
     var snapshotting = false
+    /// The ledger database (nil: the ledger is the state directory's), and the jobs waiting for its thread.
+    let database: LedgerLink?
+    var jobs: [Job] = []
+    /// Why the replies being dropped now were dropped, when the ledger database is the cause.
+    let dropCause = DropCause()
 
     struct Completion {
         let durable: () -> Void
@@ -101,8 +106,10 @@ public final class Engine: @unchecked Sendable {
     public init(
         key: consuming SigningKey, policy: LoadedPolicy, state: LedgerState, log: AuditLog, checkpointEvery: UInt64,
         snapshotPath: String? = nil, snapshotEvery: UInt64 = 0, segmentLimits: SegmentLimits = SegmentLimits(),
-        metrics: AgentMetrics = AgentMetrics(), clock: @escaping @Sendable () -> UInt64 = Engine.systemClock
+        metrics: AgentMetrics = AgentMetrics(), database: LedgerLink? = nil,
+        clock: @escaping @Sendable () -> UInt64 = Engine.systemClock
     ) {
+        self.database = database
         self.metrics = metrics
         self.segmentLimits = segmentLimits
         self.snapshotPath = snapshotPath
@@ -153,7 +160,7 @@ public final class Engine: @unchecked Sendable {
         case .failure: shape = RequestReader.protocolOf(message)
         }
         let counted = counting(method: method, wire: shape?.rawValue ?? "unknown", reply: reply)
-        submit(deferWrite: deferWrite, orElse: { counted(.unavailable("the agent is stopping")) }) { now in
+        submit(deferWrite: deferWrite, orElse: { counted(.unavailable("the agent is stopping")) }) { [self] now in
             plan(message, parsed: parsed, shape: shape, peer: peer, now: now, reply: counted)
         }
     }
@@ -163,13 +170,18 @@ public final class Engine: @unchecked Sendable {
         -> @Sendable (SignOutcome) -> Void
     {
         let metrics = metrics
+        let dropCause = dropCause
         return { outcome in
+            var outcome = outcome
+            if case .unavailable(_, .auditUnavailable) = outcome, let cause = dropCause.current {
+                outcome = .unavailable(cause, reason: .ledgerUnavailable)
+            }
             switch outcome {
             case .signed: metrics.decision(method: method, protocol: wire, outcome: "allow", reason: nil)
             case .refused(let denial, _):
                 metrics.decision(method: method, protocol: wire, outcome: "deny", reason: denial.reason)
-            case .unavailable:
-                metrics.decision(method: method, protocol: wire, outcome: "unavailable", reason: .auditUnavailable)
+            case .unavailable(_, let reason):
+                metrics.decision(method: method, protocol: wire, outcome: "unavailable", reason: reason)
             }
             reply(outcome)
         }
@@ -200,7 +212,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Replaces the policy (after SIGHUP), in order with the requests around it; a nil policy records the failure.
     public func reload(_ loaded: LoadedPolicy?, error: String?, reply: @escaping @Sendable (Bool) -> Void) {
-        submit(orElse: { reply(false) }) { now in
+        submit(ledger: false, orElse: { reply(false) }) { [self] now in
             let old = policy.hash
             if let loaded { policy = loaded }
             return .ready(
@@ -226,7 +238,7 @@ public final class Engine: @unchecked Sendable {
     /// a `rotate` record naming who asked, a checkpoint, then the next segment's `segment` record. `reply` gets the
     /// sealed file's name once all of it is durable (nil: not recorded).
     public func rotate(peer: Peer?, reply: @escaping @Sendable (String?) -> Void) {
-        submit(orElse: { reply(nil) }) { now in
+        submit(ledger: false, orElse: { reply(nil) }) { [self] now in
             let policyHash = policy.hash
             return .ready(
                 stage: { [self] in
@@ -253,7 +265,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Records a lifecycle or security event (a refused caller, an operator action) in order with the decisions.
     public func record(event name: String, peer: Peer?, _ fields: @escaping @Sendable (inout JSONWriter) -> Void) {
-        submit(orElse: {}) { now in
+        submit(ledger: false, orElse: {}) { [self] now in
             let policyHash = policy.hash
             return .ready(
                 stage: { [log] in
@@ -269,14 +281,38 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Decides one job under the lock with the next ticket, signs outside it if the job asks, stages in ticket
-    /// order, then writes the batch here if no other write is under way.
-    func submit(deferWrite: Bool = false, orElse refuse: () -> Void, _ decide: (UInt64) -> Plan) {
+    /// order, then writes the batch here if no other write is under way. With a ledger database the job is queued
+    /// for the ledger thread instead (``runLedger()``), which decides it while it holds the database's lock;
+    /// `ledger` false: a job that records no decision (a reload, a rotation, a refused caller), written to the
+    /// log alone.
+    func submit(
+        deferWrite: Bool = false, ledger: Bool = true, orElse refuse: @escaping () -> Void,
+        _ decide: @escaping (UInt64) -> Plan
+    ) {
         condition.lock()
         if lifecycle >= .stopping {
             condition.unlock()
             refuse()
             return
         }
+        if database != nil {
+            jobs.append(Job(ledger: ledger, decide: decide, refuse: refuse))
+            condition.broadcast()
+            condition.unlock()
+            return
+        }
+        guard decideAndStage(decide) else { return }
+        if deferWrite {
+            condition.unlock()
+            return
+        }
+        writeIfIdle()
+    }
+
+    /// With the lock held: decides a job with the next ticket, signs outside the lock if it asks, and stages what
+    /// can be staged in ticket order. Returns true with the lock held; false with it released (the job was
+    /// dropped: a write failed while it was signing, or signing failed).
+    func decideAndStage(_ decide: (UInt64) -> Plan) -> Bool {
         let ticket = nextTicket
         nextTicket += 1
         switch decide(clock()) {
@@ -300,7 +336,7 @@ public final class Engine: @unchecked Sendable {
                 // A write failed meanwhile: this decision was undone with the rest.
                 condition.unlock()
                 dropped()
-                return
+                return false
             }
             guard let signatures, signatures.count == digests.count else {
                 // Cannot happen with a valid key and a 32-byte digest; if it does, nothing decided since the
@@ -309,18 +345,14 @@ public final class Engine: @unchecked Sendable {
                 condition.unlock()
                 dropped()
                 for reply in replies { reply() }
-                return
+                return false
             }
             parked[ticket] = Entry(
                 stage: stage(signatures), dropped: dropped, mark: mark,
                 policy: decidedPolicy)
         }
         stageParked()
-        if deferWrite {
-            condition.unlock()
-            return
-        }
-        writeIfIdle()
+        return true
     }
 
     /// The latest durable status (the session counts include decisions still being written).

@@ -24,10 +24,11 @@ public enum Hardening {
 }
 
 extension Hardening {
-    /// Installs the system-call filter on every thread: no exec, no ptrace, no sockets but AF_UNIX.
+    /// Installs the system-call filter on every thread: no exec, no ptrace, no sockets but AF_UNIX (and, with
+    /// `allowTCP` for a ledger database reached over TCP, stream sockets of AF_INET and AF_INET6).
     /// Applied once the agent is serving, whether or not systemd adds its own filter.
-    public static func applySyscallFilter() throws(SystemError) {
-        let result = ccustodian_apply_syscall_filter()
+    public static func applySyscallFilter(allowTCP: Bool = false) throws(SystemError) {
+        let result = ccustodian_apply_syscall_filter(allowTCP ? 1 : 0)
         guard result == 0 else { throw SystemError("seccomp", "filter", -result) }
     }
 }

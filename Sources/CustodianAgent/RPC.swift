@@ -142,7 +142,7 @@ enum RPC {
                 writer.endObject()
             }
         case .refused(let denial, let auditSeq): return refusal(id: id, denial, auditSeq: auditSeq)
-        case .unavailable(let why): return unavailable(id: id, "nothing signed: \(why)")
+        case .unavailable(let why, let reason): return unavailable(id: id, "nothing signed: \(why)", reason: reason)
         }
     }
 
@@ -156,9 +156,9 @@ enum RPC {
     }
 
     /// A decision that could not be recorded (-32003).
-    static func unavailable(id: [UInt8], _ why: String) -> [UInt8] {
-        error(
-            id: id, .auditUnavailable, "audit log unavailable, \(why)", reason: ReasonCode.auditUnavailable.rawValue)
+    static func unavailable(id: [UInt8], _ why: String, reason: ReasonCode = .auditUnavailable) -> [UInt8] {
+        let what = reason == .ledgerUnavailable ? "ledger database unavailable" : "audit log unavailable"
+        return error(id: id, .auditUnavailable, "\(what), \(why)", reason: reason.rawValue)
     }
 
     /// The reply to an `observe` outcome.

@@ -239,10 +239,44 @@ public enum Replay {
         }
     }
 
-    /// The records replay applies: start records (the agent), operator actions and allowances.
+    /// The records replay applies: start records (the agent), operator actions and allowances. Not a decision made
+    /// in a ledger database transaction (`ledger_txn`): the database is that ledger (``LedgerDatabase``), and this
+    /// log holds only this agent's part of it.
     private static func wanted(_ record: RawRecord) -> Bool {
-        record.event == "start" || record.event == "operator" || record.event == "segment" || record.event == "observe"
-            || (record.event == "sign" && RecordShape.contains(allowed, in: record.bytes))
+        if record.event == "start" || record.event == "segment" { return true }
+        guard record.event == "operator" || record.event == "observe" || record.event == "sign" else { return false }
+        if isLedgerDatabaseRecord(record.bytes) { return false }
+        return record.event != "sign" || RecordShape.contains(allowed, in: record.bytes)
+    }
+
+    static let ledgerTxnKey = Array(#","ledger_txn":"#.utf8)
+
+    /// Whether a record was written in a ledger database transaction (`ledger_txn`, the member before `prev`).
+    public static func isLedgerDatabaseRecord(_ line: ArraySlice<UInt8>) -> Bool {
+        RecordShape.contains(ledgerTxnKey, in: line.suffix(ledgerTxnKey.count + 20 + 8 + 66))
+    }
+
+    /// Applies the records of a batch the ledger database holds (whole lines, each ending in a newline) to `state`,
+    /// as replay applies a log's: the allowances, observations and operator actions, for `agent`.
+    public static func applyDatabaseBatch(_ bytes: [UInt8], to state: inout LedgerState, agent: Address)
+        -> AuditError?
+    {
+        let reader = RequestReader()
+        var scratch: [UInt8] = []
+        var address: Address? = agent
+        var start = 0
+        while start < bytes.count {
+            guard let end = bytes[start...].firstIndex(of: 0x0A), let (seq, _, event) = RecordShape.fields(
+                bytes[start..<end])
+            else { return .broken(line: 0, why: "a ledger database batch that does not read as records") }
+            let record = RawRecord(line: Int(seq), seq: seq, event: event, bytes: bytes[start..<end], offset: start)
+            start = end + 1
+            guard event == "operator" || event == "observe" || (event == "sign" && RecordShape.contains(allowed, in: record.bytes)) else { continue }
+            if let error = apply(record, to: &state, address: &address, reader: reader, scratch: &scratch) {
+                return error
+            }
+        }
+        return nil
     }
 
     /// Applies the records of an already verified stretch of the log.

@@ -16,6 +16,8 @@ public struct ServeConfig: Sendable, Equatable {
     public var maxConnections: Int?
     public var idleTimeoutS: Int64?
     public var rateLimit: Int?
+    public var ledgerURL: String?
+    public var ledgerTimeoutMs: Int?
 
     /// No settings.
     public init() {}
@@ -23,7 +25,7 @@ public struct ServeConfig: Sendable, Equatable {
     static let keys = [
         "socket", "key_file", "policy", "state_dir", "passphrase_file", "allow_uid", "allow_gid", "checkpoint_every",
         "snapshot_every", "segment_max_bytes", "segment_max_records",
-        "max_connections", "idle_timeout_s", "rate_limit",
+        "max_connections", "idle_timeout_s", "rate_limit", "ledger_url", "ledger_timeout_ms",
     ]
 
     /// Reads a config file; an unknown key or a wrong type refuses the file.
@@ -76,6 +78,8 @@ public struct ServeConfig: Sendable, Equatable {
         config.maxConnections = try integer("max_connections")
         config.idleTimeoutS = try integer("idle_timeout_s").map { Int64($0) }
         config.rateLimit = try integer("rate_limit")
+        config.ledgerURL = try string("ledger_url")
+        config.ledgerTimeoutMs = try integer("ledger_timeout_ms")
         return config
     }
 }

@@ -23,8 +23,9 @@ public enum SignOutcome: Sendable {
         userSig: String? = nil, appRequestHash: String? = nil)
     /// Refused and recorded.
     case refused(Denial, auditSeq: UInt64)
-    /// The decision could not be made durable: nothing was signed (fail closed).
-    case unavailable(String)
+    /// The decision could not be made durable: nothing was signed (fail closed). `reason`: the audit log's
+    /// (`audit.unavailable`) or the ledger database's (`ledger.unavailable`).
+    case unavailable(String, reason: ReasonCode = .auditUnavailable)
 }
 
 /// What `status` reports.

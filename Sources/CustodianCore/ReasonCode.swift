@@ -37,6 +37,8 @@ public enum ReasonCode: String, CaseIterable, Sendable, Comparable, Codable {
     case sessionExists = "policy.session_exists"
     case quorumWithoutUs = "policy.quorum_without_us"
     case auditUnavailable = "audit.unavailable"
+    /// The ledger database (`--ledger-url`) could not be reached, timed out, or left a commit in doubt: nothing signed.
+    case ledgerUnavailable = "ledger.unavailable"
 
     private var rank: Int { ReasonCode.allCases.firstIndex(of: self) ?? Int.max }
 

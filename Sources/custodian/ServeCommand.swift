@@ -29,6 +29,11 @@ struct ServeCommand: ParsableCommand {
         help: "Close a connection silent for T seconds, or whose line is not complete T seconds after its first byte.")
     var idleTimeoutS: Int64?
     @Option(help: "At most N requests per second per caller uid (0: no limit).") var rateLimit: Int?
+    @Option(
+        help: "Keep the session ledger in PostgreSQL (a libpq URL), shared by every agent of this key.")
+    var ledgerUrl: String?
+    @Option(help: "With --ledger-url: how long a database call may take before the decision is refused (ms).")
+    var ledgerTimeoutMs: Int?
 
     func run() throws {
         var file = ServeConfig()
@@ -55,7 +60,9 @@ struct ServeCommand: ParsableCommand {
             snapshotEvery: snapshotEvery ?? file.snapshotEvery ?? 100_000,
             segmentLimits: SegmentLimits(
                 maxBytes: max(0, segmentMaxBytes ?? file.segmentMaxBytes ?? SegmentLimits().maxBytes),
-                maxRecords: segmentMaxRecords ?? file.segmentMaxRecords ?? 0))
+                maxRecords: segmentMaxRecords ?? file.segmentMaxRecords ?? 0),
+            ledgerURL: ledgerUrl ?? file.ledgerURL,
+            ledgerTimeoutMs: Int32(clamping: max(100, ledgerTimeoutMs ?? file.ledgerTimeoutMs ?? 5000)))
         try Serving.run(settings)
     }
 }

@@ -12,8 +12,10 @@ int ccustodian_get_dumpable(void);
 
 /// Installs the agent's system-call filter on every thread of the process (libseccomp, TSYNC), after setting
 /// PR_SET_NO_NEW_PRIVS. From then on: execve/execveat, ptrace, process_vm_readv/writev fail with EPERM, and
-/// socket/socketpair for any family but AF_UNIX fail with EAFNOSUPPORT. Returns 0, or a negative errno value.
-int ccustodian_apply_syscall_filter(void);
+/// socket/socketpair for any family but AF_UNIX fail with EAFNOSUPPORT. With `allow_inet` (a ledger database over
+/// TCP), socket also allows stream sockets of AF_INET and AF_INET6 (their datagram and raw sockets fail with
+/// EPROTONOSUPPORT). Returns 0, or a negative errno value.
+int ccustodian_apply_syscall_filter(int allow_inet);
 
 /// ptrace(PTRACE_TRACEME): 0, or -1 with errno set (ptrace is variadic, so Swift cannot call it).
 int ccustodian_ptrace_traceme(void);
