@@ -192,6 +192,14 @@ public final class RunningAgent: Sendable {
         do { server = try Server.bind(settings: settings.server, engine: engine) } catch {
             throw AgentStartError("\(error)")
         }
+        // A batch the database committed but a crash kept out of the log goes into the log before the start records.
+        do { try engine.settleWithDatabase() } catch {
+            server.stop()
+            throw AgentStartError(
+                "\(error)",
+                hint: "the agent must settle with the ledger database before it starts (a crash may have left a "
+                    + "decision there that its log lacks); it is retried at the next start")
+        }
         #if DEBUG
             holdStartForTests(log: log)
         #endif

@@ -74,8 +74,12 @@ extension Engine {
         condition.unlock()
     }
 
-    /// Jobs that record no decision, and a rollover that is due: written to the log alone.
+    /// Jobs that record no decision, and a rollover that is due: written to the log alone. Not while the database
+    /// holds a batch of this agent's that the log lacks: its records take the next seqs (they are refused).
     private func logBatch(_ taken: [Job]) {
+        if database?.recover == true {
+            return refuseUnavailable(taken, "the audit log must first take a batch the ledger database holds")
+        }
         condition.lock()
         for job in taken {
             if !decideAndStage(job.decide) { condition.lock() }
@@ -159,6 +163,31 @@ extension Engine {
         if log.seq < records.lastSeq { link.recover = true }
         condition.unlock()
         for reply in replies { reply() }
+    }
+
+    /// Before the start records: takes the database's lock (so that a commit a crash left in flight is settled),
+    /// writes to the log the batches the database holds of this agent's and the log does not (their records come
+    /// right after the log's last: nothing else may take those seqs), checks the database holds the last transaction
+    /// the log names, and lets go. Throws when the database cannot be reached: the agent does not start.
+    public func settleWithDatabase() throws(LedgerError) {
+        guard let link = database else { return }
+        do throws(LedgerError) {
+            let txn = try link.database.lock()
+            try recoverOwn(link)
+            link.recover = false
+            if let evidence = link.evidence {
+                guard evidence < txn, let found = try link.database.transaction(evidence), found.agent == link.agent
+                else {
+                    throw LedgerError.diverged(
+                        "this agent's audit log names ledger transaction \(evidence), which the database does not "
+                            + "hold as this agent's (the database is older than the log: restored from a backup?)")
+                }
+            }
+            link.database.rollback()
+        } catch {
+            link.database.rollback()
+            throw error
+        }
     }
 
     /// Under the database's lock: applies the transactions after `link.known`, writes this agent's that its log

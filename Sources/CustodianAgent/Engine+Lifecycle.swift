@@ -66,6 +66,15 @@ extension Engine {
             writeNextBatch()
             writing = false
         }
+        if database?.recover == true {
+            // The database holds a batch the log lacks: the next start writes it first, at the seqs after the log's
+            // last record; a stop record there would take them.
+            FileHandle.standardError.write(
+                Data("custodian: error: stopping without a stop record: the ledger database holds records the audit log lacks; the next start writes them\n".utf8))
+            lifecycle = .stopped
+            condition.broadcast()
+            return
+        }
         let now = clock()
         // The ledger as of this stop, so that the next start need not replay the whole log; the stop record
         // carries its hash, which binds the snapshot to the chain.

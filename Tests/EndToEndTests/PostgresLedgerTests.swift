@@ -34,16 +34,30 @@ enum Postgres {
         return String(url[at.upperBound..<query.lowerBound])
     }
 
-    /// scripts/postgres stop / start on the tests' server.
+    /// scripts/postgres stop / start on the tests' server. Spawned and awaited directly (posix_spawn, waitpid):
+    /// Foundation's Process was seen waiting forever for this script after it had exited (the server it starts
+    /// outlives it).
     static func server(_ command: String) throws {
         guard let directory else { throw HarnessError("CUSTODIAN_TEST_POSTGRES is not set") }
-        let output = try Harness.run(script, [command, directory])
-        guard output.status == 0 else { throw HarnessError("scripts/postgres \(command): \(output.stderr)") }
+        let output = directory + "/control.log"
+        let arguments = ["/bin/sh", "-c", "exec \"$0\" \"$1\" \"$2\" >>\"$3\" 2>&1 </dev/null", script, command, directory, output]
+        var pid: pid_t = 0
+        let argv = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        guard posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0 else {
+            throw HarnessError("cannot run scripts/postgres")
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        guard status == 0 else {
+            throw HarnessError("scripts/postgres \(command) failed: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+        }
     }
 }
 
-/// Two agents of one key, each with its own state directory and socket, on one ledger database.
-final class AgentPair {
+/// Two agents of one key, each with its own state directory and socket, on one ledger database. Its agents are
+/// started and stopped by the test's thread alone; client threads only `sign` (sockets by path).
+final class AgentPair: @unchecked Sendable {
     let workspace: Workspace
     let key: (String, String)
     let url: String
@@ -68,11 +82,13 @@ final class AgentPair {
         ]
     }
 
+    /// The log file of the latest start.
+    var lastLog = ""
+
     func start(_ index: Int) throws {
         runs += 1
-        agents[index] = try RunningAgent(
-            arguments: arguments(index), socket: socket(index),
-            logFile: workspace.path + "/agent\(index)-run\(runs).log")
+        lastLog = workspace.path + "/agent\(index)-run\(runs).log"
+        agents[index] = try RunningAgent(arguments: arguments(index), socket: socket(index), logFile: lastLog)
     }
 
     func kill(_ index: Int) {
@@ -137,5 +153,178 @@ struct PostgresLedgerTests {
         #expect(pair.stop(1) == 0)
         let check = try pair.check(received: [created.signature, closed.signature])
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+    }
+
+    /// Sends `first` to agent 0 and `second` to agent 1 at the same instant; both results.
+    static func race(_ pair: AgentPair, _ first: String, _ second: String) -> [Result<SignResult, ClientError>] {
+        let results = Collected<(Int, Result<SignResult, ClientError>)>()
+        let ready = DispatchGroup()
+        let go = DispatchSemaphore(value: 0)
+        let done = DispatchGroup()
+        for (index, message) in [first, second].enumerated() {
+            ready.enter()
+            done.enter()
+            Thread.detachNewThread {
+                ready.leave()
+                go.wait()
+                results.append((index, pair.sign(index, message)))
+                done.leave()
+            }
+        }
+        ready.wait()
+        go.signal()
+        go.signal()
+        done.wait()
+        return results.all.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+
+    @Test("Conflicting states and closes sent to both agents at once, in many rounds, on busy CPUs: one is signed")
+    func conflicts() throws {
+        let rounds = ProcessInfo.processInfo.environment["CUSTODIAN_PG_ROUNDS"].flatMap { Int($0) } ?? 40
+        let pair = try AgentPair()
+        try pair.start(0)
+        try pair.start(1)
+        let busy = try DurabilityTests.BusyLoops()
+        var received: [String] = []
+        var wins = [0, 0]
+        for round in 0..<rounds {
+            let create = Messages.create(nonce: UInt64(1000 + round), "0", "10")
+            let id = try DurabilityTests.sessionID(of: create)
+            received.append(try pair.sign(round % 2, create).get().signature)
+            // Two different states at version 2, one to each agent at once.
+            let states = Self.race(
+                pair, OperatorTests.submit(id: id, version: 2, "3", "7"), OperatorTests.submit(id: id, version: 2, "5", "5"))
+            let signedStates = states.compactMap { try? $0.get() }
+            #expect(signedStates.count == 1, "round \(round): \(states)")
+            for (index, result) in states.enumerated() {
+                switch result {
+                case .success(let signed):
+                    received.append(signed.signature)
+                    wins[index] += 1
+                case .failure:
+                    #expect(Self.reason(result) == "policy.version_conflict", "round \(round): \(result)")
+                }
+            }
+            // Two different closes, one to each agent at once.
+            let closes = Self.race(pair, Messages.close(id: id, "1", "9"), Messages.close(id: id, "9", "1"))
+            #expect(closes.compactMap { try? $0.get() }.count == 1, "round \(round): \(closes)")
+            for result in closes {
+                if case .success(let signed) = result { received.append(signed.signature) }
+            }
+        }
+        withExtendedLifetime(busy) {}
+        #expect(pair.stop(0) == 0)
+        #expect(pair.stop(1) == 0)
+        let check = try pair.check(received: received)
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        #expect(check.stdout.contains("\(rounds * 3) received signatures; 0 problem(s)"), "\(check.stdout)")
+        print("conflicts: the states were won \(wins[0]) times by agent 0 and \(wins[1]) by agent 1; \(check.stdout)")
+    }
+
+    @Test(
+        "Chaos: clients on both agents while each is SIGKILLed and restarted and the database is stopped and started")
+    func chaos() throws {
+        let events = ProcessInfo.processInfo.environment["CUSTODIAN_PG_CHAOS_EVENTS"].flatMap { Int($0) } ?? 16
+        let pair = try AgentPair()
+        try pair.start(0)
+        try pair.start(1)
+        let busy = try DurabilityTests.BusyLoops()
+        let received = Collected<String>()
+        let closed = Collected<String>()
+        let unavailable = Collected<String>()
+        let stop = Flag()
+        let group = DispatchGroup()
+        for client in 0..<4 {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                var counter: UInt64 = 0
+                // A request to a random agent, to the other when that one is down.
+                func sign(_ message: String) -> SignResult? {
+                    for attempt in 0..<2 {
+                        let index = attempt == 0 ? Int.random(in: 0...1) : 1 - (client % 2)
+                        switch pair.sign(index, message) {
+                        case .success(let signed):
+                            received.append(signed.signature)
+                            return signed
+                        case .failure(let error):
+                            if PostgresLedgerTests.reason(.failure(error)) == "ledger.unavailable" {
+                                unavailable.append(message)
+                            }
+                        }
+                    }
+                    return nil
+                }
+                while !stop.isSet {
+                    counter += 1
+                    let create = Messages.create(nonce: UInt64(client) << 40 | counter, "0", "10")
+                    guard let id = try? DurabilityTests.sessionID(of: create), sign(create) != nil else {
+                        Thread.sleep(forTimeInterval: 0.01)
+                        continue
+                    }
+                    guard sign(Messages.close(id: id, "4", "6")) != nil else { continue }
+                    closed.append(id)
+                    // A conflicting close of a closed session, on either agent, must never be signed.
+                    if let earlier = closed.all.randomElement() { _ = sign(Messages.close(id: earlier, "10", "0")) }
+                }
+            }
+        }
+        var databaseStops = 0
+        var refusedWhileDown = 0
+        for event in 0..<events {
+            Thread.sleep(forTimeInterval: Double.random(in: 0.1...0.5))
+            if event % 4 == 3 {
+                // The database goes away for a while: a decision then is refused with ledger.unavailable.
+                try Postgres.server("stop")
+                databaseStops += 1
+                let probe = Messages.create(nonce: 1 << 50 | UInt64(event), "0", "10")
+                for index in 0..<2 where pair.agents[index] != nil {
+                    if Self.reason(pair.sign(index, probe)) == "ledger.unavailable" { refusedWhileDown += 1 }
+                }
+                // An agent killed now cannot start: it must first settle with the database (its log may lack a
+                // batch the database holds). It starts once the database is back, as systemd's Restart= would.
+                var restart: Int?
+                if event % 8 == 7 {
+                    let index = Int.random(in: 0...1)
+                    pair.kill(index)
+                    #expect(throws: (any Error).self) { try pair.start(index) }
+                    let log = (try? String(contentsOfFile: pair.lastLog, encoding: .utf8)) ?? ""
+                    #expect(log.contains("the ledger database is unavailable"), "\(log)")
+                    restart = index
+                }
+                Thread.sleep(forTimeInterval: Double.random(in: 0.2...1.0))
+                try Postgres.server("start")
+                if let restart { try pair.start(restart) }
+            } else {
+                let index = Int.random(in: 0...1)
+                pair.kill(index)
+                Thread.sleep(forTimeInterval: Double.random(in: 0...0.3))
+                try pair.start(index)
+            }
+        }
+        // Service resumes by itself: each agent signs a new session within seconds.
+        for index in 0..<2 {
+            let create = Messages.create(nonce: 1 << 52 | UInt64(index), "0", "10")
+            var signed: SignResult?
+            let deadline = Date().addingTimeInterval(15)
+            while signed == nil && Date() < deadline {
+                signed = try? pair.sign(index, create).get()
+                if signed == nil { Thread.sleep(forTimeInterval: 0.1) }
+            }
+            #expect(signed != nil, "agent \(index) did not sign again after the chaos")
+            if let signed { received.append(signed.signature) }
+        }
+        stop.set()
+        #expect(group.wait(timeout: .now() + 60) == .success)
+        withExtendedLifetime(busy) {}
+        #expect(pair.stop(0) == 0)
+        #expect(pair.stop(1) == 0)
+        #expect(refusedWhileDown == 2 * databaseStops, "every probe while the database was down: ledger.unavailable")
+        #expect(closed.all.count > 10, "too little was signed to prove anything: \(closed.all.count) closes")
+        let check = try pair.check(received: received.all)
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        print(
+            "chaos: \(events) events (\(databaseStops) database stops), \(closed.all.count) sessions closed, "
+                + "\(unavailable.all.count) client requests refused with ledger.unavailable; \(check.stdout)")
     }
 }
