@@ -301,18 +301,25 @@ public enum StateDirectory {
             stateDirectory, chain: rebuilt.chain, address: rebuilt.verification.address ?? document.agent,
             count: added.count
         ) { index, writer in
-            let entry = added[index]
-            writer.field("action", "ledger_import")
-            writer.field("protocol", entry.session.definition.wire.rawValue)
-            writer.field("agent", document.agent.checksummed)
-            writer.field("source_sha256", digest)
-            writer.field("source_audit_seq", document.auditSeq)
-            writer.field("source_audit_head", document.auditHead)
-            writer.field("app_session_id", entry.session.appSessionID)
-            writer.field("imported_state", Hex.encode(LedgerState.encodeRecord(entry.session)))
-            LedgerInterchange.writeLosses(entry.losses, &writer)
+            importFields(added[index], document: document, digest: digest, &writer)
         }
         return ImportSummary(added: added.count, alreadyPresent: document.entries.count - added.count)
+    }
+
+    /// The fields of the `operator` record that imports `entry` (`action: ledger_import`).
+    static func importFields(
+        _ entry: LedgerInterchange.Entry, document: LedgerInterchange.Document, digest: String,
+        _ writer: inout JSONWriter
+    ) {
+        writer.field("action", "ledger_import")
+        writer.field("protocol", entry.session.definition.wire.rawValue)
+        writer.field("agent", document.agent.checksummed)
+        writer.field("source_sha256", digest)
+        writer.field("source_audit_seq", document.auditSeq)
+        writer.field("source_audit_head", document.auditHead)
+        writer.field("app_session_id", entry.session.appSessionID)
+        writer.field("imported_state", Hex.encode(LedgerState.encodeRecord(entry.session)))
+        LedgerInterchange.writeLosses(entry.losses, &writer)
     }
 
     /// Appends `count` records of `event` (each with the operator's uid, gid and pid) to the log, durably, in one

@@ -82,8 +82,29 @@ struct AuditCommand: ParsableCommand {
 
         @Argument(help: "The agent's state directory, or the log's files in order.") var paths: [String]
         @Option(help: "The agent's address (default: the one named by the log's start records).") var address: String?
+        @Option(
+            help: ArgumentHelp(
+                "Also check the state directories given (every agent's of one PostgreSQL ledger) against it: each "
+                    + "ledger transaction is in exactly one log, byte for byte, and every record a log wrote in one "
+                    + "is in it."))
+        var ledgerUrl: String?
 
         func run() throws {
+            guard let ledgerUrl else { return try verify(paths) }
+            for path in paths { try verify([path]) }
+            let outcome: LedgerCrossCheck.Outcome
+            do { outcome = try LedgerCrossCheck.run(ledgerURL: ledgerUrl, stateDirectories: paths) } catch {
+                throw CLIFailure(error.description, hint: error.hint, exitCode: error.exitCode)
+            }
+            for problem in outcome.problems.prefix(20) { FileHandle.standardError.write(Data("\(problem)\n".utf8)) }
+            guard outcome.problems.isEmpty else {
+                throw CLIFailure(
+                    "the logs and the ledger database disagree: \(outcome.problems.count) problem(s)", exitCode: 2)
+            }
+            print(outcome.summary)
+        }
+
+        func verify(_ paths: [String]) throws {
             guard !paths.isEmpty else { throw CLIFailure("give a state directory, or the log's files in order") }
             var expected: Address?
             if let address {

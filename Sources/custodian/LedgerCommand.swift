@@ -8,28 +8,28 @@ struct LedgerCommand: ParsableCommand {
         abstract: "Move a ledger between hosts: the signed sessions in the documented JSON interchange format.",
         subcommands: [Export.self, Import.self])
 
-    /// The PostgreSQL ledger (issue 16) is not in this build: a URL is refused rather than ignored.
-    static func refuseLedgerURL(_ url: String?) throws(CLIFailure) {
-        guard url != nil else { return }
-        throw CLIFailure(
-            "--ledger-url: this build keeps the ledger in the state directory only (the PostgreSQL ledger is not in it)",
-            hint: "leave --ledger-url out")
-    }
-
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write the ledger of a state directory (every signed session, its latest state and loss events) "
                 + "as interchange JSON.")
 
-        @Option(help: "The agent's state directory.") var stateDir: String
-        @Option(help: "Not in this build: the PostgreSQL ledger.") var ledgerUrl: String?
+        @Option(help: "The agent's state directory (without --ledger-url).") var stateDir: String?
+        @Option(help: "Export the ledger a PostgreSQL database holds (every agent's decisions) instead.")
+        var ledgerUrl: String?
         @Option(name: .short, help: "Write to this new file (mode 0600) instead of standard output.") var output:
             String?
 
         func run() throws {
-            try LedgerCommand.refuseLedgerURL(ledgerUrl)
             let bytes: [UInt8]
-            do { bytes = try StateDirectory.exportLedger(stateDir) } catch {
+            do throws(AgentStartError) {
+                if let ledgerUrl {
+                    bytes = try StateDirectory.exportLedger(ledgerURL: ledgerUrl, address: nil)
+                } else if let stateDir {
+                    bytes = try StateDirectory.exportLedger(stateDir)
+                } else {
+                    throw AgentStartError("ledger export needs --state-dir or --ledger-url")
+                }
+            } catch {
                 throw CLIFailure(error.description, hint: error.hint, exitCode: error.exitCode)
             }
             guard let output else {
@@ -47,21 +47,38 @@ struct LedgerCommand: ParsableCommand {
             abstract: "With the agent stopped: add the sessions of an interchange file to a state directory's ledger "
                 + "(audited); refuses, writing nothing, if any session differs from what the ledger holds.")
 
-        @Argument(help: "The interchange file (from custodian ledger export).") var file: String
+        @Argument(
+            help: "The interchange file; with --ledger-url, none: the state directory's own ledger.")
+        var file: String?
         @Option(help: "The agent's state directory (created if missing).") var stateDir: String
-        @Option(help: "Not in this build: the PostgreSQL ledger.") var ledgerUrl: String?
+        @Option(
+            help: "Import into this PostgreSQL ledger, through the state directory's agent (stopped; its log records it).")
+        var ledgerUrl: String?
 
         func run() throws {
-            try LedgerCommand.refuseLedgerURL(ledgerUrl)
-            let bytes = try CLI.readInput(file)
+            let bytes: [UInt8]?
+            if let file {
+                bytes = try CLI.readInput(file)
+            } else if ledgerUrl != nil {
+                bytes = nil
+            } else {
+                throw CLIFailure("ledger import needs a file (or --ledger-url, to import the state directory's ledger)")
+            }
             do { try FileIO.ensurePrivateDirectory(stateDir) } catch {
                 throw CLIFailure("cannot create \(stateDir): \(error)")
             }
             let summary: StateDirectory.ImportSummary
-            do { summary = try StateDirectory.importLedger(stateDir, file: bytes) } catch {
+            do throws(AgentStartError) {
+                if let ledgerUrl {
+                    summary = try StateDirectory.importLedger(stateDir, file: bytes, ledgerURL: ledgerUrl)
+                } else {
+                    summary = try StateDirectory.importLedger(stateDir, file: bytes ?? [])
+                }
+            } catch {
                 throw CLIFailure(error.description, hint: error.hint, exitCode: error.exitCode)
             }
-            let line = "imported \(summary.added) session(s) into \(stateDir); \(summary.alreadyPresent) already there"
+            let target = ledgerUrl == nil ? stateDir : "the ledger database"
+            let line = "imported \(summary.added) session(s) into \(target); \(summary.alreadyPresent) already there"
             CLI.out(Array(line.utf8))
         }
     }

@@ -327,4 +327,84 @@ struct PostgresLedgerTests {
             "chaos: \(events) events (\(databaseStops) database stops), \(closed.all.count) sessions closed, "
                 + "\(unavailable.all.count) client requests refused with ledger.unavailable; \(check.stdout)")
     }
+
+    @Test("Migration and audit: imports (a conflict refused), logs against the database, a lost transaction refused")
+    func migrationAndAudit() throws {
+        let pair = try AgentPair()
+        // A local-ledger agent's history: S1 closed, S2 open.
+        let local = pair.arguments(0).prefix { $0 != "--ledger-url" }
+        var agent: RunningAgent? = try RunningAgent(
+            arguments: Array(local), socket: pair.socket(0), logFile: pair.workspace.path + "/local.log")
+        let create1 = Messages.create(nonce: 1, "0", "10")
+        let create2 = Messages.create(nonce: 2, "0", "10")
+        let s1 = try DurabilityTests.sessionID(of: create1)
+        let s2 = try DurabilityTests.sessionID(of: create2)
+        _ = try pair.sign(0, create1).get()
+        _ = try pair.sign(0, Messages.close(id: s1, "4", "6")).get()
+        _ = try pair.sign(0, create2).get()
+        #expect(agent?.stop() == 0)
+        agent = nil
+        // On the database before the import: the agent starts, but decides nothing (its own ledger is not there).
+        try pair.start(0)
+        let refused = pair.sign(0, Messages.close(id: s2, "5", "5"))
+        #expect(Self.reason(refused) == "ledger.unavailable")
+        #expect("\(refused)".contains("custodian ledger import"), "\(refused)")
+        #expect(pair.stop(0) == 0)
+        // A conflicting ledger of the same key (S2 closed otherwise), imported first through the other agent: it
+        // goes in. The first agent's import then conflicts on S2 and adds nothing.
+        let otherDir = pair.workspace.path + "/other"
+        var other: RunningAgent? = try RunningAgent(
+            arguments: ["--key-file", pair.key.0, "--policy", pair.policyFile, "--state-dir", otherDir,
+                "--passphrase-file", pair.key.1],
+            socket: pair.socket(1), logFile: pair.workspace.path + "/other.log")
+        _ = try pair.sign(1, create2).get()
+        _ = try pair.sign(1, Messages.close(id: s2, "10", "0")).get()
+        #expect(other?.stop() == 0)
+        other = nil
+        let exported = try Harness.custodian(["ledger", "export", "--state-dir", otherDir])
+        #expect(exported.status == 0, "\(exported.stderr)")
+        let file = try pair.workspace.write("other.json", exported.stdout)
+        let first = try Harness.custodian(["ledger", "import", file, "--state-dir", pair.stateDir(1), "--ledger-url", pair.url])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("imported 1 session(s) into the ledger database"), "\(first.stdout)")
+        let conflicting = try Harness.custodian(["ledger", "import", "--state-dir", pair.stateDir(0), "--ledger-url", pair.url])
+        #expect(conflicting.status == 2, "\(conflicting.stdout)\(conflicting.stderr)")
+        #expect(conflicting.stderr.contains(s2), "\(conflicting.stderr)")
+        // Without the conflict (S2 released from the database's view is not possible: a fresh database instead).
+        let again = try Harness.custodian(["ledger", "import", file, "--state-dir", pair.stateDir(1), "--ledger-url", pair.url])
+        #expect(again.stdout.contains("imported 0 session(s) into the ledger database; 1 already there"), "\(again.stdout)")
+        // The first agent still decides nothing (its S1 is not in the database), and says why.
+        try pair.start(0)
+        #expect(Self.reason(pair.sign(0, Messages.close(id: s1, "4", "6"))) == "ledger.unavailable")
+        #expect(pair.stop(0) == 0)
+        // The other agent signs on: S2 is closed for both.
+        try pair.start(1)
+        #expect(Self.reason(pair.sign(1, Messages.close(id: s2, "5", "5"))) == "policy.session_closed")
+        let create3 = Messages.create(nonce: 3, "0", "10")
+        let created3 = try pair.sign(1, create3).get()
+        #expect(pair.stop(1) == 0)
+        // Every log against the database: state0 wrote only refusals in its transactions.
+        let verify = try Harness.custodian(["audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1)])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        #expect(verify.stdout.contains("ledger transactions, each in exactly one of 2 logs"), "\(verify.stdout)")
+        let ledger = try Harness.custodian(["ledger", "export", "--ledger-url", pair.url])
+        #expect(ledger.status == 0, "\(ledger.stderr)")
+        let s3 = try DurabilityTests.sessionID(of: create3)
+        #expect(ledger.stdout.contains(s2) && ledger.stdout.contains(s3) && !created3.signature.isEmpty)
+        // The database loses agent 1's last transaction (restored from an older backup): verify names it, and the
+        // agent does not start on less history than its log holds.
+        let database = Postgres.database(of: pair.url)
+        let agent1 = try String(contentsOfFile: pair.stateDir(1) + "/ledger.agent", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let last = try Postgres.psql(database, "SELECT max(txn) FROM custodian_txns WHERE agent = '\(agent1)'")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try Postgres.psql(
+            database, "DELETE FROM custodian_txns WHERE txn = \(last); UPDATE custodian_ledger SET txn = txn - 1")
+        let broken = try Harness.custodian(["audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1)])
+        #expect(broken.status == 2, "\(broken.stdout)\(broken.stderr)")
+        #expect(broken.stderr.contains("names ledger transaction \(last)"), "\(broken.stderr)")
+        #expect(throws: (any Error).self) { try pair.start(1) }
+        let log = (try? String(contentsOfFile: pair.lastLog, encoding: .utf8)) ?? ""
+        #expect(log.contains("names ledger transaction \(last), which the database does not hold"), "\(log)")
+    }
 }

@@ -1,0 +1,165 @@
+import CustodianCore
+import CustodianCrypto
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The operator's commands on a ledger database: import a local ledger into it, export it, check logs against it.
+extension StateDirectory {
+    /// Imports an interchange file (nil: the state directory's own ledger, exported in memory) into the ledger
+    /// database, as one transaction of this state directory's agent (which must be stopped): every session the
+    /// database does not hold is added by an `operator` record (`action: ledger_import`) in its log and in the
+    /// database; a session the database holds must be identical, or nothing is imported.
+    public static func importLedger(_ stateDirectory: String, file: [UInt8]?, ledgerURL: String)
+        throws(AgentStartError) -> ImportSummary
+    {
+        let lock: StateLock
+        do { lock = try StateLock(stateDirectory: stateDirectory) } catch {
+            throw AgentStartError(
+                "an agent is running on \(stateDirectory)",
+                hint: "stop it first: operator actions are written while no agent writes")
+        }
+        defer { withExtendedLifetime(lock) {} }
+        let rebuilt = try readHistory(stateDirectory, fromSnapshots: false)
+        let bytes: [UInt8]
+        if let file {
+            bytes = file
+        } else {
+            guard let agent = rebuilt.verification.address ?? rebuilt.chain.agent else {
+                throw AgentStartError("\(stateDirectory) holds no history of any agent: nothing to import", exitCode: 2)
+            }
+            guard rebuilt.state.channels.channels.isEmpty else {
+                throw AgentStartError(
+                    "\(stateDirectory) holds v1 home channels, which the interchange format does not carry", exitCode: 2)
+            }
+            bytes = LedgerInterchange.encode(
+                rebuilt.state, agent: agent, exportedAt: RFC3339.format(ms: Engine.systemClock()),
+                auditSeq: UInt64(rebuilt.chain.count), auditHead: rebuilt.chain.head)
+        }
+        let document: LedgerInterchange.Document
+        switch LedgerInterchange.decode(bytes) {
+        case .success(let value): document = value
+        case .failure(let error): throw AgentStartError("not a ledger interchange file: \(error)", exitCode: 2)
+        }
+        if let agent = rebuilt.verification.address ?? rebuilt.chain.agent, agent != document.agent {
+            throw AgentStartError(
+                "the file is the ledger of \(document.agent); \(stateDirectory) is the history of \(agent)",
+                hint: "a ledger belongs to one key: import it through a state directory of the same key", exitCode: 2)
+        }
+        let agentID = try LedgerAgentID.read(orCreateIn: stateDirectory)
+        let database = LedgerDatabase(url: ledgerURL, agent: agentID, address: document.agent)
+        let log: AuditLog
+        do {
+            log = try AuditLog(
+                path: stateDirectory + "/" + Segments.active, chain: rebuilt.chain, address: document.agent,
+                timeMs: Engine.systemClock())
+        } catch { throw AgentStartError("\(error)") }
+        do {
+            let txn = try database.lock()
+            guard try database.ownTransactions(after: log.seq).isEmpty else {
+                database.rollback()
+                throw AgentStartError(
+                    "the ledger database holds records of this agent that its log lacks",
+                    hint: "start the agent once (it writes them to its log first), stop it, then import")
+            }
+            var state = LedgerState()
+            for transaction in try database.transactions(after: 0, before: txn) {
+                if let error = Replay.applyDatabaseBatch(transaction.batch, to: &state, agent: document.agent) {
+                    database.rollback()
+                    throw AgentStartError("the ledger database's transaction \(transaction.txn) does not apply: \(error)")
+                }
+            }
+            var conflicts: [String] = []
+            var added: [LedgerInterchange.Entry] = []
+            for entry in document.entries {
+                let id = entry.session.appSessionID
+                guard let present = state.session(id) else {
+                    added.append(entry)
+                    continue
+                }
+                let presentLosses = state.losses.filter { $0.sessionID == id }
+                if present != entry.session || presentLosses != entry.losses { conflicts.append(id) }
+            }
+            guard conflicts.isEmpty else {
+                database.rollback()
+                throw AgentStartError(
+                    "\(conflicts.count) session(s) differ from what the ledger database holds for them: "
+                        + conflicts.prefix(5).joined(separator: ", ") + (conflicts.count > 5 ? ", …" : "")
+                        + "; nothing was imported",
+                    hint: "a ledger import never overwrites a signed state", exitCode: 2)
+            }
+            guard !added.isEmpty else {
+                database.rollback()
+                return ImportSummary(added: 0, alreadyPresent: document.entries.count)
+            }
+            let digest = SHA256.hex(bytes)
+            let now = Engine.systemClock()
+            log.ledgerTxn = txn
+            for entry in added {
+                log.stage(event: "operator", timeMs: now) { writer in
+                    writePeer(Peer(pid: getpid(), uid: getuid(), gid: getgid()), &writer)
+                    importFields(entry, document: document, digest: digest, &writer)
+                }
+            }
+            log.ledgerTxn = nil
+            guard let batch = log.takeStaged() else { throw LedgerError.unavailable("nothing staged") }
+            try database.commit(
+                txn: txn, firstSeq: batch.lastSeq - UInt64(batch.count) + 1, lastSeq: batch.lastSeq,
+                batch: batch.bytes)
+            do { try log.write(batch) } catch {
+                log.finish(batch, durable: false)
+                throw AgentStartError(
+                    "imported into the ledger database, but the audit log could not take the records: \(error)",
+                    hint: "the next start of the agent writes them to its log from the database")
+            }
+            log.finish(batch, durable: true)
+            return ImportSummary(added: added.count, alreadyPresent: document.entries.count - added.count)
+        } catch let error as AgentStartError {
+            database.rollback()
+            throw error
+        } catch {
+            database.rollback()
+            throw AgentStartError("\(error)", hint: "nothing was imported")
+        }
+    }
+
+    /// The interchange text of the ledger a database holds (every agent's decisions).
+    public static func exportLedger(ledgerURL: String, address: Address?) throws(AgentStartError) -> [UInt8] {
+        let client = PostgresClient(url: ledgerURL)
+        do {
+            try client.connect()
+            let bound = try client.execute("SELECT address FROM custodian_ledger WHERE id = 1")
+            guard let text = bound.values.first?.first ?? nil, let agent = Address(eip55: text) else {
+                throw AgentStartError("the ledger database holds no ledger yet", exitCode: 2)
+            }
+            if let address, address != agent {
+                throw AgentStartError("the ledger database holds the ledger of \(agent), not of \(address)", exitCode: 2)
+            }
+            client.disconnect()
+            // Read only: no agent is registered.
+            let database = LedgerDatabase(url: ledgerURL, agent: "", address: agent)
+            try database.client.connect()
+            var state = LedgerState()
+            var last: (txn: Int64, hash: String) = (0, String(repeating: "0", count: 64))
+            for transaction in try database.transactions(after: 0) {
+                if let error = Replay.applyDatabaseBatch(transaction.batch, to: &state, agent: agent) {
+                    throw AgentStartError("the ledger database's transaction \(transaction.txn) does not apply: \(error)")
+                }
+                last = (transaction.txn, SHA256.hex(transaction.batch))
+            }
+            guard state.channels.channels.isEmpty else {
+                throw AgentStartError(
+                    "the ledger holds v1 home channels, which the interchange format does not carry", exitCode: 2)
+            }
+            return LedgerInterchange.encode(
+                state, agent: agent, exportedAt: RFC3339.format(ms: Engine.systemClock()),
+                auditSeq: UInt64(clamping: last.txn), auditHead: last.hash)
+        } catch let error as AgentStartError {
+            throw error
+        } catch {
+            throw AgentStartError("\(error)")
+        }
+    }
+}
