@@ -24,6 +24,8 @@ public final class LedgerLink: @unchecked Sendable {
     /// Set when the database and this agent's evidence disagree: nothing more is decided (restart after the
     /// operator has settled it).
     var diverged: String?
+    /// The batch the database committed last, waiting for its log write (made while the next batch commits).
+    var pending: Engine.Batch?
 
     public init(url: String, agent: String, address: Address, evidence: Int64?, local: LedgerState, timeoutMs: Int32)
     {
@@ -58,20 +60,60 @@ extension Engine {
     func runLedger() {
         condition.lock()
         while true {
-            while jobs.isEmpty && lifecycle < .stopping { condition.wait() }
-            if jobs.isEmpty { break }
+            while jobs.isEmpty && lifecycle < .stopping && database?.pending == nil { condition.wait() }
+            if jobs.isEmpty {
+                // Nothing more to decide now: the batch committed last goes to the log at once.
+                if database?.pending != nil {
+                    writing = true
+                    condition.unlock()
+                    flushPending()
+                    condition.lock()
+                    writing = false
+                    condition.broadcast()
+                    continue
+                }
+                break
+            }
             let taken = jobs
             jobs = []
             writing = true
             condition.unlock()
             let decisions = taken.filter(\.ledger)
             if !decisions.isEmpty { ledgerBatch(decisions) }
-            logBatch(taken.filter { !$0.ledger })
+            let others = taken.filter { !$0.ledger }
+            if !others.isEmpty || segmentDue {
+                flushPending()
+                logBatch(others)
+            }
             condition.lock()
             writing = false
             condition.broadcast()
         }
         condition.unlock()
+    }
+
+    /// Whether the active segment is full (read without the lock: only the ledger thread stages and writes).
+    private var segmentDue: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return segmentLimits.full(bytes: log.stagedSegmentBytes, records: log.stagedSegmentRecords + 1)
+    }
+
+    /// Writes the batch the database committed last to the log, then runs its replies. A failed write leaves it in
+    /// the database alone: the next batch writes it to the log from there first (and so the batch committed after
+    /// it, taken already, is dropped with it).
+    func flushPending() {
+        guard let link = database else { return }
+        condition.lock()
+        let taken = link.pending
+        link.pending = nil
+        condition.unlock()
+        guard let pending = taken else { return }
+        let replies = writeBatch(pending, handingOn: false)
+        condition.lock()
+        if let records = pending.records, log.seq < records.lastSeq { link.recover = true }
+        condition.unlock()
+        for reply in replies { reply() }
     }
 
     /// Jobs that record no decision, and a rollover that is due: written to the log alone. Not while the database
@@ -109,13 +151,17 @@ extension Engine {
     /// decide the jobs, commit the batch, then write it to the log; replies run once both hold it.
     private func ledgerBatch(_ taken: [Job]) {
         guard let link = database else { return }
-        if let diverged = link.diverged { return refuseUnavailable(taken, diverged) }
+        if let diverged = link.diverged {
+            flushPending()
+            return refuseUnavailable(taken, diverged)
+        }
         let txn: Int64
         do {
             txn = try link.database.lock()
             try catchUp(link, before: txn)
         } catch {
             link.database.rollback()
+            flushPending()
             if case .diverged(let why) = error {
                 link.diverged = why
                 FileHandle.standardError.write(Data("custodian: error: \(error); refusing every decision\n".utf8))
@@ -135,34 +181,46 @@ extension Engine {
             for completion in batch.completions { completion.durable() }
             return
         }
+        // The insert and COMMIT go out; while the database commits, the batch committed before is written to the
+        // log and answered (each batch: the database first, then the log, then the replies).
+        var failure: LedgerError?
         do {
-            try link.database.commit(
+            let deadline = try link.database.sendCommit(
                 txn: txn, firstSeq: records.lastSeq - UInt64(records.count) + 1, lastSeq: records.lastSeq,
                 batch: records.bytes)
+            flushPending()
+            try link.database.awaitCommit(until: deadline)
         } catch {
-            condition.lock()
+            failure = error
+        }
+        condition.lock()
+        if failure == nil && link.recover {
+            // The batch before failed to reach the log, and this one chains on it: both wait in the database for
+            // the next batch to write them to the log.
+            link.known = txn
+            state.forget(through: batch.mark)
+            log.finish(records, durable: false)
+            condition.unlock()
+            for completion in batch.completions { completion.dropped() }
+            return
+        }
+        if let failure {
             log.finish(records, durable: false)
             // A commit in doubt may stand: the next batch finds it (under the lock, its outcome is settled) and
             // applies it and writes it to the log before deciding anything else.
-            if case .inDoubt = error { link.recover = true }
-            dropCause.set("\(error)")
-            let replies = batch.completions.map(\.dropped) + failPending("\(error)")
+            if case .inDoubt = failure { link.recover = true }
+            dropCause.set("\(failure)")
+            let replies = batch.completions.map(\.dropped) + failPending("\(failure)")
             condition.unlock()
             for reply in replies { reply() }
             dropCause.set(nil)
             return
         }
-        condition.lock()
         link.known = txn
         // The database holds it: it is the ledger now, whatever becomes of the log's write.
         state.forget(through: batch.mark)
+        link.pending = batch
         condition.unlock()
-        let replies = writeBatch(batch, handingOn: false)
-        condition.lock()
-        // A failed write leaves the batch in the database alone: the next batch writes it to the log first.
-        if log.seq < records.lastSeq { link.recover = true }
-        condition.unlock()
-        for reply in replies { reply() }
     }
 
     /// Before the start records: takes the database's lock (so that a commit a crash left in flight is settled),

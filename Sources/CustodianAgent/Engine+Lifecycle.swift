@@ -54,7 +54,7 @@ extension Engine {
         // A periodic snapshot being written finishes first: the stop's own snapshot must be the last file written.
         while snapshotting && pendingSnapshot == nil { condition.wait() }
         pendingSnapshot = nil
-        while database != nil && (writing || !jobs.isEmpty) { condition.wait() }
+        while database != nil && (writing || !jobs.isEmpty || database?.pending != nil) { condition.wait() }
         while writing || nextToStage != nextTicket {
             // A ticket still signing stages (and may write) when it is done; the timeout covers a signer that
             // staged while nothing was being written and left its batch for nobody.

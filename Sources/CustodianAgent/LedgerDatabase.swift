@@ -181,15 +181,37 @@ final class LedgerDatabase {
 
     /// Records the batch as transaction `txn` and commits it.
     func commit(txn: Int64, firstSeq: UInt64, lastSeq: UInt64, batch: [UInt8]) throws(LedgerError) {
+        let deadline = try sendCommit(txn: txn, firstSeq: firstSeq, lastSeq: lastSeq, batch: batch)
+        try awaitCommit(until: deadline)
+    }
+
+    /// Sends the batch's insert and the COMMIT in one message, without waiting (``awaitCommit(until:)``): the agent
+    /// writes its log meanwhile. The batch goes as a hex literal (the agent's name is hex digits, the rest numbers).
+    func sendCommit(txn: Int64, firstSeq: UInt64, lastSeq: UInt64, batch: [UInt8]) throws(LedgerError) -> Int64 {
+        var sql = Array(
+            "INSERT INTO custodian_txns (txn, agent, first_seq, last_seq, batch) VALUES (\(txn), '\(agent)', \(firstSeq), \(lastSeq), '\\x"
+                .utf8)
+        sql.reserveCapacity(sql.count + batch.count * 2 + 16)
+        let digits = Array("0123456789abcdef".utf8)
+        for byte in batch {
+            sql.append(digits[Int(byte >> 4)])
+            sql.append(digits[Int(byte & 0x0F)])
+        }
+        sql.append(contentsOf: "'); COMMIT".utf8)
         do {
-            try client.execute(
-                "INSERT INTO custodian_txns (txn, agent, first_seq, last_seq, batch) VALUES ($1, $2, $3, $4, $5)",
-                [.int(txn), .text(agent), .int(Int64(firstSeq)), .int(Int64(lastSeq)), .bytes(batch)])
+            return try client.send(String(decoding: sql, as: UTF8.self), commit: true)
         } catch {
             rollback()
             throw error
         }
-        try client.execute("COMMIT", commit: true)
+    }
+
+    /// The outcome of the commit sent last; a refusal rolls the transaction back.
+    func awaitCommit(until deadline: Int64) throws(LedgerError) {
+        do { try client.collect(until: deadline, commit: true) } catch {
+            if case .refused = error { rollback() }
+            throw error
+        }
     }
 
     /// Ends the open transaction without committing (a failure drops the connection, which does the same).

@@ -107,6 +107,12 @@ final class PostgresClient {
     /// transaction, so a broken connection leaves its outcome in doubt.
     @discardableResult
     func execute(_ sql: String, _ params: [Param] = [], commit: Bool = false) throws(LedgerError) -> Rows {
+        let deadline = try send(sql, params, commit: commit)
+        return try collect(until: deadline, commit: commit)
+    }
+
+    /// Sends a statement without waiting for its result (``collect(until:commit:)`` reads it); returns the deadline.
+    func send(_ sql: String, _ params: [Param] = [], commit: Bool = false) throws(LedgerError) -> Int64 {
         guard let connection, PQstatus(connection) == CONNECTION_OK else {
             throw .unavailable("not connected")
         }
@@ -128,7 +134,7 @@ final class PostgresClient {
                     lengths.append(0)
                     formats.append(0)
                 case .bytes(let bytes):
-                    buffers.append(bytes.map { CChar(bitPattern: $0) } + [0])
+                    buffers.append(bytes.map { CChar(bitPattern: $0) })
                     lengths.append(Int32(bytes.count))
                     formats.append(1)
                 }
@@ -146,6 +152,13 @@ final class PostgresClient {
             if flushed < 0 { throw failure(commit: commit, Self.message(connection)) }
             try wait(connection, writable: true, until: deadline, commit: commit)
         }
+        return deadline
+    }
+
+    /// Reads the results of the statement sent last; the last result's rows.
+    @discardableResult
+    func collect(until deadline: Int64, commit: Bool = false) throws(LedgerError) -> Rows {
+        guard let connection else { throw .unavailable("not connected") }
         var last: Rows?
         var error: String?
         while true {
