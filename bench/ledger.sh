@@ -120,7 +120,7 @@ for clients in 1 16; do
 done
 for name in local pg1 pg2; do kill -TERM "${pids[$name]}"; wait "${pids[$name]}" || true; done
 "$bin/custodian" audit verify --ledger-url "$url" "$work/pg1" "$work/pg2" >"$work/verify.txt"
-fsync_line=$(/usr/lib/postgresql/*/bin/pg_test_fsync -s 2 -f "$pg/fsync.test" 2>/dev/null | grep -m1 'fdatasync' || true)
+fsync_line=$(/usr/lib/postgresql/*/bin/pg_test_fsync -s 2 -f "$pg/fsync.test" 2>/dev/null | grep -m1 -E '^\s+fdatasync\s' | awk '{print $2, $3, $4, $5}' || true)
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 mkdir -p bench/results

@@ -2,6 +2,17 @@ import CustodianCore
 import CustodianCrypto
 import Foundation
 
+/// `custodian ledger migrate`.
+public enum LedgerSchema {
+    /// Creates or migrates the schema; returns its version.
+    public static func migrate(ledgerURL: String) throws(LedgerError) -> Int64 {
+        let client = PostgresClient(url: ledgerURL)
+        try client.connect()
+        try LedgerDatabase.migrate(client)
+        return LedgerDatabase.schemaVersion
+    }
+}
+
 /// The session ledger in PostgreSQL, shared by every agent of one key (`--ledger-url`).
 ///
 /// The database holds the ledger as a sequence of transactions: each is one group commit of one agent, numbered in

@@ -6,7 +6,24 @@ struct LedgerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ledger",
         abstract: "Move a ledger between hosts: the signed sessions in the documented JSON interchange format.",
-        subcommands: [Export.self, Import.self])
+        subcommands: [Export.self, Import.self, Migrate.self])
+
+    struct Migrate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create the PostgreSQL ledger's schema, or bring an older one to this version (as a role that may "
+                + "create tables; the agents then need only deploy/custodian-ledger.sql's rights).")
+
+        @Option(help: "The ledger database (a libpq URL).") var ledgerUrl: String
+
+        func run() throws {
+            do {
+                let version = try LedgerSchema.migrate(ledgerURL: ledgerUrl)
+                CLI.out(Array("the ledger database's schema is at version \(version)".utf8))
+            } catch {
+                throw CLIFailure("\(error)", hint: "a role that may create tables in the database runs this")
+            }
+        }
+    }
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -304,7 +304,17 @@ struct HardeningTests {
             let text = try String(contentsOf: deploy.appendingPathComponent(name), encoding: .utf8)
             archive.append(try workspace.write(name, text, mode: 0o644))
         }
+        // The PostgreSQL ledger's drop-in, as systemd merges it: its sections after the unit's own.
+        let dropIn = try String(contentsOf: deploy.appendingPathComponent("custodian-ledger.conf"), encoding: .utf8)
+        let ledgerDirectory = workspace.path + "/ledger"
+        try FileManager.default.createDirectory(atPath: ledgerDirectory, withIntermediateDirectories: true)
+        let ledgerService = ledgerDirectory + "/custodian.service"
+        try (service + "\n" + dropIn).write(toFile: ledgerService, atomically: true, encoding: .utf8)
+        _ = try workspace.write("ledger/custodian.socket", socketUnit, mode: 0o644)
         let output = try Harness.run(tool, ["verify", socketPath, servicePath, metricsPath, timerPath] + archive)
+        let ledger = try Harness.run(tool, ["verify", ledgerService])
+        #expect(ledger.status == 0, "\(ledger.stderr)")
+        #expect(ledger.stderr.isEmpty, "\(ledger.stderr)")
         #expect(output.status == 0, "\(output.stderr)")
         #expect(output.stderr.isEmpty, "\(output.stderr)")
     }

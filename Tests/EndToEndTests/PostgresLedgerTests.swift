@@ -13,12 +13,18 @@ enum Postgres {
     static let directory = ProcessInfo.processInfo.environment["CUSTODIAN_TEST_POSTGRES"]
     static let script = Harness.repository.path + "/scripts/postgres"
 
-    static func psql(_ database: String, _ sql: String) throws -> String {
-        guard let directory else { throw HarnessError("CUSTODIAN_TEST_POSTGRES is not set") }
-        let output = try Harness.run(
-            "/usr/bin/psql", ["-h", directory, "-U", "postgres", "-d", database, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+    static func psql(_ database: String, _ sql: String, user: String = "postgres") throws -> String {
+        let output = try psqlOutput(database, ["-c", sql], user: user)
         guard output.status == 0 else { throw HarnessError("psql: \(output.stderr)") }
         return output.stdout
+    }
+
+    static func psqlOutput(_ database: String, _ arguments: [String], user: String = "postgres") throws
+        -> Harness.Output
+    {
+        guard let directory else { throw HarnessError("CUSTODIAN_TEST_POSTGRES is not set") }
+        return try Harness.run(
+            "/usr/bin/psql", ["-h", directory, "-U", user, "-d", database, "-qtAX", "-v", "ON_ERROR_STOP=1"] + arguments)
     }
 
     /// A new, empty database; its URL.
@@ -60,7 +66,8 @@ enum Postgres {
 final class AgentPair: @unchecked Sendable {
     let workspace: Workspace
     let key: (String, String)
-    let url: String
+    /// The agents' URL (the owner's, unless a test gives them a role of their own).
+    var url: String
     let policyFile: String
     var agents: [RunningAgent?] = [nil, nil]
     var runs = 0
@@ -406,5 +413,40 @@ struct PostgresLedgerTests {
         #expect(throws: (any Error).self) { try pair.start(1) }
         let log = (try? String(contentsOfFile: pair.lastLog, encoding: .utf8)) ?? ""
         #expect(log.contains("names ledger transaction \(last), which the database does not hold"), "\(log)")
+    }
+
+    @Test("A pair on the least rights of deploy/custodian-ledger.sql: it signs, and cannot rewrite the ledger")
+    func leastRights() throws {
+        let pair = try AgentPair()
+        let database = Postgres.database(of: pair.url)
+        let migrate = try Harness.custodian(["ledger", "migrate", "--ledger-url", pair.url])
+        #expect(migrate.status == 0, "\(migrate.stderr)")
+        let grants = try Postgres.psqlOutput(
+            database, ["-f", Harness.repository.path + "/deploy/custodian-ledger.sql"])
+        #expect(grants.status == 0, "\(grants.stderr)")
+        pair.url = pair.url.replacingOccurrences(of: "postgres@", with: "custodian_agent@")
+        try pair.start(0)
+        try pair.start(1)
+        let create = Messages.create(nonce: 7, "0", "10")
+        let id = try DurabilityTests.sessionID(of: create)
+        _ = try pair.sign(0, create).get()
+        _ = try pair.sign(1, Messages.close(id: id, "4", "6")).get()
+        #expect(Self.reason(pair.sign(0, Messages.close(id: id, "6", "4"))) == "policy.session_closed")
+        #expect(pair.stop(0) == 0)
+        #expect(pair.stop(1) == 0)
+        for statement in [
+            "DELETE FROM custodian_txns", "UPDATE custodian_txns SET batch = ''::bytea",
+            "UPDATE custodian_ledger SET txn = 0 WHERE false", "DROP TABLE custodian_txns",
+        ] {
+            let output = try Postgres.psqlOutput(database, ["-c", statement], user: "custodian_agent")
+            if statement.contains("WHERE false") {
+                #expect(output.status == 0, "the agents' own update of the counter: \(output.stderr)")
+            } else {
+                #expect(output.status != 0, "\(statement) was allowed")
+                #expect(output.stderr.contains("permission denied") || output.stderr.contains("must be owner"))
+            }
+        }
+        let verify = try Harness.custodian(["audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1)])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
     }
 }
