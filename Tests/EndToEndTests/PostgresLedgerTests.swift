@@ -11,6 +11,7 @@ import Testing
 /// CUSTODIAN_TEST_POSTGRES, stopped after. Each test makes its own database on it.
 enum Postgres {
     static let directory = ProcessInfo.processInfo.environment["CUSTODIAN_TEST_POSTGRES"]
+    static let port = ProcessInfo.processInfo.environment["CUSTODIAN_PG_PORT"] ?? "54329"
     static let script = Harness.repository.path + "/scripts/postgres"
 
     static func psql(_ database: String, _ sql: String, user: String = "postgres") throws -> String {
@@ -24,7 +25,8 @@ enum Postgres {
     {
         guard let directory else { throw HarnessError("CUSTODIAN_TEST_POSTGRES is not set") }
         return try Harness.run(
-            "/usr/bin/psql", ["-h", directory, "-U", user, "-d", database, "-qtAX", "-v", "ON_ERROR_STOP=1"] + arguments)
+            "/usr/bin/psql",
+            ["-h", directory, "-p", port, "-U", user, "-d", database, "-qtAX", "-v", "ON_ERROR_STOP=1"] + arguments)
     }
 
     /// A new, empty database; its URL.
@@ -32,7 +34,7 @@ enum Postgres {
         guard let directory else { throw HarnessError("CUSTODIAN_TEST_POSTGRES is not set") }
         let name = "t\(UInt64.random(in: 0...UInt64.max))"
         _ = try psql("postgres", "CREATE DATABASE \(name)")
-        return "postgresql://postgres@/\(name)?host=\(directory)"
+        return "postgresql://postgres@/\(name)?host=\(directory)&port=\(port)"
     }
 
     static func database(of url: String) -> String {
@@ -68,6 +70,8 @@ final class AgentPair: @unchecked Sendable {
     let key: (String, String)
     /// The agents' URL (the owner's, unless a test gives them a role of their own).
     var url: String
+    /// The database's name.
+    let database: String
     let policyFile: String
     var agents: [RunningAgent?] = [nil, nil]
     var runs = 0
@@ -76,6 +80,7 @@ final class AgentPair: @unchecked Sendable {
         workspace = try Workspace()
         key = try EndToEndTests.importKeyA(workspace)
         url = try Postgres.newDatabase()
+        database = Postgres.database(of: url)
         policyFile = try workspace.write("policy.toml", policy)
     }
 
@@ -123,7 +128,8 @@ final class AgentPair: @unchecked Sendable {
             try Harness.python(),
             [
                 Harness.repository.path + "/Tests/EndToEndTests/ledger_check.py", "--database",
-                Postgres.database(of: url), "--host", Postgres.directory ?? "", "--received", signatures,
+                database, "--host", Postgres.directory ?? "", "--port", Postgres.port,
+                "--received", signatures,
                 stateDir(0), stateDir(1),
             ])
     }
@@ -448,5 +454,23 @@ struct PostgresLedgerTests {
         }
         let verify = try Harness.custodian(["audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1)])
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+    }
+
+    @Test("A pair on a database over TCP: the agents' system-call filter lets them reach it, and they share it")
+    func overTCP() throws {
+        let pair = try AgentPair()
+        let database = Postgres.database(of: pair.url)
+        pair.url = "postgresql://postgres@127.0.0.1:\(Postgres.port)/\(database)?sslmode=disable"
+        try pair.start(0)
+        try pair.start(1)
+        let create = Messages.create(nonce: 9, "0", "10")
+        let id = try DurabilityTests.sessionID(of: create)
+        let created = try pair.sign(0, create).get()
+        let closed = try pair.sign(1, Messages.close(id: id, "4", "6")).get()
+        #expect(Self.reason(pair.sign(0, Messages.close(id: id, "6", "4"))) == "policy.session_closed")
+        #expect(pair.stop(0) == 0)
+        #expect(pair.stop(1) == 0)
+        let check = try pair.check(received: [created.signature, closed.signature])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
     }
 }

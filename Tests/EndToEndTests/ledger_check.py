@@ -1,6 +1,6 @@
 """An independent reader of several agents' audit logs and their PostgreSQL ledger (custodian's own code is not used).
 
-    ledger_check.py --database DB --host DIR [--received FILE] STATE_DIR...
+    ledger_check.py --database DB --host DIR [--port P] [--received FILE] STATE_DIR...
 
 Checks, exiting 1 with every violation listed:
   - each log is a chain (seq 1, 2, …; prev = SHA-256 of the line before) across its segment files;
@@ -53,12 +53,12 @@ def read_log(state_dir, problems):
     return records
 
 
-def database_transactions(database, host):
+def database_transactions(database, host, port):
     query = (
         "SELECT txn, agent, first_seq, last_seq, encode(batch, 'hex') FROM custodian_txns ORDER BY txn"
     )
     output = subprocess.run(
-        ["psql", "-h", host, "-U", "postgres", "-d", database, "-qtAX", "-F", "|", "-c", query],
+        ["psql", "-h", host, "-p", port, "-U", "postgres", "-d", database, "-qtAX", "-F", "|", "-c", query],
         check=True,
         capture_output=True,
         text=True,
@@ -95,6 +95,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--database", required=True)
     parser.add_argument("--host", required=True)
+    parser.add_argument("--port", default="5432")
     parser.add_argument("--received")
     parser.add_argument("state_dirs", nargs="+")
     arguments = parser.parse_args()
@@ -106,7 +107,7 @@ def main():
             agent = handle.read().strip()
         logs[agent] = read_log(state_dir, problems)
 
-    transactions = database_transactions(arguments.database, arguments.host)
+    transactions = database_transactions(arguments.database, arguments.host, arguments.port)
     in_database = set()
     for index, (txn, agent, first, last, batch) in enumerate(transactions):
         if txn != index + 1:
