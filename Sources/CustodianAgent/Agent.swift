@@ -140,7 +140,8 @@ public final class RunningAgent: Sendable {
         let rebuilt: Replay.Rebuilt
         do {
             defer { _ = ccustodian_malloc_top_pad(128 << 10) }
-            rebuilt = try StateDirectory.readHistory(settings.stateDirectory)
+            rebuilt = try StateDirectory.readHistory(
+                settings.stateDirectory, databaseLedger: settings.ledgerURL != nil)
         }
         let chain = rebuilt.chain
         let state = rebuilt.state

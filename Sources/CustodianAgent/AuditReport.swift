@@ -75,7 +75,7 @@ public enum AuditReport {
             do {
                 // The ledger as a start rebuilds it (from the newest snapshot's segment on); the verification over
                 // every segment in the directory, which a start does not read.
-                let rebuilt = try StateDirectory.readHistory(path)
+                let rebuilt = try StateDirectory.readHistory(path, databaseLedger: true)
                 var all = LineSource.log((try? Segments.list(directory: path)) ?? [])
                 let verified = AuditVerifier.verify(&all, address: rebuilt.verification.address)
                 reading = LogReading(path: logPath, verified: verified, state: rebuilt.state)

@@ -22,7 +22,7 @@ extension StateDirectory {
                 hint: "stop it first: operator actions are written while no agent writes")
         }
         defer { withExtendedLifetime(lock) {} }
-        let rebuilt = try readHistory(stateDirectory, fromSnapshots: false)
+        let rebuilt = try readHistory(stateDirectory, fromSnapshots: false, databaseLedger: true)
         let bytes: [UInt8]
         if let file {
             bytes = file

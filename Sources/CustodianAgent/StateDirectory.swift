@@ -10,9 +10,19 @@ public enum StateDirectory {
     /// ledger; refuses a history shorter or other than the evidence proves.
     /// `fromSnapshots` false: replay the whole log (a release needs the states before the latest, which snapshots do
     /// not keep).
+    /// `databaseLedger`: the caller works with the state directory's ledger database (an agent started with
+    /// `--ledger-url`, an import into the database, a report that reads the log alone). Otherwise a state directory
+    /// whose agent keeps its ledger in PostgreSQL (`ledger.agent`) is refused: its log holds only its own part of
+    /// that ledger, and a command that took it for the whole would judge, release or export on less than there is.
     public static func readHistory(
-        _ stateDirectory: String, fromSnapshots: Bool = true, historyOf: String? = nil
+        _ stateDirectory: String, fromSnapshots: Bool = true, historyOf: String? = nil, databaseLedger: Bool = false
     ) throws(AgentStartError) -> Replay.Rebuilt {
+        if !databaseLedger && FileIO.exists(stateDirectory + "/" + LedgerAgentID.fileName) {
+            throw AgentStartError(
+                "the agent of \(stateDirectory) keeps its ledger in PostgreSQL (\(LedgerAgentID.fileName)): its log holds "
+                    + "only its own part of that ledger",
+                hint: "give --ledger-url (serve, ledger export, ledger import), or use the database's tools")
+        }
         let logPath = stateDirectory + "/" + Segments.active
         let evidence: StateEvidence
         do { evidence = try StateEvidence.read(stateDirectory: stateDirectory) } catch {

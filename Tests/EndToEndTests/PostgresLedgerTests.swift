@@ -404,6 +404,14 @@ struct PostgresLedgerTests {
         #expect(ledger.status == 0, "\(ledger.stderr)")
         let s3 = try DurabilityTests.sessionID(of: create3)
         #expect(ledger.stdout.contains(s2) && ledger.stdout.contains(s3) && !created3.signature.isEmpty)
+        // The state directory of an agent on the database is not taken for a whole ledger by the local tools.
+        let partial = try Harness.custodian(["ledger", "export", "--state-dir", pair.stateDir(1)])
+        #expect(partial.status != 0 && partial.stderr.contains("keeps its ledger in PostgreSQL"), "\(partial.stderr)")
+        let local1 = pair.arguments(1).prefix { $0 != "--ledger-url" }
+        #expect(throws: (any Error).self) {
+            _ = try RunningAgent(
+                arguments: Array(local1), socket: pair.socket(1), logFile: pair.workspace.path + "/local1.log")
+        }
         // The database loses agent 1's last transaction (restored from an older backup): verify names it, and the
         // agent does not start on less history than its log holds.
         let database = Postgres.database(of: pair.url)
