@@ -177,7 +177,8 @@ public final class RunningAgent: Sendable {
             agentID = try LedgerAgentID.read(orCreateIn: settings.stateDirectory)
             link = LedgerLink(
                 url: url, agent: agentID, address: keyHeader.address,
-                evidence: LedgerAgentID.lastLedgerTxn(in: chain.files.isEmpty ? [logPath] : chain.files.map(\.file.path)),
+                evidence: LedgerAgentID.lastLedgerTxn(
+                    in: chain.files.isEmpty ? [logPath] : chain.files.map(\.file.path)),
                 local: state,
                 timeoutMs: settings.ledgerTimeoutMs)
         }
@@ -211,7 +212,9 @@ public final class RunningAgent: Sendable {
         engine.metrics.started(seconds: Double(DispatchTime.now().uptimeNanoseconds &- began) / 1e9)
         server.serve()
         // Serving: from here on the process never needs to run a program, trace one, or reach a network.
-        do { try Hardening.applySyscallFilter(allowTCP: settings.ledgerURL.map(LedgerAgentID.mayUseTCP) ?? false) } catch {
+        do {
+            try Hardening.applySyscallFilter(allowTCP: settings.ledgerURL.map(LedgerAgentID.mayUseTCP) ?? false)
+        } catch {
             agentStop(server: server, engine: engine)
             throw AgentStartError("cannot install the system-call filter: \(error)")
         }

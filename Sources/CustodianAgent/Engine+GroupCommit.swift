@@ -58,7 +58,9 @@ extension Engine {
             if log.stagedSeq % checkpointEvery == 0 { stageCheckpoint(now: clock()) }
             // The checkpoint that seals a segment counts in it; the next segment's record begins the next. (Not inside
             // a ledger database transaction: the ledger thread rolls over after it, in a write of its own.)
-            if log.ledgerTxn == nil, segmentLimits.full(bytes: log.stagedSegmentBytes, records: log.stagedSegmentRecords + 1) {
+            if log.ledgerTxn == nil,
+                segmentLimits.full(bytes: log.stagedSegmentBytes, records: log.stagedSegmentRecords + 1)
+            {
                 let reason =
                     segmentLimits.maxBytes > 0 && log.stagedSegmentBytes >= segmentLimits.maxBytes ? "size" : "records"
                 _ = rollOver(now: clock(), reason: reason)

@@ -27,8 +27,7 @@ public final class LedgerLink: @unchecked Sendable {
     /// The batch the database committed last, waiting for its log write (made while the next batch commits).
     var pending: Engine.Batch?
 
-    public init(url: String, agent: String, address: Address, evidence: Int64?, local: LedgerState, timeoutMs: Int32)
-    {
+    public init(url: String, agent: String, address: Address, evidence: Int64?, local: LedgerState, timeoutMs: Int32) {
         self.database = LedgerDatabase(url: url, agent: agent, address: address, timeoutMs: timeoutMs)
         self.agent = agent
         self.evidence = evidence

@@ -70,7 +70,9 @@ extension Engine {
             // The database holds a batch the log lacks: the next start writes it first, at the seqs after the log's
             // last record; a stop record there would take them.
             FileHandle.standardError.write(
-                Data("custodian: error: stopping without a stop record: the ledger database holds records the audit log lacks; the next start writes them\n".utf8))
+                Data(
+                    "custodian: error: stopping without a stop record: the ledger database holds records the audit log lacks; the next start writes them\n"
+                        .utf8))
             lifecycle = .stopped
             condition.broadcast()
             return

@@ -21,7 +21,8 @@ public enum LedgerCrossCheck {
         for directory in stateDirectories {
             let path = directory + "/" + LedgerAgentID.fileName
             guard FileIO.exists(path) else {
-                throw AgentStartError("\(directory) has no \(LedgerAgentID.fileName): not an agent of a ledger database")
+                throw AgentStartError(
+                    "\(directory) has no \(LedgerAgentID.fileName): not an agent of a ledger database")
             }
             let agent = try LedgerAgentID.read(orCreateIn: directory)
             agentOf[agent] = directory
@@ -59,7 +60,8 @@ public enum LedgerCrossCheck {
             }
             guard let records = logs[transaction.agent] else {
                 problems.append(
-                    "transaction \(transaction.txn) is agent \(transaction.agent)'s, whose state directory was not given")
+                    "transaction \(transaction.txn) is agent \(transaction.agent)'s, whose state directory was not given"
+                )
                 continue
             }
             var seq = transaction.firstSeq

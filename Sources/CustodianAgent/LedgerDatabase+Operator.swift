@@ -32,7 +32,8 @@ extension StateDirectory {
             }
             guard rebuilt.state.channels.channels.isEmpty else {
                 throw AgentStartError(
-                    "\(stateDirectory) holds v1 home channels, which the interchange format does not carry", exitCode: 2)
+                    "\(stateDirectory) holds v1 home channels, which the interchange format does not carry", exitCode: 2
+                )
             }
             bytes = LedgerInterchange.encode(
                 rebuilt.state, agent: agent, exportedAt: RFC3339.format(ms: Engine.systemClock()),
@@ -68,7 +69,8 @@ extension StateDirectory {
             for transaction in try database.transactions(after: 0, before: txn) {
                 if let error = Replay.applyDatabaseBatch(transaction.batch, to: &state, agent: document.agent) {
                     database.rollback()
-                    throw AgentStartError("the ledger database's transaction \(transaction.txn) does not apply: \(error)")
+                    throw AgentStartError(
+                        "the ledger database's transaction \(transaction.txn) does not apply: \(error)")
                 }
             }
             var conflicts: [String] = []
@@ -135,7 +137,8 @@ extension StateDirectory {
                 throw AgentStartError("the ledger database holds no ledger yet", exitCode: 2)
             }
             if let address, address != agent {
-                throw AgentStartError("the ledger database holds the ledger of \(agent), not of \(address)", exitCode: 2)
+                throw AgentStartError(
+                    "the ledger database holds the ledger of \(agent), not of \(address)", exitCode: 2)
             }
             client.disconnect()
             // Read only: no agent is registered.
@@ -145,7 +148,8 @@ extension StateDirectory {
             var last: (txn: Int64, hash: String) = (0, String(repeating: "0", count: 64))
             for transaction in try database.transactions(after: 0) {
                 if let error = Replay.applyDatabaseBatch(transaction.batch, to: &state, agent: agent) {
-                    throw AgentStartError("the ledger database's transaction \(transaction.txn) does not apply: \(error)")
+                    throw AgentStartError(
+                        "the ledger database's transaction \(transaction.txn) does not apply: \(error)")
                 }
                 last = (transaction.txn, SHA256.hex(transaction.batch))
             }

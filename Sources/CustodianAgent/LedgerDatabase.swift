@@ -89,7 +89,8 @@ final class LedgerDatabase {
             if version == schemaVersion { return }
             guard version < schemaVersion else {
                 throw .diverged(
-                    "the ledger database's schema is version \(version), newer than this custodian's (\(schemaVersion))")
+                    "the ledger database's schema is version \(version), newer than this custodian's (\(schemaVersion))"
+                )
             }
         }
         do {

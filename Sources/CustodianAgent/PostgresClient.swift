@@ -173,7 +173,8 @@ final class PostgresClient {
                 last = Self.rows(result)
             default:
                 if error == nil {
-                    error = String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
+                    error = String(cString: PQresultErrorMessage(result)).trimmingCharacters(
+                        in: .whitespacesAndNewlines)
                 }
             }
         }
@@ -202,7 +203,9 @@ final class PostgresClient {
             var entry = pollfd(fd: socket, events: Int16(writable ? POLLOUT : POLLIN), revents: 0)
             let ready = poll(&entry, 1, Int32(min(left, Int64(Int32.max))))
             if ready > 0 { return }
-            if ready < 0 && errno != EINTR { throw failure(commit: commit, "poll: \(String(cString: strerror(errno)))") }
+            if ready < 0 && errno != EINTR {
+                throw failure(commit: commit, "poll: \(String(cString: strerror(errno)))")
+            }
         }
     }
 
@@ -279,11 +282,10 @@ final class PostgresClient {
         return nest(0)
     }
 
-    private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+    /// `strings` as a NULL-terminated array of C strings (libpq's keyword and value lists).
+    private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
         Self.withPointers(strings.map { Array($0.utf8CString) }) { pointers in
-            (pointers + [nil]).withUnsafeBufferPointer { buffer in
-                body(buffer.baseAddress!)  // non-empty: it ends with nil
-            }
+            (pointers + [nil]).withUnsafeBufferPointer { buffer in body(buffer.baseAddress) }
         }
     }
 }

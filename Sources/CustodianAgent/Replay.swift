@@ -266,12 +266,16 @@ public enum Replay {
         var address: Address? = agent
         var start = 0
         while start < bytes.count {
-            guard let end = bytes[start...].firstIndex(of: 0x0A), let (seq, _, event) = RecordShape.fields(
-                bytes[start..<end])
+            guard let end = bytes[start...].firstIndex(of: 0x0A),
+                let (seq, _, event) = RecordShape.fields(
+                    bytes[start..<end])
             else { return .broken(line: 0, why: "a ledger database batch that does not read as records") }
             let record = RawRecord(line: Int(seq), seq: seq, event: event, bytes: bytes[start..<end], offset: start)
             start = end + 1
-            guard event == "operator" || event == "observe" || (event == "sign" && RecordShape.contains(allowed, in: record.bytes)) else { continue }
+            guard
+                event == "operator" || event == "observe"
+                    || (event == "sign" && RecordShape.contains(allowed, in: record.bytes))
+            else { continue }
             if let error = apply(record, to: &state, address: &address, reader: reader, scratch: &scratch) {
                 return error
             }

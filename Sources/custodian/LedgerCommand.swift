@@ -10,7 +10,8 @@ struct LedgerCommand: ParsableCommand {
 
     struct Migrate: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create the PostgreSQL ledger's schema, or bring an older one to this version (as a role that may "
+            abstract:
+                "Create the PostgreSQL ledger's schema, or bring an older one to this version (as a role that may "
                 + "create tables; the agents then need only deploy/custodian-ledger.sql's rights).")
 
         @Option(help: "The ledger database (a libpq URL).") var ledgerUrl: String
@@ -69,7 +70,9 @@ struct LedgerCommand: ParsableCommand {
         var file: String?
         @Option(help: "The agent's state directory (created if missing).") var stateDir: String
         @Option(
-            help: "Import into this PostgreSQL ledger, through the state directory's agent (stopped; its log records it).")
+            help:
+                "Import into this PostgreSQL ledger, through the state directory's agent (stopped; its log records it)."
+        )
         var ledgerUrl: String?
 
         func run() throws {

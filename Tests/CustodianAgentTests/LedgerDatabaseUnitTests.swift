@@ -39,7 +39,8 @@ struct LedgerDatabaseUnitTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let older = directory + "/a.log"
         let newer = directory + "/b.log"
-        try Data(#"{"seq":1,"event":"sign","ledger_txn":41,"prev":"00"}"#.utf8 + [0x0A]).write(to: URL(fileURLWithPath: older))
+        try Data(#"{"seq":1,"event":"sign","ledger_txn":41,"prev":"00"}"#.utf8 + [0x0A]).write(
+            to: URL(fileURLWithPath: older))
         try Data(
             (#"{"seq":2,"event":"sign","ledger_txn":42,"prev":"00"}"# + "\n"
                 + #"{"seq":3,"event":"checkpoint","prev":"00"}"# + "\n").utf8

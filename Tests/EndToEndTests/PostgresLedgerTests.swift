@@ -48,7 +48,9 @@ enum Postgres {
     static func server(_ command: String) throws {
         guard let directory else { throw HarnessError("CUSTODIAN_TEST_POSTGRES is not set") }
         let output = directory + "/control.log"
-        let arguments = ["/bin/sh", "-c", "exec \"$0\" \"$1\" \"$2\" >>\"$3\" 2>&1 </dev/null", script, command, directory, output]
+        let arguments = [
+            "/bin/sh", "-c", "exec \"$0\" \"$1\" \"$2\" >>\"$3\" 2>&1 </dev/null", script, command, directory, output,
+        ]
         var pid: pid_t = 0
         let argv = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
@@ -58,7 +60,8 @@ enum Postgres {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         guard status == 0 else {
-            throw HarnessError("scripts/postgres \(command) failed: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+            throw HarnessError(
+                "scripts/postgres \(command) failed: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
         }
     }
 }
@@ -206,7 +209,8 @@ struct PostgresLedgerTests {
             received.append(try pair.sign(round % 2, create).get().signature)
             // Two different states at version 2, one to each agent at once.
             let states = Self.race(
-                pair, OperatorTests.submit(id: id, version: 2, "3", "7"), OperatorTests.submit(id: id, version: 2, "5", "5"))
+                pair, OperatorTests.submit(id: id, version: 2, "3", "7"),
+                OperatorTests.submit(id: id, version: 2, "5", "5"))
             let signedStates = states.compactMap { try? $0.get() }
             #expect(signedStates.count == 1, "round \(round): \(states)")
             for (index, result) in states.enumerated() {
@@ -367,8 +371,10 @@ struct PostgresLedgerTests {
         // goes in. The first agent's import then conflicts on S2 and adds nothing.
         let otherDir = pair.workspace.path + "/other"
         var other: RunningAgent? = try RunningAgent(
-            arguments: ["--key-file", pair.key.0, "--policy", pair.policyFile, "--state-dir", otherDir,
-                "--passphrase-file", pair.key.1],
+            arguments: [
+                "--key-file", pair.key.0, "--policy", pair.policyFile, "--state-dir", otherDir,
+                "--passphrase-file", pair.key.1,
+            ],
             socket: pair.socket(1), logFile: pair.workspace.path + "/other.log")
         _ = try pair.sign(1, create2).get()
         _ = try pair.sign(1, Messages.close(id: s2, "10", "0")).get()
@@ -377,15 +383,22 @@ struct PostgresLedgerTests {
         let exported = try Harness.custodian(["ledger", "export", "--state-dir", otherDir])
         #expect(exported.status == 0, "\(exported.stderr)")
         let file = try pair.workspace.write("other.json", exported.stdout)
-        let first = try Harness.custodian(["ledger", "import", file, "--state-dir", pair.stateDir(1), "--ledger-url", pair.url])
+        let first = try Harness.custodian([
+            "ledger", "import", file, "--state-dir", pair.stateDir(1), "--ledger-url", pair.url,
+        ])
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdout.contains("imported 1 session(s) into the ledger database"), "\(first.stdout)")
-        let conflicting = try Harness.custodian(["ledger", "import", "--state-dir", pair.stateDir(0), "--ledger-url", pair.url])
+        let conflicting = try Harness.custodian([
+            "ledger", "import", "--state-dir", pair.stateDir(0), "--ledger-url", pair.url,
+        ])
         #expect(conflicting.status == 2, "\(conflicting.stdout)\(conflicting.stderr)")
         #expect(conflicting.stderr.contains(s2), "\(conflicting.stderr)")
         // Without the conflict (S2 released from the database's view is not possible: a fresh database instead).
-        let again = try Harness.custodian(["ledger", "import", file, "--state-dir", pair.stateDir(1), "--ledger-url", pair.url])
-        #expect(again.stdout.contains("imported 0 session(s) into the ledger database; 1 already there"), "\(again.stdout)")
+        let again = try Harness.custodian([
+            "ledger", "import", file, "--state-dir", pair.stateDir(1), "--ledger-url", pair.url,
+        ])
+        #expect(
+            again.stdout.contains("imported 0 session(s) into the ledger database; 1 already there"), "\(again.stdout)")
         // The first agent still decides nothing (its S1 is not in the database), and says why.
         try pair.start(0)
         #expect(Self.reason(pair.sign(0, Messages.close(id: s1, "4", "6"))) == "ledger.unavailable")
@@ -397,7 +410,9 @@ struct PostgresLedgerTests {
         let created3 = try pair.sign(1, create3).get()
         #expect(pair.stop(1) == 0)
         // Every log against the database: state0 wrote only refusals in its transactions.
-        let verify = try Harness.custodian(["audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1)])
+        let verify = try Harness.custodian([
+            "audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1),
+        ])
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
         #expect(verify.stdout.contains("ledger transactions, each in exactly one of 2 logs"), "\(verify.stdout)")
         let ledger = try Harness.custodian(["ledger", "export", "--ledger-url", pair.url])
@@ -421,7 +436,9 @@ struct PostgresLedgerTests {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         _ = try Postgres.psql(
             database, "DELETE FROM custodian_txns WHERE txn = \(last); UPDATE custodian_ledger SET txn = txn - 1")
-        let broken = try Harness.custodian(["audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1)])
+        let broken = try Harness.custodian([
+            "audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1),
+        ])
         #expect(broken.status == 2, "\(broken.stdout)\(broken.stderr)")
         #expect(broken.stderr.contains("names ledger transaction \(last)"), "\(broken.stderr)")
         #expect(throws: (any Error).self) { try pair.start(1) }
@@ -460,7 +477,9 @@ struct PostgresLedgerTests {
                 #expect(output.stderr.contains("permission denied") || output.stderr.contains("must be owner"))
             }
         }
-        let verify = try Harness.custodian(["audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1)])
+        let verify = try Harness.custodian([
+            "audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1),
+        ])
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
     }
 
