@@ -44,19 +44,24 @@ public enum LedgerAgentID {
             var end = bytes.count
             while end > 0 {
                 guard let at = lastIndex(of: key, in: bytes, before: end) else { break }
-                var index = at + key.count
-                var value: Int64 = 0
-                var digits = 0
-                while index < bytes.count, bytes[index] >= 0x30, bytes[index] <= 0x39, digits < 18 {
-                    value = value * 10 + Int64(bytes[index] - 0x30)
-                    index += 1
-                    digits += 1
-                }
-                if digits > 0 { return value }
+                if let value = number(in: bytes[...], at: at + key.count) { return value }
                 end = at
             }
         }
         return nil
+    }
+
+    /// The decimal number (at most 18 digits) at `index` of `bytes` (nil: no digit there).
+    static func number(in bytes: ArraySlice<UInt8>, at index: Int) -> Int64? {
+        var index = index
+        var value: Int64 = 0
+        var digits = 0
+        while index < bytes.endIndex, bytes[index] >= 0x30, bytes[index] <= 0x39, digits < 18 {
+            value = value * 10 + Int64(bytes[index] - 0x30)
+            index += 1
+            digits += 1
+        }
+        return digits > 0 ? value : nil
     }
 
     private static func lastIndex(of needle: [UInt8], in haystack: [UInt8], before end: Int) -> Int? {

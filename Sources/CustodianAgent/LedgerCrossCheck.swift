@@ -104,14 +104,6 @@ public enum LedgerCrossCheck {
 
     static func ledgerTxn(_ line: ArraySlice<UInt8>) -> Int64? {
         guard let at = RecordShape.firstIndex(of: Replay.ledgerTxnKey, in: line.suffix(140)) else { return nil }
-        var index = at + Replay.ledgerTxnKey.count
-        var value: Int64 = 0
-        var digits = 0
-        while index < line.endIndex, line[index] >= 0x30, line[index] <= 0x39, digits < 18 {
-            value = value * 10 + Int64(line[index] - 0x30)
-            index += 1
-            digits += 1
-        }
-        return digits > 0 ? value : nil
+        return LedgerAgentID.number(in: line, at: at + Replay.ledgerTxnKey.count)
     }
 }

@@ -15,12 +15,7 @@ extension StateDirectory {
     public static func importLedger(_ stateDirectory: String, file: [UInt8]?, ledgerURL: String)
         throws(AgentStartError) -> ImportSummary
     {
-        let lock: StateLock
-        do { lock = try StateLock(stateDirectory: stateDirectory) } catch {
-            throw AgentStartError(
-                "an agent is running on \(stateDirectory)",
-                hint: "stop it first: operator actions are written while no agent writes")
-        }
+        let lock = try operatorLock(stateDirectory)
         defer { withExtendedLifetime(lock) {} }
         let rebuilt = try readHistory(stateDirectory, fromSnapshots: false, databaseLedger: true)
         let bytes: [UInt8]

@@ -1,4 +1,5 @@
 import CPostgres
+import CustodianCore
 import Foundation
 
 #if canImport(Glibc)
@@ -235,27 +236,8 @@ final class PostgresClient {
 
     /// The bytes of a bytea value in PostgreSQL's hex output (`\x0a1b…`).
     static func decodeBytea(_ text: String) -> [UInt8]? {
-        let utf8 = Array(text.utf8)
-        guard utf8.count >= 2, utf8[0] == UInt8(ascii: "\\"), utf8[1] == UInt8(ascii: "x"), utf8.count % 2 == 0
-        else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity((utf8.count - 2) / 2)
-        var index = 2
-        while index < utf8.count {
-            guard let high = nibble(utf8[index]), let low = nibble(utf8[index + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-            index += 2
-        }
-        return bytes
-    }
-
-    private static func nibble(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case 0x30...0x39: byte - 0x30
-        case 0x61...0x66: byte - 0x61 + 10
-        case 0x41...0x46: byte - 0x41 + 10
-        default: nil
-        }
+        guard text.hasPrefix("\\x"), !text.dropFirst(2).hasPrefix("0x") else { return nil }
+        return Hex.decode(text.dropFirst(2))
     }
 
     static func nowMs() -> Int64 {

@@ -275,12 +275,7 @@ public enum StateDirectory {
         case .success(let value): document = value
         case .failure(let error): throw AgentStartError("not a ledger interchange file: \(error)", exitCode: 2)
         }
-        let lock: StateLock
-        do { lock = try StateLock(stateDirectory: stateDirectory) } catch {
-            throw AgentStartError(
-                "an agent is running on \(stateDirectory)",
-                hint: "stop it first: operator actions are written while no agent writes")
-        }
+        let lock = try operatorLock(stateDirectory)
         defer { withExtendedLifetime(lock) {} }
         let rebuilt = try readHistory(stateDirectory, fromSnapshots: false)
         if let agent = rebuilt.verification.address ?? rebuilt.chain.agent, agent != document.agent {
@@ -314,6 +309,15 @@ public enum StateDirectory {
             importFields(added[index], document: document, digest: digest, &writer)
         }
         return ImportSummary(added: added.count, alreadyPresent: document.entries.count - added.count)
+    }
+
+    /// The state directory's lock, for an operator command that writes to its log (no agent may run).
+    static func operatorLock(_ stateDirectory: String) throws(AgentStartError) -> StateLock {
+        do { return try StateLock(stateDirectory: stateDirectory) } catch {
+            throw AgentStartError(
+                "an agent is running on \(stateDirectory)",
+                hint: "stop it first: operator actions are written while no agent writes")
+        }
     }
 
     /// The fields of the `operator` record that imports `entry` (`action: ledger_import`).
