@@ -198,9 +198,12 @@ extension Engine {
     /// node lies, or custodian missed a state).
     public func observe(message: [UInt8], peer: Peer?, reply: @escaping @Sendable (ObserveOutcome) -> Void) {
         let read = Self.readObserved(message)
-        submit(orElse: { reply(.unavailable("the agent is stopping")) }) { [self] now in
+        let dropCause = dropCause
+        submit(orElse: { reply(.unavailable(dropCause.current ?? "the agent is stopping")) }) { [self] now in
             let policyHash = policy.hash
-            let dropped: @Sendable () -> Void = { reply(.unavailable("the observation could not be recorded")) }
+            let dropped: @Sendable () -> Void = {
+                reply(.unavailable(dropCause.current ?? "the observation could not be recorded"))
+            }
             let observed: ChannelStateWire
             switch read {
             case .failure(let denial):
@@ -274,7 +277,8 @@ extension Engine {
     /// An operator's resume of a channel whose signing stopped (`custodian channel resume`): recorded with who asked;
     /// `reply` gets whether it was (false: no such stopped channel, or not recorded).
     public func resumeChannel(_ channelID: String, peer: Peer?, reply: @escaping @Sendable (String?) -> Void) {
-        submit(orElse: { reply("the agent is stopping") }) { [self] now in
+        let dropCause = dropCause
+        submit(orElse: { reply(dropCause.current ?? "the agent is stopping") }) { [self] now in
             let policyHash = policy.hash
             guard var entry = state.channels.channels[channelID], let reason = entry.halted else {
                 let why = "custodian holds no stopped channel \(channelID)"

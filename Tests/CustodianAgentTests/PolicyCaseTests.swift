@@ -18,7 +18,8 @@ struct PolicyCaseTests {
         #expect(names.count == 126, "Tests/PolicyCases holds \(names.count) cases; generate.py writes 126")
         // Channel-state reasons have their own cases (ChannelTransitionTests, the v1-channels vectors).
         for reason in ReasonCode.allCases
-        where reason != .auditUnavailable && reason != .ledgerUnavailable && !ReasonCode.channelStates.contains(reason) {
+        where reason != .auditUnavailable && reason != .ledgerUnavailable && !ReasonCode.channelStates.contains(reason)
+        {
             #expect(names.contains { $0.hasPrefix(reason.rawValue + "__reject_") }, "no refused case for \(reason)")
             #expect(names.contains { $0.hasPrefix(reason.rawValue + "__allow_") }, "no allowed case for \(reason)")
         }
