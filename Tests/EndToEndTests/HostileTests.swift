@@ -163,11 +163,11 @@ struct HostileTests {
         Thread.sleep(forTimeInterval: 5)
         let used = Self.cpuSeconds(pid) - before
         #expect(used < 0.5, "the agent used \(used) s of CPU in 5 s while full")
-        // A new client is served once another closes (as soon as the agent has seen it close: on a loaded host,
-        // within a few seconds).
+        // A new client is served once another closes (as soon as the agent has seen it close: under ThreadSanitizer
+        // on a host loaded by the other suites' busy loops, that took more than 5 s once).
         held.removeLast()
         var status = try Harness.custodian(["status", "--socket", agent.socket])
-        let deadline = Date().addingTimeInterval(5)
+        let deadline = Date().addingTimeInterval(30)
         while status.status != 0 && Date() < deadline {
             Thread.sleep(forTimeInterval: 0.1)
             status = try Harness.custodian(["status", "--socket", agent.socket])
