@@ -187,7 +187,9 @@ struct DurabilityTests {
             } catch {
                 // Kept for a post-mortem: the workspace (state directory and every run's log) goes with the test.
                 let kept = "/tmp/custodian-crashloop-failure-\(Self.nowMs())"
-                try? FileManager.default.copyItem(atPath: workspace.path, toPath: kept)
+                // cp -a goes on past the socket (FileManager's copy stopped there, before the state directory, the
+                // second time this failed: in CI under AddressSanitizer, 2026-12-01).
+                _ = try? Harness.run("/bin/cp", ["-a", workspace.path, kept])
                 stop.set()
                 throw HarnessError("round \(round): \(error); the workspace is copied to \(kept)")
             }
