@@ -115,9 +115,13 @@ public enum Replay {
     /// `snapshot` record naming its seq, carries its SHA-256) with no operator action after it, and only the records
     /// after its seq are replayed, in a second pass over that tail. Otherwise the whole log is replayed.
     /// `headAt`: a seq whose line hash the verification reports (an anchor's).
+    /// `wholeLog` false: `source` begins in the middle of the log (the segment of the oldest snapshot on), so only a
+    /// snapshot can give the ledger: without a usable one the records are verified, not replayed (a replay from
+    /// there would miss every session begun before), and the result has an empty ledger and no `snapshotSeq`: the
+    /// caller replays the whole log instead.
     public static func ledger(
         _ source: LineSource, agent: Address? = nil, snapshots: [SnapshotSource], headAt: UInt64? = nil,
-        historyOf: String? = nil
+        historyOf: String? = nil, wholeLog: Bool = true
     ) -> Result<Rebuilt, AuditError> {
         var candidates: [Candidate] = snapshots.compactMap { snapshot in
             snapshot.seq.map { Candidate(source: snapshot, seq: $0) }
@@ -148,7 +152,7 @@ public enum Replay {
         var input = source
         let verified = AuditVerifier.verify(&input, address: agent, headAt: headAt) { record in
             if candidates.isEmpty {
-                guard wanted(record) else { return nil }
+                guard wholeLog, wanted(record) else { return nil }
                 return apply(record, to: &state, address: &address, reader: reader, scratch: &scratch)
             }
             if record.event == "start" || record.event == "segment", address == nil,
@@ -189,7 +193,8 @@ public enum Replay {
             }
             return .success(Rebuilt(verification: verification, state: start, snapshotSeq: candidate.seq))
         }
-        // No snapshot the log vouches for: the whole log, once more.
+        // No snapshot the log vouches for: the whole log, once more (if `source` is the whole log).
+        guard wholeLog else { return .success(Rebuilt(verification: verification, state: LedgerState())) }
         var whole = source
         whole.from = 0
         whole.upTo = verification.chain.validLength

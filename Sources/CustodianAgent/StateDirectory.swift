@@ -102,7 +102,9 @@ public enum StateDirectory {
             startsAfter = seq - 1
         }
         let source = chosen.isEmpty ? LineSource(bytes: []) : LineSource(segments: chosen, startsAfterSeq: startsAfter)
-        switch Replay.ledger(source, snapshots: snapshots, headAt: headAt, historyOf: historyOf) {
+        switch Replay.ledger(
+            source, snapshots: snapshots, headAt: headAt, historyOf: historyOf, wholeLog: startsAfter == 0)
+        {
         case .success(let value): return (value, startsAfter > 0)
         case .failure(.unavailable(let why)): throw AgentStartError("cannot read \(logPath): \(why)")
         case .failure(let error):

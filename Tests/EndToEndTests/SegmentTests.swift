@@ -1,3 +1,4 @@
+import CustodianCore
 import CustodianTestSupport
 import Foundation
 import Testing
@@ -197,6 +198,50 @@ struct SegmentTests {
         #expect((again["sessions"] as? [String: Int])?["closed"] == 1)
         #expect(agent.stop() == 0)
         #expect(try Harness.custodian(["audit", "verify", stateDir]).status == 0)
+    }
+
+    /// Found by the crash loop in CI (twice): a kill after two periodic snapshots were written and before the records
+    /// that vouch for them left both files unvouched; the start read the log from the segment of the older one on,
+    /// found no snapshot to begin from, and replayed those segments alone onto an empty ledger, so the close of a
+    /// session created in an earlier segment "did not apply" and the start was refused.
+    @Test("snapshots the log does not vouch for (a kill before their records): the whole log, from its first segment")
+    func unvouchedSnapshots() throws {
+        let (workspace, stateDir, socket, arguments) = try Self.setUp()
+        let withSnapshots = arguments + ["--snapshot-every", "5"]
+        var agent = try RunningAgent(arguments: withSnapshots, socket: socket, logFile: workspace.path + "/agent1.log")
+        let nonce = Messages.nowMs()
+        let first = Messages.create(nonce: nonce, "0", "10")
+        #expect(try EndToEndTests.sign(agent, first, in: workspace).status == 0)
+        let id = try DurabilityTests.sessionID(of: first)
+        for index in 1...30 {
+            let create = Messages.create(nonce: nonce + UInt64(index), "0", "10")
+            #expect(try EndToEndTests.sign(agent, create, in: workspace).status == 0)
+        }
+        #expect(try EndToEndTests.sign(agent, Messages.close(id: id, "4", "6"), in: workspace).status == 0)
+        #expect(agent.stop() == 0)
+        let snapshots = ["ledger.snapshot", "ledger.snapshot.prev"].map { stateDir + "/" + $0 }
+        let segments = try Self.sealed(stateDir)
+        #expect(segments.count >= 2, "\(segments)")
+        // Both snapshots lie past the first segment, which holds the session's create.
+        // audit-<first>-<last>.log
+        let firstLast = try #require(segments.first.flatMap { UInt64($0.dropFirst(19).prefix(12)) })
+        for path in snapshots {
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+            let seq = try #require(LedgerState.snapshotSeq(Array(bytes)))
+            #expect(seq > firstLast, "\(path) at \(seq)")
+            // Another ledger than the one the log vouches for: as a snapshot written just before a kill.
+            var edited = bytes
+            edited[edited.count - 1] ^= 0x01
+            try edited.write(to: URL(fileURLWithPath: path))
+        }
+        agent = try RunningAgent(arguments: withSnapshots, socket: socket, logFile: workspace.path + "/agent2.log")
+        #expect(agent.log.contains("from the whole log"), "\(agent.log)")
+        let status = try PolicyEndToEndTests.status(socket)
+        #expect((status["sessions"] as? [String: Int])?["closed"] == 1)
+        #expect((status["sessions"] as? [String: Int])?["open"] == 30)
+        let conflicting = try EndToEndTests.sign(agent, Messages.close(id: id, "10", "0"), in: workspace)
+        #expect(conflicting.status == 2, "the close signed before is known: \(conflicting.stdout)")
+        #expect(agent.stop() == 0)
     }
 
     @Test("a rollover cut short (the sealed name made, the new segment not yet in place) is finished by the next start")
