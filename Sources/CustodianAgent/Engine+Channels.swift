@@ -164,7 +164,8 @@ public enum ObserveOutcome: Sendable {
     /// Taken (or already known) and recorded: the channel, the state's version.
     case accepted(channel: String, version: UInt64, auditSeq: UInt64)
     case refused(Denial, auditSeq: UInt64)
-    case unavailable(String)
+    /// Nothing recorded: why, and whether the audit log or the ledger database is the cause.
+    case unavailable(Denial)
 }
 
 extension Engine {
@@ -199,10 +200,10 @@ extension Engine {
     public func observe(message: [UInt8], peer: Peer?, reply: @escaping @Sendable (ObserveOutcome) -> Void) {
         let read = Self.readObserved(message)
         let dropCause = dropCause
-        submit(orElse: { reply(.unavailable(dropCause.current ?? "the agent is stopping")) }) { [self] now in
+        submit(orElse: { reply(.unavailable(dropCause.denial(orElse: "the agent is stopping"))) }) { [self] now in
             let policyHash = policy.hash
             let dropped: @Sendable () -> Void = {
-                reply(.unavailable(dropCause.current ?? "the observation could not be recorded"))
+                reply(.unavailable(dropCause.denial(orElse: "the observation could not be recorded")))
             }
             let observed: ChannelStateWire
             switch read {
@@ -275,16 +276,18 @@ extension Engine {
     }
 
     /// An operator's resume of a channel whose signing stopped (`custodian channel resume`): recorded with who asked;
-    /// `reply` gets whether it was (false: no such stopped channel, or not recorded).
-    public func resumeChannel(_ channelID: String, peer: Peer?, reply: @escaping @Sendable (String?) -> Void) {
+    /// `reply` gets nil once it is recorded, else why not: `session.unknown` (no such stopped channel), or
+    /// `audit.unavailable` / `ledger.unavailable` (not recorded).
+    public func resumeChannel(_ channelID: String, peer: Peer?, reply: @escaping @Sendable (Denial?) -> Void) {
         let dropCause = dropCause
-        submit(orElse: { reply(dropCause.current ?? "the agent is stopping") }) { [self] now in
+        let dropped: @Sendable () -> Void = { reply(dropCause.denial(orElse: "the resume could not be recorded")) }
+        submit(orElse: { reply(dropCause.denial(orElse: "the agent is stopping")) }) { [self] now in
             let policyHash = policy.hash
             guard var entry = state.channels.channels[channelID], let reason = entry.halted else {
-                let why = "custodian holds no stopped channel \(channelID)"
                 return refuseOperator(
-                    "channel_resume", channelID, Denial(.sessionUnknown, why), peer: peer, now: now,
-                    reply: { _ in reply(why) })
+                    "channel_resume", channelID,
+                    Denial(.sessionUnknown, "custodian holds no stopped channel \(channelID)"), peer: peer, now: now,
+                    reply: reply)
             }
             entry.halted = nil
             state.accept(channel: entry)
@@ -297,8 +300,8 @@ extension Engine {
                         writer.field("channel_id", channelID)
                         writer.field("halted", reason)
                     }
-                    return Completion(durable: { reply(nil) }, dropped: { reply("not recorded") })
-                }, dropped: { reply("not recorded") })
+                    return Completion(durable: { reply(nil) }, dropped: dropped)
+                }, dropped: dropped)
         }
     }
 
@@ -309,8 +312,11 @@ extension Engine {
         _ channelID: String, peer: Peer?,
         reply: @escaping @Sendable (Result<(version: UInt64, signature: String), Denial>) -> Void
     ) {
-        let unavailable = Denial(.auditUnavailable, "the challenge could not be recorded")
-        submit(orElse: { reply(.failure(unavailable)) }) { [self] now in
+        let dropCause = dropCause
+        let dropped: @Sendable () -> Void = {
+            reply(.failure(dropCause.denial(orElse: "the challenge could not be recorded")))
+        }
+        submit(orElse: { reply(.failure(dropCause.denial(orElse: "the agent is stopping"))) }) { [self] now in
             let policyHash = policy.hash
             let challenge: (message: [UInt8], version: UInt64)
             switch state.channels.challenge(channelID) {
@@ -336,9 +342,9 @@ extension Engine {
                         }
                         return Completion(
                             durable: { reply(.success((challenge.version, Self.userSig(signature)))) },
-                            dropped: { reply(.failure(unavailable)) })
+                            dropped: dropped)
                     }
-                }, dropped: { reply(.failure(unavailable)) })
+                }, dropped: dropped)
         }
     }
 
@@ -349,7 +355,10 @@ extension Engine {
         reply: @escaping @Sendable (Denial) -> Void
     ) -> Plan {
         let policyHash = policy.hash
-        let unavailable = Denial(.auditUnavailable, "the refusal could not be recorded")
+        let dropCause = dropCause
+        let dropped: @Sendable () -> Void = {
+            reply(dropCause.denial(orElse: "the refusal could not be recorded"))
+        }
         return .ready(
             stage: { [log] in
                 log.stage(event: "operator", timeMs: now) { writer in
@@ -360,7 +369,7 @@ extension Engine {
                     writer.field("decision", "deny")
                     writeDenial(denial, &writer)
                 }
-                return Completion(durable: { reply(denial) }, dropped: { reply(unavailable) })
-            }, dropped: { reply(unavailable) })
+                return Completion(durable: { reply(denial) }, dropped: dropped)
+            }, dropped: dropped)
     }
 }

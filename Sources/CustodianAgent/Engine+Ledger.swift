@@ -51,6 +51,12 @@ final class DropCause: Sendable {
     var current: String? { value.withLock { $0 } }
 
     func set(_ why: String?) { value.withLock { $0 = why } }
+
+    /// Why a job was dropped: the ledger database's cause while it is the cause (`ledger.unavailable`), else the
+    /// audit log's (`audit.unavailable`) with `why`.
+    func denial(orElse why: String) -> Denial {
+        current.map { Denial(.ledgerUnavailable, $0) } ?? Denial(.auditUnavailable, why)
+    }
 }
 
 /// The ledger thread: with a ledger database, every decision is made here, one group commit at a time, while the

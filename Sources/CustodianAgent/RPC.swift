@@ -156,6 +156,16 @@ enum RPC {
     }
 
     /// A decision that could not be recorded (-32003).
+    /// The reply to an operator's channel command refused with `denial`: unavailable when nothing could be recorded,
+    /// otherwise a refusal of `code`.
+    static func operatorRefusal(id: [UInt8], _ denial: Denial, code: RPCCode? = nil) -> [UInt8] {
+        if denial.reason == .auditUnavailable || denial.reason == .ledgerUnavailable {
+            return unavailable(id: id, denial.detail, reason: denial.reason)
+        }
+        guard let code else { return refusal(id: id, denial, auditSeq: nil) }
+        return error(id: id, code, denial.detail)
+    }
+
     static func unavailable(id: [UInt8], _ why: String, reason: ReasonCode = .auditUnavailable) -> [UInt8] {
         let what = reason == .ledgerUnavailable ? "ledger database unavailable" : "audit log unavailable"
         return error(id: id, .auditUnavailable, "\(what), \(why)", reason: reason.rawValue)
@@ -174,7 +184,7 @@ enum RPC {
                 writer.endObject()
             }
         case .refused(let denial, let auditSeq): return refusal(id: id, denial, auditSeq: auditSeq)
-        case .unavailable(let why): return unavailable(id: id, "nothing recorded: \(why)")
+        case .unavailable(let denial): return unavailable(id: id, "nothing recorded: \(denial.detail)", reason: denial.reason)
         }
     }
 

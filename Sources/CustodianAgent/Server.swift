@@ -669,14 +669,14 @@ private final class ConnectionHandler: ChannelDuplexHandler {
                                 writer.endObject()
                             })
                     case .failure(let denial):
-                        answer(RPC.refusal(id: id, denial, auditSeq: nil))
+                        answer(RPC.operatorRefusal(id: id, denial))
                     }
                 }
                 return
             }
             engine.resumeChannel(channel, peer: peer) { failure in
                 answer(
-                    failure.map { RPC.error(id: id, .invalidParams, $0) }
+                    failure.map { RPC.operatorRefusal(id: id, $0, code: .invalidParams) }
                         ?? RPC.result(id: id) { writer in
                             writer.beginObject()
                             writer.field("channel", channel)

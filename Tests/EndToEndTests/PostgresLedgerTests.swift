@@ -300,6 +300,7 @@ struct PostgresLedgerTests {
         }
         var databaseStops = 0
         var refusedWhileDown = 0
+        var otherRefusedWhileDown = 0
         for event in 0..<events {
             Thread.sleep(forTimeInterval: Double.random(in: 0.1...0.5))
             if event % 4 == 3 {
@@ -309,6 +310,20 @@ struct PostgresLedgerTests {
                 let probe = Messages.create(nonce: 1 << 50 | UInt64(event), "0", "10")
                 for index in 0..<2 where pair.agents[index] != nil {
                     if Self.reason(pair.sign(index, probe)) == "ledger.unavailable" { refusedWhileDown += 1 }
+                    // So are a node's answer handed to observe and an operator's challenge: nothing recorded.
+                    let client = CustodianClient(socketPath: pair.socket(index), timeoutSeconds: 10)
+                    let observed = Result { () throws(ClientError) in try client.observe(message: Array("[]".utf8)) }
+                    let challenged = Result { () throws(ClientError) in
+                        try client.challengeChannel("0x" + String(repeating: "ab", count: 32))
+                    }
+                    for result in [observed.map { _ in () }, challenged.map { _ in () }] {
+                        guard case .failure(.refused(_, _, let reason, _)) = result, reason == "ledger.unavailable"
+                        else {
+                            Issue.record("while the database is down: \(result)")
+                            continue
+                        }
+                        otherRefusedWhileDown += 1
+                    }
                 }
                 // An agent killed now cannot start: it must first settle with the database (its log may lack a
                 // batch the database holds). It starts once the database is back, as systemd's Restart= would.
@@ -349,6 +364,7 @@ struct PostgresLedgerTests {
         #expect(pair.stop(0) == 0)
         #expect(pair.stop(1) == 0)
         #expect(refusedWhileDown == 2 * databaseStops, "every probe while the database was down: ledger.unavailable")
+        #expect(otherRefusedWhileDown == 4 * databaseStops)
         #expect(closed.all.count > 10, "too little was signed to prove anything: \(closed.all.count) closes")
         let check = try pair.check(received: received.all)
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
