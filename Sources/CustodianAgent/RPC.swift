@@ -184,7 +184,8 @@ enum RPC {
                 writer.endObject()
             }
         case .refused(let denial, let auditSeq): return refusal(id: id, denial, auditSeq: auditSeq)
-        case .unavailable(let denial): return unavailable(id: id, "nothing recorded: \(denial.detail)", reason: denial.reason)
+        case .unavailable(let denial):
+            return unavailable(id: id, "nothing recorded: \(denial.detail)", reason: denial.reason)
         }
     }
 
