@@ -19,17 +19,16 @@ extension StateDirectory {
         defer { withExtendedLifetime(lock) {} }
         let rebuilt = try readHistory(stateDirectory, fromSnapshots: false, databaseLedger: true)
         let bytes: [UInt8]
+        // The state directory's home channels (and the key's outflows), imported beside its sessions: the
+        // interchange format does not carry them, so they come from the state directory's own ledger only.
+        var localChannels = ChannelLedger()
         if let file {
             bytes = file
         } else {
             guard let agent = rebuilt.verification.address ?? rebuilt.chain.agent else {
                 throw AgentStartError("\(stateDirectory) holds no history of any agent: nothing to import", exitCode: 2)
             }
-            guard rebuilt.state.channels.channels.isEmpty else {
-                throw AgentStartError(
-                    "\(stateDirectory) holds v1 home channels, which the interchange format does not carry", exitCode: 2
-                )
-            }
+            localChannels = rebuilt.state.channels
             bytes = LedgerInterchange.encode(
                 rebuilt.state, agent: agent, exportedAt: RFC3339.format(ms: Engine.systemClock()),
                 auditSeq: UInt64(rebuilt.chain.count), auditHead: rebuilt.chain.head)
@@ -79,17 +78,27 @@ extension StateDirectory {
                 let presentLosses = state.losses.filter { $0.sessionID == id }
                 if present != entry.session || presentLosses != entry.losses { conflicts.append(id) }
             }
+            var addedChannels: [ChannelEntry] = []
+            for (id, entry) in localChannels.channels.sorted(by: { $0.key < $1.key }) {
+                guard let present = state.channels.channels[id] else {
+                    addedChannels.append(entry)
+                    continue
+                }
+                if present != entry { conflicts.append(id) }
+            }
             guard conflicts.isEmpty else {
                 database.rollback()
                 throw AgentStartError(
-                    "\(conflicts.count) session(s) differ from what the ledger database holds for them: "
+                    "\(conflicts.count) session(s) or home channel(s) differ from what the ledger database holds for them: "
                         + conflicts.prefix(5).joined(separator: ", ") + (conflicts.count > 5 ? ", …" : "")
                         + "; nothing was imported",
                     hint: "a ledger import never overwrites a signed state", exitCode: 2)
             }
-            guard !added.isEmpty else {
+            let channelsPresent = localChannels.channels.count - addedChannels.count
+            guard !added.isEmpty || !addedChannels.isEmpty else {
                 database.rollback()
-                return ImportSummary(added: 0, alreadyPresent: document.entries.count)
+                return ImportSummary(
+                    added: 0, alreadyPresent: document.entries.count, channelsPresent: channelsPresent)
             }
             let digest = SHA256.hex(bytes)
             let now = Engine.systemClock()
@@ -99,6 +108,30 @@ extension StateDirectory {
                     writePeer(Peer(pid: getpid(), uid: getuid(), gid: getgid()), &writer)
                     importFields(entry, document: document, digest: digest, &writer)
                 }
+            }
+            // The key's outflows the database lacks ride with the first channel added (the window counts them).
+            var outflows = Self.outflows(localChannels.outflows, notIn: state.channels.outflows)
+            for entry in addedChannels {
+                log.stage(event: "operator", timeMs: now) { writer in
+                    writePeer(Peer(pid: getpid(), uid: getuid(), gid: getgid()), &writer)
+                    writer.field("action", "ledger_import_channel")
+                    writer.field("agent", document.agent.checksummed)
+                    writer.field("source_audit_seq", document.auditSeq)
+                    writer.field("source_audit_head", document.auditHead)
+                    writer.field("channel_id", entry.copy.channelID)
+                    writer.field("imported_channel", Hex.encode(LedgerState.encodeChannel(entry)))
+                    writer.key("outflows")
+                    writer.beginArray()
+                    for outflow in outflows {
+                        writer.beginObject()
+                        writer.field("time_ms", outflow.timeMs)
+                        writer.field("asset", outflow.asset)
+                        writer.field("amount", "\(outflow.amount)")
+                        writer.endObject()
+                    }
+                    writer.endArray()
+                }
+                outflows = []
             }
             log.ledgerTxn = nil
             guard let batch = log.takeStaged() else { throw LedgerError.unavailable("nothing staged") }
@@ -112,13 +145,30 @@ extension StateDirectory {
                     hint: "the next start of the agent writes them to its log from the database")
             }
             log.finish(batch, durable: true)
-            return ImportSummary(added: added.count, alreadyPresent: document.entries.count - added.count)
+            return ImportSummary(
+                added: added.count, alreadyPresent: document.entries.count - added.count,
+                channelsAdded: addedChannels.count, channelsPresent: channelsPresent)
         } catch let error as AgentStartError {
             database.rollback()
             throw error
         } catch {
             database.rollback()
             throw AgentStartError("\(error)", hint: "nothing was imported")
+        }
+    }
+
+    /// The outflows of `local` that `present` does not hold (as many of each as `local` has more).
+    static func outflows(_ local: [ChannelPolicy.Outflow], notIn present: [ChannelPolicy.Outflow])
+        -> [ChannelPolicy.Outflow]
+    {
+        var held: [String: Int] = [:]
+        func key(_ outflow: ChannelPolicy.Outflow) -> String { "\(outflow.timeMs) \(outflow.asset) \(outflow.amount)" }
+        for outflow in present { held[key(outflow), default: 0] += 1 }
+        return local.filter { outflow in
+            let count = held[key(outflow)] ?? 0
+            guard count > 0 else { return true }
+            held[key(outflow)] = count - 1
+            return false
         }
     }
 

@@ -373,6 +373,8 @@ public enum Replay {
             }
             state.adopt(record, losses: events)
             return nil
+        case "operator" where entry.string("action") == "ledger_import_channel":
+            return applyChannelImport(entry, to: &state, address: address)
         case "observe":
             return applyObservation(entry, to: &state)
         case "operator" where entry.string("action") == "channel_resume" && entry.string("decision") != "deny":
@@ -420,6 +422,35 @@ public enum Replay {
             return applyAllowance(
                 Array(req.utf8), timeMs: timeMs, line: entry.line, to: &state, agent: agent, reader: reader)
         }
+    }
+
+    /// A home channel added by `custodian ledger import --ledger-url`, with its entry and the key's outflows the
+    /// database lacked written in the record.
+    private static func applyChannelImport(_ entry: AuditEntry, to state: inout LedgerState, address: Address?)
+        -> AuditError?
+    {
+        guard let id = entry.string("channel_id"), let hex = entry.string("imported_channel"),
+            let bytes = Hex.decode(hex), let channel = LedgerState.decodeChannel(bytes), channel.copy.channelID == id,
+            let list = entry.members.member("outflows")?.value.elements
+        else {
+            return .broken(line: entry.line, why: "a ledger import whose imported_channel does not decode")
+        }
+        if let agent = address, entry.string("agent") != agent.checksummed {
+            return .broken(line: entry.line, why: "a ledger import of another agent's ledger")
+        }
+        guard state.channels.channels[id] == nil else {
+            return .broken(line: entry.line, why: "a ledger import of a channel the ledger already holds")
+        }
+        var outflows: [ChannelPolicy.Outflow] = []
+        for item in list {
+            guard let fields = item.value.members, let time = fields.member("time_ms")?.value.numberToken,
+                let timeMs = UInt64(time), let asset = fields.member("asset")?.value.string,
+                let text = fields.member("amount")?.value.string, let amount = Amount(text)
+            else { return .broken(line: entry.line, why: "a ledger import whose outflows do not read") }
+            outflows.append(ChannelPolicy.Outflow(timeMs: timeMs, asset: asset, amount: amount))
+        }
+        state.adopt(channel: channel, outflows: outflows)
+        return nil
     }
 
     /// An allowance that carries a channel state: a channel frame, or an app deposit with the commit that funds it.

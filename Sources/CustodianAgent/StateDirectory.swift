@@ -261,6 +261,9 @@ public enum StateDirectory {
     public struct ImportSummary: Sendable {
         public var added: Int
         public var alreadyPresent: Int
+        /// v1 home channels (an import of a state directory's own ledger into a ledger database).
+        public var channelsAdded = 0
+        public var channelsPresent = 0
     }
 
     /// Imports an interchange file into the history in `stateDirectory` (with the agent stopped): every session it

@@ -412,6 +412,12 @@ public struct ChannelLedger: Sendable, Equatable {
         }
     }
 
+    /// Adds an entry and outflows a ledger import brings.
+    public mutating func adopt(_ entry: ChannelEntry, outflows more: [ChannelPolicy.Outflow]) {
+        channels[entry.copy.channelID] = entry
+        outflows.append(contentsOf: more)
+    }
+
     /// Records an entry (an observation, a halt, an operator's resume).
     public mutating func accept(_ entry: ChannelEntry) {
         channels[entry.copy.channelID] = entry

@@ -258,6 +258,14 @@ public struct LedgerState: LedgerStore, Sendable {
         replace(id, with: record)
     }
 
+    /// Adds a home channel this ledger does not hold, with outflows of the key's velocity window (a `ledger import`
+    /// into a ledger database).
+    public mutating func adopt(channel entry: ChannelEntry, outflows: [ChannelPolicy.Outflow]) {
+        let id = entry.copy.channelID
+        if tracking { undo.append(.channel(id, channels.channels[id], outflows: channels.outflows.count)) }
+        channels.adopt(entry, outflows: outflows)
+    }
+
     /// Adds a session this ledger does not hold, with its loss events (a `ledger import`).
     public mutating func adopt(_ record: SessionRecord, losses events: [LossEvent]) {
         previous[record.appSessionID] = nil

@@ -67,6 +67,25 @@ extension LedgerState {
         return record
     }
 
+    /// One home channel's entry in the snapshot encoding (the record of a `ledger import` into a ledger database
+    /// carries it this way, as hex).
+    public static func encodeChannel(_ entry: ChannelEntry) -> [UInt8] {
+        var out = SnapshotWriter()
+        out.bytes = channelMagic
+        out.channel(entry)
+        return out.bytes
+    }
+
+    static let channelMagic = Array("c5:".utf8)
+
+    /// The entry ``encodeChannel(_:)`` wrote, or nil (anything malformed or left over).
+    public static func decodeChannel(_ bytes: [UInt8]) -> ChannelEntry? {
+        guard bytes.starts(with: channelMagic) else { return nil }
+        var input = SnapshotReader(bytes: bytes, index: channelMagic.count)
+        guard let entry = input.channel(), !input.ensure(1) else { return nil }
+        return entry
+    }
+
     /// The seq a snapshot was taken at, read from its header without decoding it.
     public static func snapshotSeq(_ bytes: [UInt8]) -> UInt64? {
         // An earlier build's snapshot (v2) is not decoded, but its seq is still evidence of how far the log reached.

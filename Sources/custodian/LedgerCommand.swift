@@ -98,7 +98,10 @@ struct LedgerCommand: ParsableCommand {
                 throw CLIFailure(error.description, hint: error.hint, exitCode: error.exitCode)
             }
             let target = ledgerUrl == nil ? stateDir : "the ledger database"
-            let line = "imported \(summary.added) session(s) into \(target); \(summary.alreadyPresent) already there"
+            var line = "imported \(summary.added) session(s) into \(target); \(summary.alreadyPresent) already there"
+            if summary.channelsAdded + summary.channelsPresent > 0 {
+                line += "; \(summary.channelsAdded) home channel(s) imported, \(summary.channelsPresent) already there"
+            }
             CLI.out(Array(line.utf8))
         }
     }

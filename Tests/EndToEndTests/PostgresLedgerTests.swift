@@ -474,6 +474,63 @@ struct PostgresLedgerTests {
         #expect(log.contains("names ledger transaction \(last), which the database does not hold"), "\(log)")
     }
 
+    @Test("Migration of v1 home channels: imported with the key's outflows; the database's agent goes on from them")
+    func channelMigration() throws {
+        let setup = try ChannelEndToEndTests.Setup()
+        let workspace = setup.workspace
+        let url = try Postgres.newDatabase()
+        var copy = setup.void
+        var deposited = copy
+        func sign(_ agent: RunningAgent, _ state: ChannelStateWire, creation: Bool = false) throws -> Harness.Output {
+            let frame =
+                creation
+                ? ChannelMessages.creation(state, nonce: setup.nonce) : ChannelMessages.submit(state)
+            return try EndToEndTests.sign(agent, frame, in: workspace)
+        }
+        // On the local ledger: the channel created, 200 deposited, 20 sent to B (an outflow of the window).
+        var agent = try setup.start("local")
+        for (transition, account, amount) in [
+            (ChannelTransition.acknowledgement, ChannelState.zeroID, "0"), (.homeDeposit, setup.channelID, "200"),
+            (.transferSend, Messages.b.lowercased(), "20"),
+        ] {
+            let state = try ChannelEndToEndTests.next(copy, transition, account, amount)
+            let signed = try sign(agent, state, creation: transition == .acknowledgement)
+            #expect(signed.status == 0, "\(signed.stderr)")
+            ChannelEndToEndTests.advance(&copy, to: state)
+            if transition == .homeDeposit { deposited = copy }
+        }
+        #expect(agent.stop() == 0)
+        let onDatabase = setup.arguments + ["--ledger-url", url]
+        // On the database before the import: nothing decided (the channel is not there), and it says why.
+        agent = try RunningAgent(arguments: onDatabase, socket: setup.socket, logFile: workspace.path + "/db1.log")
+        let before = try sign(agent, try ChannelEndToEndTests.next(copy, .transferSend, Messages.b.lowercased(), "5"))
+        #expect(before.status != 0 && before.stderr.contains("ledger.unavailable"), "\(before.stderr)")
+        #expect(before.stderr.contains("1 channel(s)"), "\(before.stderr)")
+        #expect(agent.stop() == 0)
+        let imported = try Harness.custodian(["ledger", "import", "--state-dir", setup.stateDir, "--ledger-url", url])
+        #expect(imported.status == 0, "\(imported.stderr)")
+        #expect(imported.stdout.contains("1 home channel(s) imported, 0 already there"), "\(imported.stdout)")
+        let again = try Harness.custodian(["ledger", "import", "--state-dir", setup.stateDir, "--ledger-url", url])
+        #expect(again.stdout.contains("0 home channel(s) imported, 1 already there"), "\(again.stdout)")
+        agent = try RunningAgent(arguments: onDatabase, socket: setup.socket, logFile: workspace.path + "/db2.log")
+        // The version signed before, with other content: refused; the next ones go on from the imported state.
+        let conflicting = try sign(
+            agent, try ChannelEndToEndTests.next(deposited, .transferSend, Messages.b.lowercased(), "10"))
+        #expect(conflicting.stderr.contains("policy.version_conflict"), "\(conflicting.stderr)")
+        for amount in ["50", "50"] {
+            let state = try ChannelEndToEndTests.next(copy, .transferSend, Messages.b.lowercased(), amount)
+            let signed = try sign(agent, state)
+            #expect(signed.status == 0, "\(signed.stderr)")
+            ChannelEndToEndTests.advance(&copy, to: state)
+        }
+        // 20 (imported) + 50 + 50 + 40 exceeds the window's 150: the imported outflow counts.
+        let over = try sign(agent, try ChannelEndToEndTests.next(copy, .transferSend, Messages.b.lowercased(), "40"))
+        #expect(over.stderr.contains("policy.velocity_exceeded"), "\(over.stderr)")
+        #expect(agent.stop() == 0)
+        let verify = try Harness.custodian(["audit", "verify", "--ledger-url", url, setup.stateDir])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+    }
+
     @Test("A pair on the least rights of deploy/custodian-ledger.sql: it signs, and cannot rewrite the ledger")
     func leastRights() throws {
         let pair = try AgentPair()
