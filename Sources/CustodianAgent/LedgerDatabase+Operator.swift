@@ -43,30 +43,9 @@ extension StateDirectory {
                 "the file is the ledger of \(document.agent); \(stateDirectory) is the history of \(agent)",
                 hint: "a ledger belongs to one key: import it through a state directory of the same key", exitCode: 2)
         }
-        let agentID = try LedgerAgentID.read(orCreateIn: stateDirectory)
-        let database = LedgerDatabase(url: ledgerURL, agent: agentID, address: document.agent)
-        let log: AuditLog
-        do {
-            log = try AuditLog(
-                path: stateDirectory + "/" + Segments.active, chain: rebuilt.chain, address: document.agent,
-                timeMs: Engine.systemClock())
-        } catch { throw AgentStartError("\(error)") }
-        do {
-            let txn = try database.lock()
-            guard try database.ownTransactions(after: log.seq).isEmpty else {
-                database.rollback()
-                throw AgentStartError(
-                    "the ledger database holds records of this agent that its log lacks",
-                    hint: "start the agent once (it writes them to its log first), stop it, then import")
-            }
-            var state = LedgerState()
-            for transaction in try database.transactions(after: 0, before: txn) {
-                if let error = Replay.applyDatabaseBatch(transaction.batch, to: &state, agent: document.agent) {
-                    database.rollback()
-                    throw AgentStartError(
-                        "the ledger database's transaction \(transaction.txn) does not apply: \(error)")
-                }
-            }
+        return try databaseTransaction(
+            stateDirectory, chain: rebuilt.chain, address: document.agent, ledgerURL: ledgerURL, action: "imported"
+        ) { state, log throws(AgentStartError) in
             var conflicts: [String] = []
             var added: [LedgerInterchange.Entry] = []
             for entry in document.entries {
@@ -87,22 +66,14 @@ extension StateDirectory {
                 if present != entry { conflicts.append(id) }
             }
             guard conflicts.isEmpty else {
-                database.rollback()
                 throw AgentStartError(
                     "\(conflicts.count) session(s) or home channel(s) differ from what the ledger database holds for them: "
                         + conflicts.prefix(5).joined(separator: ", ") + (conflicts.count > 5 ? ", …" : "")
                         + "; nothing was imported",
                     hint: "a ledger import never overwrites a signed state", exitCode: 2)
             }
-            let channelsPresent = localChannels.channels.count - addedChannels.count
-            guard !added.isEmpty || !addedChannels.isEmpty else {
-                database.rollback()
-                return ImportSummary(
-                    added: 0, alreadyPresent: document.entries.count, channelsPresent: channelsPresent)
-            }
             let digest = SHA256.hex(bytes)
             let now = Engine.systemClock()
-            log.ledgerTxn = txn
             for entry in added {
                 log.stage(event: "operator", timeMs: now) { writer in
                     writePeer(Peer(pid: getpid(), uid: getuid(), gid: getgid()), &writer)
@@ -133,27 +104,103 @@ extension StateDirectory {
                 }
                 outflows = []
             }
+            return ImportSummary(
+                added: added.count, alreadyPresent: document.entries.count - added.count,
+                channelsAdded: addedChannels.count,
+                channelsPresent: localChannels.channels.count - addedChannels.count)
+        }
+    }
+
+    /// Releases the latest signed state of session `id` in the ledger database (``release(_:id:version:forgetSession:reason:)``
+    /// for a pair of agents): one transaction of `stateDirectory`'s agent, which must be stopped; the other agents
+    /// may run, and apply it with the next batch they decide. Returns the released state and the one restored.
+    public static func release(
+        _ stateDirectory: String, id: String, version: UInt64, forgetSession: Bool, reason: String, ledgerURL: String
+    ) throws(AgentStartError) -> (SessionRecord, SessionRecord?) {
+        let lock = try operatorLock(stateDirectory)
+        defer { withExtendedLifetime(lock) {} }
+        guard FileIO.exists(stateDirectory + "/" + LedgerAgentID.fileName) else {
+            throw AgentStartError(
+                "\(stateDirectory) is not the state directory of an agent on a ledger database (no "
+                    + "\(LedgerAgentID.fileName))",
+                hint: "give the state directory of one of the pair's agents (stopped)", exitCode: 2)
+        }
+        let rebuilt = try readHistory(stateDirectory, fromSnapshots: false, databaseLedger: true)
+        guard let agent = rebuilt.verification.address ?? rebuilt.chain.agent else {
+            throw AgentStartError("\(stateDirectory) holds no history of any agent", exitCode: 2)
+        }
+        let policyHash = lastPolicyHash(stateDirectory)
+        return try databaseTransaction(
+            stateDirectory, chain: rebuilt.chain, address: agent, ledgerURL: ledgerURL, action: "released",
+            historyOf: id
+        ) { state, log throws(AgentStartError) in
+            let (session, restored) = try releasePlan(
+                state, id: id, version: version, forgetSession: forgetSession, in: "the ledger database")
+            log.stage(event: "operator", timeMs: Engine.systemClock()) { writer in
+                writePeer(Peer(pid: getpid(), uid: getuid(), gid: getgid()), &writer)
+                releaseFields(
+                    session, restored: restored, id: id, version: version, reason: reason,
+                    policyHash: policyHash, &writer)
+            }
+            return (session, restored)
+        }
+    }
+
+    /// One operator transaction of `stateDirectory`'s agent (stopped) on the ledger database: under the database's
+    /// lock, `body` gets the ledger the database holds (with the history of session `historyOf`) and stages the
+    /// records to write in the agent's log; they are committed to the database, then written to the log. Nothing
+    /// staged: nothing written. `action`: what the error messages say was done ("imported").
+    static func databaseTransaction<T>(
+        _ stateDirectory: String, chain: AuditChain, address: Address, ledgerURL: String, action: String,
+        historyOf: String? = nil, _ body: (LedgerState, AuditLog) throws(AgentStartError) -> T
+    ) throws(AgentStartError) -> T {
+        let agentID = try LedgerAgentID.read(orCreateIn: stateDirectory)
+        let database = LedgerDatabase(url: ledgerURL, agent: agentID, address: address)
+        let log: AuditLog
+        do {
+            log = try AuditLog(
+                path: stateDirectory + "/" + Segments.active, chain: chain, address: address,
+                timeMs: Engine.systemClock())
+        } catch { throw AgentStartError("\(error)") }
+        do {
+            let txn = try database.lock()
+            guard try database.ownTransactions(after: log.seq).isEmpty else {
+                throw AgentStartError(
+                    "the ledger database holds records of this agent that its log lacks",
+                    hint: "start the agent once (it writes them to its log first), stop it, then try again")
+            }
+            var state = LedgerState()
+            state.historyOf = historyOf
+            for transaction in try database.transactions(after: 0, before: txn) {
+                if let error = Replay.applyDatabaseBatch(transaction.batch, to: &state, agent: address) {
+                    throw AgentStartError(
+                        "the ledger database's transaction \(transaction.txn) does not apply: \(error)")
+                }
+            }
+            log.ledgerTxn = txn
+            let result = try body(state, log)
             log.ledgerTxn = nil
-            guard let batch = log.takeStaged() else { throw LedgerError.unavailable("nothing staged") }
+            guard let batch = log.takeStaged() else {
+                database.rollback()
+                return result
+            }
             try database.commit(
                 txn: txn, firstSeq: batch.lastSeq - UInt64(batch.count) + 1, lastSeq: batch.lastSeq,
                 batch: batch.bytes)
             do { try log.write(batch) } catch {
                 log.finish(batch, durable: false)
                 throw AgentStartError(
-                    "imported into the ledger database, but the audit log could not take the records: \(error)",
+                    "\(action) in the ledger database, but the audit log could not take the records: \(error)",
                     hint: "the next start of the agent writes them to its log from the database")
             }
             log.finish(batch, durable: true)
-            return ImportSummary(
-                added: added.count, alreadyPresent: document.entries.count - added.count,
-                channelsAdded: addedChannels.count, channelsPresent: channelsPresent)
+            return result
         } catch let error as AgentStartError {
             database.rollback()
             throw error
         } catch {
             database.rollback()
-            throw AgentStartError("\(error)", hint: "nothing was imported")
+            throw AgentStartError("\(error)", hint: "nothing was \(action)")
         }
     }
 

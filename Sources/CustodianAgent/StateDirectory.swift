@@ -21,7 +21,9 @@ public enum StateDirectory {
             throw AgentStartError(
                 "the agent of \(stateDirectory) keeps its ledger in PostgreSQL (\(LedgerAgentID.fileName)): its log holds "
                     + "only its own part of that ledger",
-                hint: "give --ledger-url (serve, ledger export, ledger import), or use the database's tools")
+                hint:
+                    "give --ledger-url (serve, ledger export, ledger import, session release), or use the database's tools"
+            )
         }
         let logPath = stateDirectory + "/" + Segments.active
         let evidence: StateEvidence
@@ -133,8 +135,26 @@ public enum StateDirectory {
         }
         defer { withExtendedLifetime(lock) {} }
         let rebuilt = try readHistory(stateDirectory, fromSnapshots: false, historyOf: id)
-        guard let session = rebuilt.state.session(id) else {
-            throw AgentStartError("no session \(id) in \(stateDirectory)", exitCode: 2)
+        let (session, restored) = try releasePlan(
+            rebuilt.state, id: id, version: version, forgetSession: forgetSession, in: stateDirectory)
+        let policyHash = lastPolicyHash(stateDirectory)
+        try record(
+            stateDirectory, chain: rebuilt.chain, address: rebuilt.verification.address, event: "operator"
+        ) { writer in
+            releaseFields(
+                session, restored: restored, id: id, version: version, reason: reason, policyHash: policyHash, &writer)
+        }
+        return (session, restored)
+    }
+
+    /// What releasing version `version` of session `id` in `state` (rebuilt with its history) does: the state
+    /// released and the one the session returns to (nil: forgotten); or why it may not be released. `place`: where
+    /// the ledger is, for the messages.
+    static func releasePlan(
+        _ state: LedgerState, id: String, version: UInt64, forgetSession: Bool, in place: String
+    ) throws(AgentStartError) -> (SessionRecord, SessionRecord?) {
+        guard let session = state.session(id) else {
+            throw AgentStartError("no session \(id) in \(place)", exitCode: 2)
         }
         guard version == session.version else {
             throw AgentStartError(
@@ -142,7 +162,7 @@ public enum StateDirectory {
                     + "the latest state can be released, one at a time",
                 exitCode: 2)
         }
-        let restored = rebuilt.state.history.last.map { session.released(to: $0) }
+        let restored = state.history.last.map { session.released(to: $0) }
         if restored != nil {
             guard !forgetSession else {
                 throw AgentStartError(
@@ -154,6 +174,11 @@ public enum StateDirectory {
                     + "custodian makes for it (a create with other funding, a close it refused, could then be signed)",
                 hint: "add --forget-session if ClearNode never created the session", exitCode: 2)
         }
+        return (session, restored)
+    }
+
+    /// The policy hash the log's last `policy_loaded` or `policy_reloaded` record names ("" if none).
+    static func lastPolicyHash(_ stateDirectory: String) -> String {
         var policyHash = ""
         var source = LineSource(segments: (try? Segments.list(directory: stateDirectory)) ?? [])
         _ = AuditChain.read(&source) { record in
@@ -163,24 +188,27 @@ public enum StateDirectory {
             policyHash = entry.string("policy_hash") ?? policyHash
             return nil
         }
-        try record(
-            stateDirectory, chain: rebuilt.chain, address: rebuilt.verification.address, event: "operator"
-        ) { writer in
-            writer.field("policy_hash", policyHash)
-            writer.field("action", "session_release")
-            writer.field("protocol", session.definition.wire.rawValue)
-            writer.field("app_session_id", id)
-            writer.field("reason_text", reason)
-            writer.field("state_version", version)
-            writer.field("released_status", session.status.rawValue)
-            writer.field("released_version", session.version)
-            writer.field("restored_status", restored?.status.rawValue ?? "forgotten")
-            if let restored {
-                writer.field("restored_version", restored.version)
-                writer.field("restored_state", Hex.encode(LedgerState.encodeRecord(restored)))
-            }
+        return policyHash
+    }
+
+    /// The fields of the `operator` record of a release (`action: session_release`).
+    static func releaseFields(
+        _ session: SessionRecord, restored: SessionRecord?, id: String, version: UInt64, reason: String,
+        policyHash: String, _ writer: inout JSONWriter
+    ) {
+        writer.field("policy_hash", policyHash)
+        writer.field("action", "session_release")
+        writer.field("protocol", session.definition.wire.rawValue)
+        writer.field("app_session_id", id)
+        writer.field("reason_text", reason)
+        writer.field("state_version", version)
+        writer.field("released_status", session.status.rawValue)
+        writer.field("released_version", session.version)
+        writer.field("restored_status", restored?.status.rawValue ?? "forgotten")
+        if let restored {
+            writer.field("restored_version", restored.version)
+            writer.field("restored_state", Hex.encode(LedgerState.encodeRecord(restored)))
         }
-        return (session, restored)
     }
 
     /// Starts a new history in `stateDirectory` on purpose: the log, anchor and snapshots there are moved into a

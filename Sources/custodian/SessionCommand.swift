@@ -118,12 +118,23 @@ struct SessionCommand: ParsableCommand {
         var forgetSession = false
         @Option(help: "Why (recorded in the audit log).") var reason: String
         @Option(help: "The agent's state directory.") var stateDir: String
+        @Option(
+            help: ArgumentHelp(
+                "The ledger database of a pair (a libpq URL): released there, as a transaction of the stopped agent "
+                    + "of --state-dir; the other agents may run."))
+        var ledgerUrl: String?
 
         func run() throws {
             let (session, restored): (SessionRecord, SessionRecord?)
             do {
-                (session, restored) = try StateDirectory.release(
-                    stateDir, id: id, version: stateVersion, forgetSession: forgetSession, reason: reason)
+                if let ledgerUrl {
+                    (session, restored) = try StateDirectory.release(
+                        stateDir, id: id, version: stateVersion, forgetSession: forgetSession, reason: reason,
+                        ledgerURL: ledgerUrl)
+                } else {
+                    (session, restored) = try StateDirectory.release(
+                        stateDir, id: id, version: stateVersion, forgetSession: forgetSession, reason: reason)
+                }
             } catch {
                 throw CLIFailure(error)
             }

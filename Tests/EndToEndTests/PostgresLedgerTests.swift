@@ -183,6 +183,45 @@ struct PostgresLedgerTests {
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
     }
 
+    @Test("A release on the database: a stopped agent's transaction, applied by the other while it runs")
+    func releaseOnDatabase() throws {
+        let pair = try AgentPair()
+        try pair.start(0)
+        try pair.start(1)
+        let create = Messages.create(nonce: 1, "0", "10")
+        let id = try DurabilityTests.sessionID(of: create)
+        _ = try pair.sign(0, create).get()
+        _ = try pair.sign(1, Messages.close(id: id, "4", "6")).get()
+        #expect(pair.stop(0) == 0)
+        func release(_ version: String, _ extra: [String]) throws -> Harness.Output {
+            try Harness.custodian(
+                ["session", "release", id, "--state-version", version, "--reason", "node never executed it"]
+                    + ["--state-dir", pair.stateDir(0)] + extra)
+        }
+        // The local tool refuses a database agent's state directory; a release of another version is refused.
+        let local = try release("2", [])
+        #expect(local.status != 0 && local.stderr.contains("keeps its ledger in PostgreSQL"), "\(local.stderr)")
+        let wrong = try release("1", ["--ledger-url", pair.url])
+        #expect(wrong.status == 2 && wrong.stderr.contains("not the latest signed state"), "\(wrong.stderr)")
+        // Released through agent 0's state directory while agent 1 runs: agent 1 may now sign another close.
+        let released = try release("2", ["--ledger-url", pair.url])
+        #expect(released.status == 0, "\(released.stderr)")
+        #expect(released.stdout.contains("closed at version 2 -> open at version 1"), "\(released.stdout)")
+        let again = try pair.sign(1, Messages.close(id: id, "5", "5")).get()
+        #expect(!again.signature.isEmpty)
+        // Agent 0, restarted, knows the new close: the old one is refused.
+        try pair.start(0)
+        #expect(Self.reason(pair.sign(0, Messages.close(id: id, "4", "6"))) == "policy.session_closed")
+        #expect(pair.stop(0) == 0)
+        #expect(pair.stop(1) == 0)
+        let verify = try Harness.custodian([
+            "audit", "verify", "--ledger-url", pair.url, pair.stateDir(0), pair.stateDir(1),
+        ])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        let records = try String(contentsOfFile: pair.stateDir(0) + "/audit.log", encoding: .utf8)
+        #expect(records.contains(#""action":"session_release""#) && records.contains(#""ledger_txn":"#))
+    }
+
     /// Sends `first` to agent 0 and `second` to agent 1 at the same instant; both results.
     static func race(_ pair: AgentPair, _ first: String, _ second: String) -> [Result<SignResult, ClientError>] {
         let results = Collected<(Int, Result<SignResult, ClientError>)>()
