@@ -221,6 +221,21 @@ extension StateDirectory {
 
     /// The interchange text of the ledger a database holds (every agent's decisions).
     public static func exportLedger(ledgerURL: String, address: Address?) throws(AgentStartError) -> [UInt8] {
+        let ledger = try databaseLedger(ledgerURL: ledgerURL, address: address)
+        guard ledger.state.channels.channels.isEmpty else {
+            throw AgentStartError(
+                "the ledger holds v1 home channels, which the interchange format does not carry", exitCode: 2)
+        }
+        return LedgerInterchange.encode(
+            ledger.state, agent: ledger.agent, exportedAt: RFC3339.format(ms: Engine.systemClock()),
+            auditSeq: UInt64(clamping: ledger.lastTxn), auditHead: ledger.lastHash)
+    }
+
+    /// The ledger a database holds (every agent's decisions), read only: the key it belongs to (which must be
+    /// `address` when given), and its last transaction's number and the SHA-256 of its batch.
+    public static func databaseLedger(ledgerURL: String, address: Address?) throws(AgentStartError) -> (
+        agent: Address, state: LedgerState, lastTxn: Int64, lastHash: String
+    ) {
         let client = PostgresClient(url: ledgerURL)
         do {
             try client.connect()
@@ -245,13 +260,7 @@ extension StateDirectory {
                 }
                 last = (transaction.txn, SHA256.hex(transaction.batch))
             }
-            guard state.channels.channels.isEmpty else {
-                throw AgentStartError(
-                    "the ledger holds v1 home channels, which the interchange format does not carry", exitCode: 2)
-            }
-            return LedgerInterchange.encode(
-                state, agent: agent, exportedAt: RFC3339.format(ms: Engine.systemClock()),
-                auditSeq: UInt64(clamping: last.txn), auditHead: last.hash)
+            return (agent, state, last.txn, last.hash)
         } catch let error as AgentStartError {
             throw error
         } catch {

@@ -30,6 +30,8 @@ struct PolicyCommand: ParsableCommand {
         @Option(help: "The message file, read as bytes.") var message: String
         @Option(help: "The state directory of a stopped agent (its audit log gives the sessions).") var stateDir:
             String?
+        @Option(help: "The ledger database of a pair (a libpq URL): its ledger gives the sessions and channels.")
+        var ledgerUrl: String?
         @Option(help: "The clock, in Unix milliseconds (default: now).") var nowMs: UInt64?
         @Option(help: "The agent's address (default: the one in the state directory's audit log).") var address: String?
 
@@ -41,6 +43,19 @@ struct PolicyCommand: ParsableCommand {
             if address != nil && given == nil { throw CLIFailure("--address must be an EIP-55 address") }
             var chain = AuditChain()
             var state = LedgerState()
+            var databaseAgent: Address?
+            if let ledgerUrl {
+                guard stateDir == nil else {
+                    throw CLIFailure("give --state-dir or --ledger-url, not both: the ledger is in one of them")
+                }
+                do {
+                    let ledger = try StateDirectory.databaseLedger(ledgerURL: ledgerUrl, address: given)
+                    databaseAgent = ledger.agent
+                    state = ledger.state
+                } catch {
+                    throw CLIFailure(error.description, hint: error.hint, exitCode: 2)
+                }
+            }
             if let stateDir {
                 do {
                     let rebuilt = try StateDirectory.readHistory(stateDir)
@@ -50,10 +65,10 @@ struct PolicyCommand: ParsableCommand {
                     throw CLIFailure(error.description, hint: error.hint, exitCode: 2)
                 }
             }
-            guard let agent = given ?? chain.agent else {
+            guard let agent = given ?? databaseAgent ?? chain.agent else {
                 throw CLIFailure(
                     "policy test needs the agent's address",
-                    hint: "give --address 0x… (EIP-55) or --state-dir of an agent that has run")
+                    hint: "give --address 0x… (EIP-55), --state-dir of an agent that has run, or --ledger-url")
             }
             let now = nowMs ?? Engine.systemClock()
             var writer = JSONWriter()

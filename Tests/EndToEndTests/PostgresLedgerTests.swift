@@ -179,6 +179,18 @@ struct PostgresLedgerTests {
         try pair.start(1)
         #expect(Self.reason(pair.sign(1, Messages.close(id: id, "0", "10"))) == "policy.session_closed")
         #expect(pair.stop(1) == 0)
+        // policy test judges a message against the database's ledger.
+        let conflicting = try pair.workspace.write("conflicting.json", Messages.close(id: id, "0", "10"))
+        let dryRun = try Harness.custodian([
+            "policy", "test", pair.policyFile, "--message", conflicting, "--ledger-url", pair.url,
+        ])
+        #expect(
+            dryRun.status == 2 && dryRun.stdout.contains("policy.session_closed"), "\(dryRun.stdout)\(dryRun.stderr)")
+        let fresh = try pair.workspace.write("fresh.json", Messages.create(nonce: 2, "0", "10"))
+        let allowed = try Harness.custodian([
+            "policy", "test", pair.policyFile, "--message", fresh, "--ledger-url", pair.url,
+        ])
+        #expect(allowed.status == 0, "\(allowed.stdout)\(allowed.stderr)")
         let check = try pair.check(received: [created.signature, closed.signature])
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
     }
