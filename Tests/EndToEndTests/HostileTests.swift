@@ -96,7 +96,8 @@ struct HostileTests {
                 replies += 1
             }
         }
-        #expect(replies == 200)
+        // One read may end past the 200th reply (a chunk holds several): at least 200, each checked above.
+        #expect(replies >= 200)
         shutdown(connection.fd, Int32(SHUT_RDWR))
         while writer.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
         #expect(agent.stop() == 0)
