@@ -23,6 +23,38 @@ struct LedgerDatabaseUnitTests {
         #expect(LedgerAgentID.mayUseTCP(url) == expected, "\(url)")
     }
 
+    @Test("An import brings the outflows the database lacks, as many of each as the state directory has more")
+    func outflowsToImport() throws {
+        func outflow(_ time: UInt64, _ amount: String) throws -> ChannelPolicy.Outflow {
+            ChannelPolicy.Outflow(timeMs: time, asset: "usdc", amount: try #require(Amount(amount)))
+        }
+        let local = [try outflow(1, "5"), try outflow(1, "5"), try outflow(2, "7"), try outflow(3, "1")]
+        let present = [try outflow(1, "5"), try outflow(3, "1"), try outflow(9, "9")]
+        #expect(StateDirectory.outflows(local, notIn: present) == [try outflow(1, "5"), try outflow(2, "7")])
+        #expect(StateDirectory.outflows(local, notIn: local).isEmpty)
+        #expect(StateDirectory.outflows(local, notIn: []) == local)
+    }
+
+    @Test("A home channel's entry survives its encoding for a ledger import; other bytes do not decode")
+    func channelEncoding() throws {
+        let copy = ChannelCopy(
+            channelID: "0x" + String(repeating: "ab", count: 32),
+            user: try #require(Address(eip55: "0xFdEc8F58fA4b3bf07DD11eAF4c562Ee674e2C638")), asset: "usdc",
+            decimals: 6, epoch: 0, version: 3,
+            ledger: ChannelStateWire.HomeLedger(
+                token: try #require(Address(eip55: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913")), chainID: 8453,
+                userBalance: try #require(Amount("180")), userNetFlow: try #require(Amount("200")),
+                nodeBalance: .zero, nodeNetFlow: try #require(Amount(signed: "-20"))))
+        let entry = ChannelEntry(
+            copy: copy, lastSigned: (3, Array(repeating: 7, count: 32)), nodeIssuedBase: false, coSigned: true,
+            halted: "a reason")
+        let bytes = LedgerState.encodeChannel(entry)
+        #expect(LedgerState.decodeChannel(bytes) == entry)
+        #expect(LedgerState.decodeChannel(bytes + [0]) == nil)
+        #expect(LedgerState.decodeChannel(Array(bytes.dropLast())) == nil)
+        #expect(LedgerState.decodeChannel(Array(bytes.dropFirst(3))) == nil)
+    }
+
     @Test("bytea in hex output decodes; anything else does not")
     func bytea() {
         #expect(PostgresClient.decodeBytea("\\x00ff0A") == [0x00, 0xFF, 0x0A])
