@@ -67,6 +67,11 @@ public func writeWarnings(_ warnings: [Denial], _ writer: inout JSONWriter) {
     writer.endArray()
 }
 
+extension Peer {
+    /// This process, as the peer of an operator command's record (the command runs as the operator).
+    static var operatorProcess: Peer { Peer(pid: getpid(), uid: getuid(), gid: getgid()) }
+}
+
 func writePeer(_ peer: Peer?, _ writer: inout JSONWriter) {
     guard let peer else { return }
     writer.key("peer")

@@ -76,7 +76,7 @@ extension StateDirectory {
             let now = Engine.systemClock()
             for entry in added {
                 log.stage(event: "operator", timeMs: now) { writer in
-                    writePeer(Peer(pid: getpid(), uid: getuid(), gid: getgid()), &writer)
+                    writePeer(.operatorProcess, &writer)
                     importFields(entry, document: document, digest: digest, &writer)
                 }
             }
@@ -84,7 +84,7 @@ extension StateDirectory {
             var outflows = Self.outflows(localChannels.outflows, notIn: state.channels.outflows)
             for entry in addedChannels {
                 log.stage(event: "operator", timeMs: now) { writer in
-                    writePeer(Peer(pid: getpid(), uid: getuid(), gid: getgid()), &writer)
+                    writePeer(.operatorProcess, &writer)
                     writer.field("action", "ledger_import_channel")
                     writer.field("agent", document.agent.checksummed)
                     writer.field("source_audit_seq", document.auditSeq)
@@ -137,7 +137,7 @@ extension StateDirectory {
             let (session, restored) = try releasePlan(
                 state, id: id, version: version, forgetSession: forgetSession, in: "the ledger database")
             log.stage(event: "operator", timeMs: Engine.systemClock()) { writer in
-                writePeer(Peer(pid: getpid(), uid: getuid(), gid: getgid()), &writer)
+                writePeer(.operatorProcess, &writer)
                 releaseFields(
                     session, restored: restored, id: id, version: version, reason: reason,
                     policyHash: policyHash, &writer)

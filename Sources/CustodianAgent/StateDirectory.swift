@@ -387,12 +387,7 @@ public enum StateDirectory {
         let now = Engine.systemClock()
         for index in 0..<count {
             log.stage(event: event, timeMs: now) { writer in
-                writer.key("peer")
-                writer.beginObject()
-                writer.field("uid", getuid())
-                writer.field("gid", getgid())
-                writer.field("pid", getpid())
-                writer.endObject()
+                writePeer(.operatorProcess, &writer)
                 fields(index, &writer)
             }
         }
